@@ -1,0 +1,31 @@
+"""The run lifecycle as a transition table, and the one function that advances it.
+
+RUNNING ends in SUCCESS, FAILED, TIMEOUT, CANCELLED or ABANDONED (the process died).
+MISSED and SKIPPED rows are born final. A final status never changes again, except that
+the orphan sweep may only ever turn RUNNING into ABANDONED.
+"""
+
+from __future__ import annotations
+
+from piko.core.types import RunStatus
+from piko.errors import PikoError
+
+_S = RunStatus
+
+TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
+    None: frozenset({_S.RUNNING, _S.MISSED, _S.SKIPPED}),
+    _S.RUNNING: frozenset({_S.SUCCESS, _S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED}),
+}
+
+
+class IllegalTransition(PikoError):
+    pass
+
+
+def advance(current: RunStatus | None, new: RunStatus) -> RunStatus:
+    """Return `new` if the lifecycle allows current -> new, else raise IllegalTransition."""
+    allowed = TRANSITIONS.get(current, frozenset())
+    if new not in allowed:
+        shown = current.value if current else "(new)"
+        raise IllegalTransition(f"run status cannot go from {shown} to {new.value}")
+    return new

@@ -1,0 +1,139 @@
+"""Plain values shared by the kernel, the runner and the stores (pure: no I/O, no clock).
+
+BackfillPolicy and DataInterval keep the import path users already have
+(`piko.core.types`). Records are frozen dataclasses whose datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class BackfillPolicy(str, enum.Enum):
+    """What a stateful job does with data windows it missed while piko was down."""
+
+    SKIP = "skip"  # run only the latest window; older ones are reported, not run
+    CATCH_UP = "catch_up"  # run every missed window in order
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    ABANDONED = "ABANDONED"
+    MISSED = "MISSED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class DataInterval:
+    """A half-open data window [start, end) handed to a stateful job."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"DataInterval end {self.end} is before start {self.start}")
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it."""
+
+    job_id: str
+    schedule_type: str
+    schedule_expr: str
+    timezone: str | None = None
+    enabled: bool = True
+    misfire_grace_s: float | None = None
+    coalesce: bool | None = None
+    max_instances: int | None = None
+    jitter_s: float | None = None
+    version: int = 1
+    created_at: datetime | None = None  # anchors interval schedules that give no start_date
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One version of a job's parameters from `job_config` (or its history)."""
+
+    job_id: str
+    config_json: str
+    version: int = 1
+    schema_version: int = 1
+    effective_from: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A leader term: writes carrying it are accepted only while the term is current."""
+
+    lease_name: str
+    holder: str
+    token: int
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """A request to open a run record, optionally taking the (job_id, scheduled_at) lock."""
+
+    job_id: str
+    scheduled_at: datetime
+    status: RunStatus
+    started_at: datetime
+    instance_id: str
+    attempt: int = 1
+    kind: str = "schedule"  # schedule | manual | backfill | retry
+    take_lock: bool = True
+    fence: Fence | None = None
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+    error_type: str | None = None  # for rows born final (MISSED / SKIPPED)
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A row of `job_run` as read back."""
+
+    run_id: int
+    job_id: str
+    scheduled_at: datetime
+    status: RunStatus
+    attempt: int
+    kind: str
+    instance_id: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    error_type: str | None
+    error_message: str | None
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """The answer to a successful acquire-or-renew: our term's token and whether it is new."""
+
+    token: int
+    is_new_term: bool
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    instance_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    extra: dict[str, str] = field(default_factory=dict)

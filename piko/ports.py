@@ -1,0 +1,106 @@
+"""Every seam the kernel and the components use, as typing.Protocols, in one place.
+
+A reader sees all the ports at once; one contract test suite runs against every
+implementation (memory-free: real SQLite and real MySQL). Imports only pure modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from piko.core.types import (
+    ConfigRow,
+    Fence,
+    InstanceInfo,
+    LeaseGrant,
+    RunClaim,
+    RunRecord,
+    RunStatus,
+    ScheduleRow,
+)
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    def monotonic(self) -> float: ...
+    async def wait(self, event: asyncio.Event | None, timeout: float) -> bool: ...
+
+
+@runtime_checkable
+class Trigger(Protocol):
+    """An immutable schedule: the first fire strictly after `after`, or None if none is left."""
+
+    def next_fire_time(self, after: datetime) -> datetime | None: ...
+
+
+class Store(Protocol):
+    """Durable state: schedules, configs, run records, locks, watermarks, leases.
+
+    All datetimes in and out are aware UTC. Implementations: store/sqlite.py, store/mysql.py.
+    """
+
+    dialect: str
+    description: str  # where the data lives, secrets masked (for logs and the CLI)
+
+    async def open(self) -> None: ...  # connect and migrate to the newest schema
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...  # raise StoreUnavailable when not reachable
+    async def schema_version(self) -> int: ...
+
+    # -- control plane -------------------------------------------------------------
+    async def load_schedules(self) -> list[ScheduleRow]: ...
+    async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool: ...
+    async def upsert_schedule(self, row: ScheduleRow) -> None: ...
+    async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool: ...
+    async def load_configs(self) -> list[ConfigRow]: ...
+    async def upsert_config(self, row: ConfigRow) -> None: ...
+
+    # -- run records ---------------------------------------------------------------
+    async def claim_run(self, claim: RunClaim) -> int | None: ...
+    async def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        finished_at: datetime,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> None: ...
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+    async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None: ...
+    async def abandon_orphans(self, stale_before: datetime, now: datetime) -> int: ...
+
+    # -- stateful jobs -------------------------------------------------------------
+    async def get_watermark(self, job_id: str) -> datetime | None: ...
+    async def cas_watermark(
+        self, job_id: str, expected: datetime | None, new: datetime, fence: Fence | None = None
+    ) -> bool: ...
+
+    # -- built-in SQL sink (persistence) --------------------------------------------
+    async def upsert_rows(
+        self, table: str, key_columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> int: ...
+
+    # -- leader lease (database clock only) ------------------------------------------
+    async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None: ...
+    async def lease_release(self, name: str, holder: str, token: int) -> None: ...
+
+
+class Sink(Protocol):
+    """Where WriteIntents end up (persistence/sink_base.py has the base classes)."""
+
+    name: str
+
+    async def write_batch(self, batch: list[Any]) -> None: ...
+
+
+class OpsState(Protocol):
+    """What the ops HTTP routes ask the app: liveness, readiness, role."""
+
+    def is_started(self) -> bool: ...
+    def role(self) -> str: ...  # "leader" | "standby" (single instances are "leader")
+    def loop_lag_s(self) -> float: ...
+    async def readiness_checks(self) -> dict[str, str | None]: ...  # check name -> None if ok, else reason
