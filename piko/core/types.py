@@ -136,4 +136,5 @@ class InstanceInfo:
     host: str
     pid: int
     started_at: datetime
+    heartbeat_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)

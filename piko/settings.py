@@ -1,0 +1,241 @@
+"""Settings: defaults < settings file < PIKO_* environment < explicit overrides; validated, frozen.
+
+Files: the first of settings.toml / piko.toml in the working directory (plus .secrets.toml),
+or the file named by PIKO_SETTINGS_PATH / --settings. Sections `[piko]` and `[default]` hold
+flat keys; any other section is a prefix (`[mysql] dsn` is `mysql_dsn`). Environment keys are
+flat (`PIKO_MYSQL_DSN`) or nested (`PIKO_MYSQL__DSN`). Unknown keys and wrong types are
+errors that name the key and where it came from. Durations are `_s` floats at this boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from piko.errors import ConfigError
+
+FILE_NAMES = ("settings.toml", "piko.toml")
+SECRETS_FILE = ".secrets.toml"
+ENV_PREFIX = "PIKO_"
+ENV_IGNORED = {"PIKO_SETTINGS_PATH"}
+ENV_IGNORED_PREFIXES = ("PIKO_TEST_", "PIKO_BENCH_")
+FLAT_SECTIONS = ("piko", "default", "defaults")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # store
+    db_path: str = "piko.db"
+    dsn: str | None = None
+    mysql_dsn: str | None = None
+    mysql_pool_size: int = 10
+    mysql_pool_recycle: int = 3600
+    # logging
+    log_level: str = "INFO"
+    log_json: bool = False
+    debug: bool = False
+    # scheduling defaults (a schedule row or @app.job overrides them per job)
+    timezone: str = "UTC"
+    misfire_grace_s: float = 60.0
+    coalesce: bool = True
+    max_instances: int = 1
+    job_timeout_s: float = 0.0  # 0 = no timeout
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 300.0
+    backfill_max_windows: int = 1000
+    # control plane
+    poll_interval_s: float = 10.0
+    heartbeat_interval_s: float = 10.0
+    orphan_after_s: float = 60.0
+    shutdown_timeout_s: float = 30.0
+    # leader election
+    leader_enabled: bool = True
+    leader_name: str = "default"
+    leader_lease_s: float = 30.0
+    leader_renew_interval_s: float = 10.0
+    # ops HTTP
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # persistence
+    persist_queue_max: int = 10000
+    persist_batch_size: int = 500
+    persist_batch_timeout_s: float = 0.2
+    persist_spill_dir: str = "piko_spill"
+    persist_durability: str = "memory"
+    persist_retry_max: int = 5
+    # CPU offload
+    cpu_workers: int = 0  # 0 = cores - 1, at least 1
+    cpu_per_job_cap: int = 0  # 0 = no cap
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def store_dsn(self) -> str:
+        """The store to open: dsn, else mysql_dsn, else the SQLite file db_path."""
+        return self.dsn or self.mysql_dsn or f"sqlite:///{self.db_path}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"setting {key!r} = {getattr(s, key)!r}: {what}")
+
+    for name in _FIELDS:
+        value = getattr(s, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"setting {name!r} = {value!r}: must be a finite number")
+        if name.endswith("_s") and isinstance(value, (int, float)):
+            need(value >= 0, name, "must be >= 0 seconds")
+    need(s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, "log_level",
+         "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    need(s.max_instances >= 1, "max_instances", "must be >= 1")
+    need(s.retries >= 0, "retries", "must be >= 0")
+    need(s.poll_interval_s > 0, "poll_interval_s", "must be > 0")
+    need(0 < s.http_port < 65536 or s.http_port == 0, "http_port", "must be a TCP port (0-65535)")
+    need(s.persist_durability in {"memory", "journal"}, "persist_durability", "must be 'memory' or 'journal'")
+    need(s.persist_queue_max >= 1 and s.persist_batch_size >= 1, "persist_queue_max", "queue and batch must be >= 1")
+    need(s.leader_lease_s > 0, "leader_lease_s", "must be > 0")
+    need(0 < s.leader_renew_interval_s < s.leader_lease_s, "leader_renew_interval_s",
+         f"must be > 0 and below leader_lease_s ({s.leader_lease_s}); about a third of it is usual")
+    need(s.cpu_workers >= 0 and s.cpu_per_job_cap >= 0, "cpu_workers", "must be >= 0 (0 = automatic)")
+    _check_timezone(s.timezone)
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"setting 'timezone' = {name!r}: unknown time zone (use an IANA name such as "
+                          f"'UTC' or 'Europe/Berlin')") from exc
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    field = _FIELDS.get(key)
+    if field is None:
+        close = [k for k in _FIELDS if k.split("_")[-1] == key.split("_")[-1]][:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown setting {key!r} in {source}{hint}")
+    kind = str(field.type)
+    from_env = isinstance(value, str) and source.startswith("environment")
+    try:
+        if "bool" in kind:
+            if isinstance(value, bool):
+                return value
+            if from_env and value.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if from_env and value.strip().lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise TypeError
+        if "None" in kind and (value is None or (from_env and value.strip().lower() in {"", "none", "null"})):
+            return None
+        if kind.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value) if (from_env or isinstance(value, (int, float))) else _fail()
+        if kind.startswith("float"):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value) if (from_env or isinstance(value, (int, float))) else _fail()
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    except (TypeError, ValueError):
+        expected = kind.replace(" | None", " or empty")
+        raise ConfigError(f"setting {key!r} from {source}: {value!r} is not a valid {expected}") from None
+
+
+def _fail() -> Any:
+    raise TypeError
+
+
+def _flatten_toml(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            prefix = "" if key.lower() in FLAT_SECTIONS else f"{key.lower()}_"
+            for sub, subvalue in value.items():
+                if isinstance(subvalue, Mapping):
+                    raise ConfigError(f"setting '{key}.{sub}' in {source}: nested tables are not supported")
+                out[prefix + sub.lower()] = subvalue
+        else:
+            out[key.lower()] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ConfigError(f"reading {path} needs tomli on Python < 3.11: pip install 'piko[tomli]'") from None
+    try:
+        with path.open("rb") as fh:
+            return _flatten_toml(tomllib.load(fh), str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from None
+
+
+def settings_files(cwd: Path, explicit: str | None, env: Mapping[str, str]) -> list[Path]:
+    """Which files are read, in order (later wins)."""
+    chosen = explicit or env.get("PIKO_SETTINGS_PATH")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"settings file {chosen!r} does not exist")
+        return [path]
+    found = [cwd / n for n in FILE_NAMES if (cwd / n).is_file()][:1]
+    if (cwd / SECRETS_FILE).is_file():
+        found.append(cwd / SECRETS_FILE)
+    return found
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_IGNORED or name.startswith(ENV_IGNORED_PREFIXES):
+            continue
+        key = name[len(ENV_PREFIX):].lower().replace("__", "_")
+        out[key] = (value, f"environment variable {name}")
+    return out
+
+
+def load_settings(
+    *,
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from every layer; raise ConfigError naming the key and its source."""
+    env = os.environ if env is None else env
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    values: dict[str, Any] = {}
+    for file in settings_files(base, path, env):
+        for key, value in _read_toml(file).items():
+            values[key] = _coerce(key, value, f"settings file {file}")
+    for key, (value, source) in _env_values(env).items():
+        values[key] = _coerce(key, value, source)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, "arguments")
+    return Settings(**values)

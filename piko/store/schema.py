@@ -1,0 +1,138 @@
+"""The schema, once, for every dialect: tables as DDL templates plus versioned migrations.
+
+Dialect differences are data (the TYPES maps below): key and text types, the auto-increment
+id, timestamps (ISO text in SQLite, UTC DATETIME(6) in MySQL), the table suffix, and how an
+index is created. Migrations are append-only: never edit a released one, add the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "KEY": "TEXT",
+        "TEXT": "TEXT",
+        "TS": "TEXT",
+        "BOOL": "INTEGER",
+        "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "NOW": "(strftime('%Y-%m-%d %H:%M:%f','now'))",
+        "LEASE_TS": "INTEGER",  # unix milliseconds from the host clock
+        "LEASE_ZERO": "0",
+        "SUFFIX": "",
+    },
+    "mysql": {
+        "KEY": "VARCHAR(191)",
+        "TEXT": "TEXT",
+        "TS": "DATETIME(6)",
+        "BOOL": "TINYINT",
+        "ID": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        "NOW": "CURRENT_TIMESTAMP(6)",
+        "LEASE_TS": "DATETIME(6)",  # UTC from the server clock
+        "LEASE_ZERO": "'1970-01-01 00:00:00'",
+        "SUFFIX": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+    },
+}
+
+SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS piko_schema (
+  version INTEGER NOT NULL PRIMARY KEY,
+  description VARCHAR(200) NOT NULL,
+  applied_at {TS} NOT NULL DEFAULT {NOW}
+){SUFFIX}"""
+
+V1_TABLES = [
+    """CREATE TABLE IF NOT EXISTS scheduled_job (
+  job_id {KEY} NOT NULL PRIMARY KEY,
+  schedule_type VARCHAR(16) NOT NULL DEFAULT 'cron',
+  schedule_expr {TEXT} NOT NULL,
+  timezone VARCHAR(64) NULL,
+  enabled {BOOL} NOT NULL DEFAULT 1,
+  misfire_grace_s DOUBLE PRECISION NULL,
+  `coalesce` {BOOL} NULL,
+  max_instances INTEGER NULL,
+  jitter_s DOUBLE PRECISION NULL,
+  version BIGINT NOT NULL DEFAULT 1,
+  last_data_time {TS} NULL,
+  created_at {TS} NOT NULL DEFAULT {NOW}
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS job_config (
+  job_id {KEY} NOT NULL PRIMARY KEY,
+  schema_version INTEGER NOT NULL DEFAULT 1,
+  config_json {TEXT} NOT NULL,
+  version BIGINT NOT NULL DEFAULT 1,
+  effective_from {TS} NULL
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS job_run (
+  run_id {ID},
+  job_id {KEY} NOT NULL,
+  scheduled_time {TS} NOT NULL,
+  status VARCHAR(16) NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 1,
+  kind VARCHAR(16) NOT NULL DEFAULT 'schedule',
+  instance_id VARCHAR(128) NOT NULL DEFAULT '',
+  fence_token BIGINT NULL,
+  started_at {TS} NULL,
+  finished_at {TS} NULL,
+  duration_s DOUBLE PRECISION NULL,
+  error_type VARCHAR(200) NULL,
+  error_message {TEXT} NULL,
+  data_start {TS} NULL,
+  data_end {TS} NULL
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS job_lock (
+  job_id {KEY} NOT NULL,
+  scheduled_time {TS} NOT NULL,
+  instance_id VARCHAR(128) NOT NULL,
+  fence_token BIGINT NULL,
+  locked_at {TS} NOT NULL,
+  PRIMARY KEY (job_id, scheduled_time)
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS piko_instance (
+  instance_id VARCHAR(128) NOT NULL PRIMARY KEY,
+  host VARCHAR(128) NOT NULL,
+  pid INTEGER NOT NULL,
+  started_at {TS} NOT NULL,
+  heartbeat_at {TS} NOT NULL
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS piko_lease (
+  name VARCHAR(64) NOT NULL PRIMARY KEY,
+  holder VARCHAR(128) NOT NULL DEFAULT '',
+  token BIGINT NOT NULL DEFAULT 0,
+  acquired_at {LEASE_TS} NOT NULL DEFAULT {LEASE_ZERO},
+  renewed_at {LEASE_TS} NOT NULL DEFAULT {LEASE_ZERO},
+  expires_at {LEASE_TS} NOT NULL DEFAULT {LEASE_ZERO},
+  renewals BIGINT NOT NULL DEFAULT 0
+){SUFFIX}""",
+]
+
+V1_INDEXES = [
+    ("ix_job_run_job_time", "job_run", "job_id, scheduled_time"),
+    ("ix_job_run_status", "job_run", "status, instance_id"),
+]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def render(template: str, dialect: str) -> str:
+    return template.format(**TYPES[dialect])
+
+
+def index_sql(dialect: str, name: str, table: str, columns: str) -> str:
+    exists = " IF NOT EXISTS" if dialect == "sqlite" else ""
+    return f"CREATE INDEX{exists} {name} ON {table} ({columns})"
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """Every migration for `dialect`, oldest first."""
+    v1 = [render(t, dialect) for t in V1_TABLES]
+    v1 += [index_sql(dialect, *ix) for ix in V1_INDEXES]
+    return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1))]
+
+
+def latest_version(dialect: str) -> int:
+    return migrations(dialect)[-1].version

@@ -1,0 +1,68 @@
+"""SQL text shared by the SQLite and MySQL stores, written once with '?' placeholders.
+
+The MySQL store converts placeholders ('?' -> '%s') and swaps the few dialect clauses
+(upserts, insert-ignore). Row <-> record mapping for job_run lives here too, so both
+stores read runs the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from piko.core.types import RunClaim, RunRecord, RunStatus
+
+SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, misfire_grace_s, `coalesce`, "
+                    "max_instances, jitter_s, version")
+SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS}, created_at FROM scheduled_job"
+INSERT_SCHEDULE = (f"INSERT {{ignore}} INTO scheduled_job ({SCHEDULE_COLUMNS}) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SCHEDULE_UPDATES = ("schedule_type = {v}schedule_type, schedule_expr = {v}schedule_expr, timezone = {v}timezone, "
+                     "enabled = {v}enabled, misfire_grace_s = {v}misfire_grace_s, `coalesce` = {v}`coalesce`, "
+                     "max_instances = {v}max_instances, jitter_s = {v}jitter_s, "
+                     "version = scheduled_job.version + 1")
+UPSERT_SCHEDULE_SQLITE = (f"INSERT INTO scheduled_job ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                          "ON CONFLICT (job_id) DO UPDATE SET " + _SCHEDULE_UPDATES.format(v="excluded."))
+SET_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id = ?"
+
+SELECT_CONFIGS = "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config"
+UPSERT_CONFIG_SQLITE = ("INSERT INTO job_config (job_id, schema_version, config_json, version, effective_from) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+                        "schema_version = excluded.schema_version, config_json = excluded.config_json, "
+                        "version = job_config.version + 1, effective_from = excluded.effective_from")
+
+RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fence_token, started_at, "
+               "finished_at, duration_s, error_type, error_message, data_start, data_end")
+INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
+FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
+                     "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
+                     "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
+ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
+                   "error_message = 'the instance running it stopped (no heartbeat)' "
+                   "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
+
+HEARTBEAT_SQLITE = ("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
+SELECT_INSTANCES = "SELECT instance_id, host, pid, started_at, heartbeat_at FROM piko_instance"
+
+GET_WATERMARK = "SELECT last_data_time FROM scheduled_job WHERE job_id = ?"
+CAS_WATERMARK = ("UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ? "
+                 "AND (last_data_time = ? OR (last_data_time IS NULL AND ? IS NULL))")
+
+
+def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int | None) -> tuple[Any, ...]:
+    is_final = claim.status is not RunStatus.RUNNING
+    return (claim.job_id, ts(claim.scheduled_at), claim.status.value, claim.attempt, claim.kind,
+            claim.instance_id, token, ts(claim.started_at), ts(claim.started_at) if is_final else None,
+            0.0 if is_final else None, claim.error_type, claim.error_message,
+            ts(claim.data_start), ts(claim.data_end))
+
+
+def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRecord:
+    return RunRecord(
+        run_id=int(r[0]), job_id=r[1], scheduled_at=ts(r[2]), status=RunStatus(r[3]),  # type: ignore[arg-type]
+        attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
+        duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
+        data_start=ts(r[13]), data_end=ts(r[14]))

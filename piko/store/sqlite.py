@@ -1,0 +1,244 @@
+"""The SQLite store: the embedded default, on the standard sqlite3 module.
+
+All I/O runs on one worker thread (sqlite_worker.py) with WAL and batched commits. The
+"database clock" for leases and fences is the host clock as SQLite reads it (milliseconds;
+hence strict `<` for takeover and `>=` for validity). Several processes on one host may
+share the file; never put it on a network filesystem. Must not import store/mysql.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from piko.core.types import (
+    ConfigRow,
+    Fence,
+    InstanceInfo,
+    LeaseGrant,
+    RunClaim,
+    RunRecord,
+    RunStatus,
+    ScheduleRow,
+)
+from piko.errors import LeaseLost, StoreError
+from piko.store import sql
+from piko.store.codec import from_db, to_param, to_text
+from piko.store.schema import SCHEMA_TABLE, migrations, render
+from piko.store.sqlite_worker import SqliteWorker
+
+NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f','now'),4) AS INTEGER))"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+class SqliteStore:
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = path
+        self.description = f"SQLite file {os.path.abspath(path)}"
+        self._worker = SqliteWorker(path, busy_timeout_s=busy_timeout_s)
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._worker.start()
+        await self._worker.call(self._migrate, is_write=True)
+
+    async def close(self) -> None:
+        await self._worker.stop()
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        await self._worker.call(lambda c: c.execute("SELECT 1").fetchone(), is_write=False)
+
+    async def schema_version(self) -> int:
+        return int(await self._worker.call(_schema_version, is_write=False))
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute(render(SCHEMA_TABLE, "sqlite"))
+        current = _schema_version(conn)
+        for mig in migrations("sqlite"):
+            if mig.version <= current:
+                continue
+            for statement in mig.statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO piko_schema(version, description) VALUES (?, ?)",
+                         (mig.version, mig.description))
+
+    # -- control plane -------------------------------------------------------------------
+    async def load_schedules(self) -> list[ScheduleRow]:
+        rows = await self._worker.call(lambda c: c.execute(sql.SELECT_SCHEDULES).fetchall(), is_write=False)
+        return [_schedule_row(r) for r in rows]
+
+    async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
+        params = _schedule_params(row)
+        return bool(await self._worker.call(
+            lambda c: c.execute(sql.INSERT_SCHEDULE.format(ignore="OR IGNORE"), params).rowcount,
+            is_write=True))
+
+    async def upsert_schedule(self, row: ScheduleRow) -> None:
+        params = _schedule_params(row)
+        await self._worker.call(lambda c: c.execute(sql.UPSERT_SCHEDULE_SQLITE, params), is_write=True)
+
+    async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool:
+        return bool(await self._worker.call(
+            lambda c: c.execute(sql.SET_ENABLED, (int(is_enabled), job_id)).rowcount, is_write=True))
+
+    async def load_configs(self) -> list[ConfigRow]:
+        rows = await self._worker.call(lambda c: c.execute(sql.SELECT_CONFIGS).fetchall(), is_write=False)
+        return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
+
+    async def upsert_config(self, row: ConfigRow) -> None:
+        params = (row.job_id, row.schema_version, row.config_json, row.version, to_text(row.effective_from))
+        await self._worker.call(lambda c: c.execute(sql.UPSERT_CONFIG_SQLITE, params), is_write=True)
+
+    # -- run records -------------------------------------------------------------------
+    async def claim_run(self, claim: RunClaim) -> int | None:
+        return await self._worker.call(lambda c: _claim(c, claim), is_write=True)  # type: ignore[no-any-return]
+
+    async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
+                         error_type: str | None = None, error_message: str | None = None) -> None:
+        params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message, run_id)
+        await self._worker.call(lambda c: c.execute(sql.FINISH_RUN_SQLITE, params), is_write=True)
+
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+        def read(c: sqlite3.Connection) -> list[Any]:
+            if job_id is None:
+                return c.execute(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?", (limit,)).fetchall()
+            return c.execute(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?",
+                             (job_id, limit)).fetchall()
+        return [sql.run_record(r, from_db) for r in await self._worker.call(read, is_write=False)]
+
+    async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
+        params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
+        await self._worker.call(lambda c: c.execute(sql.HEARTBEAT_SQLITE, params), is_write=True)
+
+    async def list_instances(self) -> list[InstanceInfo]:
+        rows = await self._worker.call(lambda c: c.execute(sql.SELECT_INSTANCES).fetchall(), is_write=False)
+        return [InstanceInfo(r[0], r[1], int(r[2]), from_db(r[3]), from_db(r[4])) for r in rows]  # type: ignore[arg-type]
+
+    async def abandon_orphans(self, stale_before: datetime, now: datetime,
+                              dead_instances: Sequence[str] = ()) -> int:
+        def sweep(c: sqlite3.Connection) -> int:
+            for dead in dead_instances:
+                c.execute("DELETE FROM piko_instance WHERE instance_id = ?", (dead,))
+            c.execute("DELETE FROM piko_instance WHERE heartbeat_at < ?", (to_text(stale_before),))
+            return c.execute(sql.ABANDON_ORPHANS, (to_text(now), )).rowcount
+        return int(await self._worker.call(sweep, is_write=True))
+
+    # -- stateful jobs -----------------------------------------------------------------
+    async def get_watermark(self, job_id: str) -> datetime | None:
+        row = await self._worker.call(
+            lambda c: c.execute(sql.GET_WATERMARK, (job_id,)).fetchone(), is_write=False)
+        return from_db(row[0]) if row else None
+
+    async def cas_watermark(self, job_id: str, expected: datetime | None, new: datetime,
+                            fence: Fence | None = None) -> bool:
+        def cas(c: sqlite3.Connection) -> bool:
+            _check_fence(c, fence)
+            return c.execute(sql.CAS_WATERMARK, (to_text(new), job_id, to_text(expected),
+                                                 to_text(expected))).rowcount == 1
+        return bool(await self._worker.call(cas, is_write=True))
+
+    # -- SQL sink ----------------------------------------------------------------------
+    async def upsert_rows(self, table: str, key_columns: Sequence[str],
+                          rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        for name in [table, *columns, *key_columns]:
+            if not _IDENT.match(name):
+                raise StoreError(f"upsert_rows: {name!r} is not a plain SQL identifier")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key_columns)
+        conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        statement = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+                     f"ON CONFLICT ({', '.join(key_columns)}) {conflict}")
+        params = [tuple(to_param(r[c], datetime_as_text=True) for c in columns) for r in rows]
+        await self._worker.call(lambda c: c.executemany(statement, params), is_write=True)
+        return len(rows)
+
+    # -- leader lease --------------------------------------------------------------------
+    async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
+        ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+        return await self._worker.call(lambda c: _acquire(c, name, holder, ttl_ms),  # type: ignore[no-any-return]
+                                       is_write=True)
+
+    async def lease_release(self, name: str, holder: str, token: int) -> None:
+        statement = (f"UPDATE piko_lease SET holder = '', expires_at = MIN(expires_at, {NOW_MS}), "
+                     "renewals = renewals + 1 WHERE name = ? AND holder = ? AND token = ?")
+        await self._worker.call(lambda c: c.execute(statement, (name, holder, token)), is_write=True)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT MAX(version) FROM piko_schema").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0] or 0)
+
+
+def _schedule_row(r: Sequence[Any]) -> ScheduleRow:
+    return ScheduleRow(
+        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
+        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=_opt_bool(r[6]), max_instances=r[7],
+        jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
+
+
+def _schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
+    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
+            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
+            row.jitter_s, row.version)
+
+
+def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    row = conn.execute(f"SELECT 1 FROM piko_lease WHERE name = ? AND holder = ? AND token = ? "
+                       f"AND expires_at >= {NOW_MS}", (fence.lease_name, fence.holder, fence.token)).fetchone()
+    if row is None:
+        raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")
+
+
+def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
+    _check_fence(conn, claim.fence)
+    token = claim.fence.token if claim.fence else None
+    scheduled = to_text(claim.scheduled_at)
+    if claim.take_lock:
+        taken = conn.execute("INSERT OR IGNORE INTO job_lock(job_id, scheduled_time, instance_id, fence_token, "
+                             "locked_at) VALUES (?, ?, ?, ?, ?)",
+                             (claim.job_id, scheduled, claim.instance_id, token, to_text(claim.started_at)))
+        if taken.rowcount != 1:
+            return None
+    cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
+    return int(cur.lastrowid)  # type: ignore[arg-type]
+
+
+def _acquire(conn: sqlite3.Connection, name: str, holder: str, ttl_ms: int) -> LeaseGrant | None:
+    conn.execute("INSERT OR IGNORE INTO piko_lease(name) VALUES (?)", (name,))
+    (old_token,) = conn.execute("SELECT token FROM piko_lease WHERE name = ?", (name,)).fetchone()
+    valid_mine = f"holder = :me AND expires_at >= {NOW_MS}"
+    cur = conn.execute(
+        f"UPDATE piko_lease SET token = CASE WHEN {valid_mine} THEN token ELSE token + 1 END, "
+        f"acquired_at = CASE WHEN {valid_mine} THEN acquired_at ELSE {NOW_MS} END, "
+        f"holder = :me, renewed_at = {NOW_MS}, expires_at = {NOW_MS} + :ttl, renewals = renewals + 1 "
+        f"WHERE name = :name AND (holder = :me OR holder = '' OR expires_at < {NOW_MS})",
+        {"me": holder, "ttl": ttl_ms, "name": name})
+    if cur.rowcount != 1:
+        return None
+    token, expires = conn.execute("SELECT token, expires_at FROM piko_lease WHERE name = ?", (name,)).fetchone()
+    return LeaseGrant(int(token), int(token) != int(old_token), from_db(expires / 1000.0))

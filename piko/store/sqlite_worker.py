@@ -1,0 +1,163 @@
+"""One thread that owns the SQLite connection, so the event loop never blocks on the file.
+
+Callers submit small functions; the thread drains what is queued and runs it as one
+batch: reads alone, or writes in one BEGIN IMMEDIATE transaction (each op in its own
+SAVEPOINT, so one failing op rolls back only itself) and one COMMIT. Futures resolve only
+after the commit, so an awaited write is durable. Must not import asyncio-facing piko code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from piko.errors import StoreError, StoreUnavailable
+
+Op = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+
+
+@dataclass
+class _Call:
+    fn: Op
+    is_write: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class SqliteWorker:
+    def __init__(self, path: str, *, busy_timeout_s: float = 10.0, batch_max: int = 512) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._batch_max = batch_max
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+
+    async def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="piko-sqlite", daemon=True)
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self._open_error is not None:
+            raise StoreUnavailable(f"cannot open SQLite file {self.path}: {self._open_error}") from None
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+        self._thread = None
+
+    async def call(self, fn: Op, *, is_write: bool) -> Any:
+        if self._thread is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Call(fn, is_write, fut, loop))
+        return await fut
+
+    # -- the thread ------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self._busy_timeout_s)
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # reported to start()
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                while len(batch) < self._batch_max:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        self._queue.put(_STOP)
+                        break
+                    batch.append(item)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Call]) -> None:
+        results: list[tuple[_Call, bool, Any]] = []
+        if not any(c.is_write for c in batch):
+            for call in batch:
+                results.append(self._run_one(conn, call, savepoint=False))
+            self._deliver(results)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            err = StoreError(f"SQLite {self.path}: cannot start a write transaction: {exc}")
+            self._deliver([(c, False, err) for c in batch])
+            return
+        for call in batch:
+            results.append(self._run_one(conn, call, savepoint=True))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = StoreError(f"SQLite {self.path}: commit failed: {exc}")
+            results = [(c, False, err) for c, _, _ in results]
+        self._deliver(results)
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, call: _Call, *, savepoint: bool) -> tuple[_Call, bool, Any]:
+        if savepoint:
+            conn.execute("SAVEPOINT op")
+        try:
+            value = call.fn(conn)
+        except BaseException as exc:
+            if savepoint:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            if isinstance(exc, sqlite3.Error):
+                exc = StoreError(f"SQLite error: {exc}")
+            return call, False, exc
+        if savepoint:
+            conn.execute("RELEASE op")
+        return call, True, value
+
+    @staticmethod
+    def _deliver(results: list[tuple[_Call, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, items)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+
+def _resolve_all(items: list[tuple[_Call, bool, Any]]) -> None:
+    for call, ok, value in items:
+        if call.future.done():
+            continue
+        if ok:
+            call.future.set_result(value)
+        else:
+            call.future.set_exception(value)
