@@ -138,3 +138,30 @@ class InstanceInfo:
     started_at: datetime
     heartbeat_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The options in force for one job: schedule row, else code, else settings."""
+
+    misfire_grace_s: float | None = 60.0  # None = no limit
+    coalesce: bool = True
+    max_instances: int = 1
+    timeout_s: float | None = None
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 300.0
+    is_one_shot: bool = False  # a date schedule: disabled after its run succeeds
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run ended as, returned by manual runs."""
+
+    run_id: int | None
+    job_id: str
+    scheduled_at: datetime
+    status: RunStatus
+    error_type: str | None = None
+    error_message: str | None = None
+    result: object = None

@@ -1,0 +1,262 @@
+"""PikoApp: the one place that wires concrete parts together.
+
+Start-up enters each part on one AsyncExitStack, in order: store, ops HTTP, instance
+heartbeat, writer, CPU pool, leader lease, runner, kernel, reconcile loop. Shutdown leaves
+them in reverse under one budget (`shutdown_timeout_s`): stop firing, drain runs, step
+down, drain the writer, close the store. A failure while starting unwinds what started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from datetime import datetime
+from typing import Any
+
+from piko.app_parts import LiveState, build_http, build_leader, job_defaults
+from piko.clock import SystemClock
+from piko.core import runner as runner_module
+from piko.core.configs import validate_config
+from piko.core.kernel import Kernel
+from piko.core.registry import JobSpec, Registry, default_registry
+from piko.core.resource import ResourcePool
+from piko.core.runner import Runner
+from piko.core.types import DataInterval
+from piko.observability.logging import configure_logging
+from piko.observability.metrics import MetricsRegistry
+from piko.observability.piko_metrics import PikoMetrics
+from piko.ports import Clock, Store
+from piko.settings import Settings, load_settings
+
+log = logging.getLogger("piko.app")
+
+
+class PikoApp:
+    def __init__(self, name: str = "piko", *, settings: Settings | None = None, store: Store | None = None,
+                 clock: Clock | None = None, registry: Registry | None = None) -> None:
+        self.name = name
+        self.registry = registry if registry is not None else Registry()
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = MetricsRegistry()
+        self.resources = ResourcePool()
+        self._settings = settings
+        self._settings_path: str | None = None
+        self._overrides: dict[str, Any] = {}
+        self._store = store
+        self._pm: PikoMetrics | None = None
+        self._writer: Any = None
+        self._cpu: Any = None
+        self._api_app: Any = None
+        self.live = LiveState(self)
+        self.kernel: Kernel | None = None
+        self.runner: Runner | None = None
+        self.leader: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._manual_lock: asyncio.Lock | None = None
+        self._is_started = False
+        self._deadline = 0.0
+
+    # -- registration and configuration ------------------------------------------------
+    def job(self, job_id: str, **options: Any) -> Any:
+        """Register an async job: `@app.job("id", cron="*/5 * * * *")`."""
+        return self.registry.job(job_id, **options)
+
+    def configure(self, *, settings_path: str | None = None, **overrides: Any) -> None:
+        """Re-read settings with a file and/or explicit values (used by the CLI)."""
+        if self._is_started:
+            raise RuntimeError("configure() must be called before the app starts")
+        self._settings_path = settings_path or self._settings_path
+        self._overrides.update({k: v for k, v in overrides.items() if v is not None})
+        self._settings = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(path=self._settings_path, overrides=self._overrides)
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from piko.store import make_store
+
+            s = self.settings
+            options = {"pool_size": s.mysql_pool_size, "pool_recycle": s.mysql_pool_recycle} \
+                if s.store_dsn.startswith("mysql") else {}
+            self._store = make_store(s.store_dsn, **options)
+        return self._store
+
+    @property
+    def piko_metrics(self) -> PikoMetrics:
+        if self._pm is None:
+            self._pm = PikoMetrics(self.metrics)
+        return self._pm
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from piko.app_parts import build_writer
+
+            self._writer = build_writer(self)
+        return self._writer
+
+    @property
+    def cpu_manager(self) -> Any:
+        if self._cpu is None:
+            from piko.compute.manager import CpuManager
+
+            s = self.settings
+            self._cpu = CpuManager(s.cpu_workers or None, per_job_cap=s.cpu_per_job_cap or None)
+        return self._cpu
+
+    @property
+    def api_app(self) -> Any:
+        """A plain ASGI callable serving /healthz, /readyz, /leader and /metrics."""
+        if self._api_app is None:
+            from piko.http.asgi import OpsAsgiApp
+            from piko.http.routes import OpsRoutes
+
+            self._api_app = OpsAsgiApp(OpsRoutes(self.live, self.metrics), on_startup=self.start,
+                                       on_shutdown=self.stop)
+        return self._api_app
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> PikoApp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._is_started:
+            return
+        for spec in default_registry:  # jobs registered with the module-level @job decorator
+            if spec.job_id not in self.registry:
+                self.registry.add(spec)
+        s = self.settings
+        if not logging.getLogger("piko").handlers:
+            configure_logging(s.log_level, s.log_json)
+        stack = AsyncExitStack()
+        try:
+            await self._start_parts(stack, s)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._is_started = True
+        log.info("piko app %r started with %d job(s); data in %s", self.name, len(self.registry),
+                 self.store.description)
+
+    async def _start_parts(self, stack: AsyncExitStack, s: Settings) -> None:
+        from piko.core.instances import InstanceKeeper, new_instance
+
+        store = self.store
+        await store.open()
+        stack.push_async_callback(store.close)
+        if s.http_enabled:
+            await stack.enter_async_context(build_http(self, s))
+        instance = new_instance(self.clock)
+        await stack.enter_async_context(InstanceKeeper(store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s,
+                                                       orphan_after_s=s.orphan_after_s))
+        for spec in self.registry:
+            row = spec.default_schedule_row()
+            if row is not None:
+                await store.insert_schedule_if_absent(row)
+        if self._writer is not None:
+            await self._writer.start()
+            stack.push_async_callback(lambda: self._writer.stop(self._remaining()))
+        if self._cpu is not None:
+            stack.push_async_callback(lambda: self._cpu.close(self._remaining()))
+        self.leader = build_leader(self, s, instance.instance_id)
+        if self.leader is not None:
+            await stack.enter_async_context(self.leader)
+        self.runner = self._build_runner(instance.instance_id)
+        stack.push_async_callback(lambda: self.runner.stop(self._remaining()))  # type: ignore[union-attr]
+        self.kernel = Kernel(self.clock, self.runner.on_fire, is_leader=self.live.is_leader,
+                             standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
+                             on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc())
+        await self.live.reconcile_once()
+        await stack.enter_async_context(self.kernel)
+        await stack.enter_async_context(self.live.reconcile_loop())
+        if self.leader is not None and self.leader.is_leader():
+            self.kernel.leadership_changed(True)
+
+    def _build_runner(self, instance_id: str) -> Runner:
+        return Runner(registry=self.registry, store=self.store, clock=self.clock, instance_id=instance_id,
+                      resources=self.resources, options_for=self.live.options_for, config_for=self.config_for,
+                      window_for=self.live.window_for, on_success=self.live.on_success, fence=self.live.fence,
+                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks())
+
+    def _remaining(self) -> float:
+        return max(0.0, self._deadline - self.clock.monotonic())
+
+    async def stop(self) -> None:
+        """Stop firing, drain runs within shutdown_timeout_s, then close every part."""
+        self._deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
+        stack, self._stack = self._stack, None
+        self._is_started = False
+        if stack is not None:
+            await stack.aclose()
+            log.info("piko app %r stopped", self.name)
+        await self.resources.aclose()
+        if self._manual_lock is not None and self.runner is not None and stack is None:
+            await self.store.close()
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set (or forever)."""
+        await self.start()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await self.stop()
+
+    def run(self) -> None:
+        """Blocking entry point: run until SIGINT/SIGTERM (a second signal exits at once)."""
+        from piko.app_parts import run_blocking
+
+        run_blocking(self)
+
+    # -- runs ----------------------------------------------------------------------------
+    def config_for(self, spec: JobSpec, now: datetime) -> Any:
+        current = self.live.configs.active(spec.job_id, now)
+        if current is not None:
+            return self.live.configs.value_for_run(spec.job_id, now)
+        return validate_config(spec.schema, {}, job_id=spec.job_id)
+
+    async def manual_runner(self) -> Runner:
+        """The runner, opening just the store when the app is not started (older job_runner API)."""
+        if self.runner is not None:
+            return self.runner
+        if self._manual_lock is None:
+            self._manual_lock = asyncio.Lock()
+        async with self._manual_lock:
+            if self.runner is None:
+                for spec in default_registry:
+                    if spec.job_id not in self.registry:
+                        self.registry.add(spec)
+                await self.store.open()
+                from piko.core.instances import new_instance
+
+                self.runner = self._build_runner(new_instance(self.clock).instance_id)
+        return self.runner
+
+    async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
+                      data_interval: DataInterval | None = None) -> Any:
+        runner = await self.manual_runner()
+        return await runner.run_job(job_id, scheduled_time, config, data_interval=data_interval)
+
+
+_default_app: PikoApp | None = None
+
+
+def default_app() -> PikoApp:
+    """The app behind `piko.core.registry.job` and `piko.core.runner.job_runner`."""
+    global _default_app
+    if _default_app is None:
+        _default_app = PikoApp("default", registry=default_registry)
+    return _default_app
+
+
+runner_module.set_default_app_factory(default_app)

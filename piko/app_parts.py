@@ -1,0 +1,243 @@
+"""The app's live state and the builders of its optional parts.
+
+LiveState is what the ops routes, the kernel and the runner ask the app: role, readiness,
+options and configs in force, data windows, and the reconcile loop that keeps the kernel in
+line with the stored rows. Builders import optional parts lazily, so an app that never
+uses the writer or the CPU pool never imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from piko.core import backfill
+from piko.core.configs import ConfigBook
+from piko.core.reconcile import ScheduleBook, apply_plan, diff, options_for
+from piko.core.registry import JobSpec
+from piko.core.types import DataInterval, Fence, JobOptions, ScheduleRow
+from piko.errors import PikoError, StoreError
+from piko.ports import Trigger
+from piko.settings import Settings
+
+if TYPE_CHECKING:
+    from piko.app import PikoApp
+
+log = logging.getLogger("piko.app")
+
+
+def job_defaults(s: Settings) -> JobOptions:
+    return JobOptions(misfire_grace_s=s.misfire_grace_s, coalesce=s.coalesce, max_instances=s.max_instances,
+                      timeout_s=s.job_timeout_s or None, retries=s.retries, retry_backoff_s=s.retry_backoff_s,
+                      retry_backoff_max_s=s.retry_backoff_max_s)
+
+
+class LiveState:
+    def __init__(self, app: PikoApp) -> None:
+        self._app = app
+        self.book = ScheduleBook()
+        self.configs = ConfigBook()
+        self._lag_monitor: Any = None
+
+    # -- OpsState ----------------------------------------------------------------------
+    def is_started(self) -> bool:
+        return self._app._is_started
+
+    def is_leader(self) -> bool:
+        leader = self._app.leader
+        return leader is None or bool(leader.is_leader())
+
+    def role(self) -> str:
+        return "leader" if self.is_leader() else "standby"
+
+    def loop_lag_s(self) -> float:
+        return float(self._lag_monitor.lag_s) if self._lag_monitor is not None else 0.0
+
+    async def readiness_checks(self) -> dict[str, str | None]:
+        checks: dict[str, str | None] = {"started": None if self.is_started() else "not started yet"}
+        try:
+            await self._app.store.ping()
+            checks["store"] = None
+        except (PikoError, OSError) as exc:
+            checks["store"] = str(exc)
+        return checks
+
+    def fence(self) -> Fence | None:
+        leader = self._app.leader
+        return leader.fence() if leader is not None else None
+
+    # -- options, configs, windows -----------------------------------------------------
+    def options_for(self, job_id: str) -> JobOptions:
+        return options_for(self._app.registry.get(job_id), self.book.applied.get(job_id),
+                           job_defaults(self._app.settings))
+
+    def trigger_for(self, job_id: str) -> Trigger | None:
+        return self.book.triggers.get(job_id)
+
+    async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
+        mark = await self._app.store.get_watermark(spec.job_id)
+        return backfill.window_for(self.trigger_for(spec.job_id), at, mark)
+
+    async def on_success(self, spec: JobSpec, at: datetime, window: DataInterval | None, kind: str) -> None:
+        store = self._app.store
+        if spec.stateful and window is not None:
+            current = await store.get_watermark(spec.job_id)
+            if current is None or window.end > current:
+                await store.cas_watermark(spec.job_id, current, window.end, self.fence())
+        if kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
+            await store.set_schedule_enabled(spec.job_id, False)
+            if self._app.kernel is not None:
+                self._app.kernel.unschedule(spec.job_id)
+            self.book.applied.pop(spec.job_id, None)
+
+    def run_hooks(self) -> list[Any]:
+        hooks = []
+        for module, name, key in (("piko.persistence.writer", "current_run_id", "run_id"),
+                                  ("piko.compute.manager", "current_job", "job_id")):
+            try:
+                var = getattr(__import__(module, fromlist=[name]), name)
+            except (ImportError, AttributeError):
+                continue
+            hooks.append(lambda ctx, var=var, key=key: var.set(ctx[key]))
+        return hooks
+
+    # -- reconcile ----------------------------------------------------------------------
+    async def reconcile_once(self) -> None:
+        app = self._app
+        rows = await app.store.load_schedules()
+        plan = diff(self.book.applied, rows, lambda job_id: job_id in app.registry)
+        kernel = app.kernel
+        assert kernel is not None
+
+        def schedule(job_id: str, trigger: Trigger, row: ScheduleRow) -> None:
+            kernel.schedule(job_id, trigger, jitter_s=row.jitter_s or 0.0)
+
+        result = apply_plan(plan, self.book, app.registry, app.settings.timezone, schedule, kernel.unschedule,
+                            app.clock.now())
+        await self._reconcile_configs()
+        pm = app.piko_metrics
+        pm.config_reconcile_total.labels(result="ok").inc()
+        if result.invalid:
+            pm.config_reconcile_total.labels(result="invalid_schedule").inc(len(result.invalid))
+        for job_id in result.stopped:
+            log.info("job %s: schedule stopped (row deleted or disabled)", job_id)
+
+    async def _reconcile_configs(self) -> None:
+        app = self._app
+        for row in await app.store.load_configs():
+            spec = app.registry.get(row.job_id)
+            if spec is None:
+                continue
+            problem = self.configs.offer(row, spec.schema)
+            if problem:
+                log.error("job_config rejected, the job keeps its last valid config: %s", problem)
+                app.piko_metrics.config_reconcile_total.labels(result="invalid_config").inc()
+
+    @contextlib.asynccontextmanager
+    async def reconcile_loop(self) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+
+        async def loop() -> None:
+            interval = self._app.settings.poll_interval_s
+            while not await self._app.clock.wait(stop, interval * random.uniform(0.9, 1.1)):
+                try:
+                    await self.reconcile_once()
+                except (PikoError, OSError) as exc:
+                    self._app.piko_metrics.config_reconcile_total.labels(result="error").inc()
+                    log.warning("reconcile failed, will retry: %s", exc)
+
+        task = asyncio.create_task(loop(), name="piko-reconcile")
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait({task}, timeout=5.0)
+            task.cancel()
+
+
+def build_http(app: PikoApp, s: Settings) -> Any:
+    from piko.http.routes import OpsRoutes
+    from piko.http.server import HttpServer
+    from piko.observability.process import LoopLagMonitor
+
+    stack = contextlib.AsyncExitStack()
+
+    @contextlib.asynccontextmanager
+    async def serve() -> AsyncIterator[None]:
+        async with stack:
+            monitor = await stack.enter_async_context(LoopLagMonitor())
+            app.live._lag_monitor = monitor
+            server = await stack.enter_async_context(
+                HttpServer(OpsRoutes(app.live, app.metrics), s.http_host, s.http_port))
+            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", s.http_host, server.port)
+            yield
+
+    return serve()
+
+
+def build_leader(app: PikoApp, s: Settings, holder: str) -> Any:
+    if not s.leader_enabled:
+        return None
+    from piko.leader import LeaderElector
+
+    def changed(is_leader: bool) -> None:
+        if app.kernel is not None:
+            app.kernel.leadership_changed(is_leader)
+        log.info("this instance is now %s", "the leader" if is_leader else "a standby")
+
+    return LeaderElector(app.store, name=s.leader_name, holder=holder, lease_s=s.leader_lease_s,
+                         renew_interval_s=s.leader_renew_interval_s, clock=app.clock, on_change=changed,
+                         metrics=app.piko_metrics)
+
+
+def build_writer(app: PikoApp) -> Any:
+    from piko.persistence.writer import PersistenceWriter
+
+    s = app.settings
+    return PersistenceWriter(queue_max=s.persist_queue_max, batch_size=s.persist_batch_size,
+                             batch_timeout_s=s.persist_batch_timeout_s, spill_dir=s.persist_spill_dir,
+                             durability=s.persist_durability, retry_max=s.persist_retry_max,
+                             metrics=app.piko_metrics, clock=app.clock)
+
+
+def run_blocking(app: PikoApp) -> None:
+    """asyncio.run(app.serve()) with signal handling; uvloop when installed."""
+    from piko.observability.logging import configure_logging
+
+    s = app.settings
+    configure_logging(s.log_level, s.log_json)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        hits = {"n": 0}
+
+        def on_signal(signum: int) -> None:
+            hits["n"] += 1
+            if hits["n"] > 1:
+                log.warning("second signal: exiting at once")
+                os._exit(128 + signum)
+            log.info("signal %s: stopping (running jobs get up to %.0fs; signal again to exit at once)",
+                     signal.Signals(signum).name, s.shutdown_timeout_s)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await app.serve(stop)
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())  # type: ignore[attr-defined]
+
+
+__all__ = ["LiveState", "StoreError", "build_http", "build_leader", "build_writer", "job_defaults", "run_blocking"]

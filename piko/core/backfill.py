@@ -1,0 +1,55 @@
+"""Data windows for stateful jobs (pure): which [start, end) windows a run or a backfill covers.
+
+Windows follow the job's own schedule: the window of a fire at T ends at T and starts at
+the previous fire time (or at the watermark, when one is stored). All searches are bounded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from piko.core.types import DataInterval
+from piko.ports import Trigger
+
+_MAX_LOOKBACK = timedelta(days=800)
+
+
+def previous_fire(trigger: Trigger, at: datetime) -> datetime | None:
+    """The last fire time strictly before `at`, or None if none within ~2 years."""
+    step = timedelta(seconds=1)
+    while step <= _MAX_LOOKBACK:
+        probe = trigger.next_fire_time(at - step - timedelta(microseconds=1))
+        if probe is not None and probe < at:
+            last = probe
+            while True:
+                nxt = trigger.next_fire_time(last)
+                if nxt is None or nxt >= at:
+                    return last
+                last = nxt
+        step *= 4
+    return None
+
+
+def window_for(trigger: Trigger | None, at: datetime, watermark: datetime | None) -> DataInterval:
+    """The data window of the run scheduled at `at`."""
+    if watermark is not None and watermark < at:
+        return DataInterval(watermark, at)
+    start = previous_fire(trigger, at) if trigger is not None else None
+    return DataInterval(start or at, at)
+
+
+def windows_between(trigger: Trigger, start: datetime, end: datetime, limit: int) -> tuple[list[DataInterval], int]:
+    """Every window whose end lies in (start, end], oldest first, at most `limit`; and how many more."""
+    out: list[DataInterval] = []
+    extra = 0
+    prev = start
+    nxt = trigger.next_fire_time(start)
+    while nxt is not None and nxt <= end:
+        if len(out) < limit:
+            out.append(DataInterval(prev, nxt))
+        else:
+            extra += 1
+            if extra >= 1_000_000:
+                break
+        prev, nxt = nxt, trigger.next_fire_time(nxt)
+    return out, extra

@@ -1,0 +1,109 @@
+"""Job parameters: validation against a job's schema, and which version is in force.
+
+`schema=` may be a dataclass, a plain class taking keyword arguments, or a model class with
+`model_validate` (pydantic v2) or `parse_obj` (v1); piko never imports pydantic. A stored
+version applies from its `effective_from` on (None = at once); until then the previous valid
+version keeps serving. Every run gets its own copy: ctx["config"] is never shared state.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from piko.core.types import ConfigRow
+from piko.errors import ConfigError
+
+
+def validate_config(schema: Any, data: Any, *, job_id: str) -> Any:
+    """Turn raw config data into what the job receives; raise ConfigError with the reason."""
+    if data is None:
+        data = {}
+    if schema is None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"job {job_id!r}: config must be a JSON object, got {type(data).__name__}")
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"job {job_id!r}: config must be a JSON object for schema {schema.__name__}")
+    try:
+        if hasattr(schema, "model_validate"):
+            return schema.model_validate(data)
+        if hasattr(schema, "parse_obj"):
+            return schema.parse_obj(data)
+        if dataclasses.is_dataclass(schema):
+            known = {f.name for f in dataclasses.fields(schema)}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise ConfigError(f"job {job_id!r}: unknown config keys {unknown} for {schema.__name__} "
+                                  f"(allowed: {sorted(known)})")
+        return schema(**data)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the schema's own validation error, whatever its type
+        reason = " ".join(str(exc).split())[:500]
+        raise ConfigError(f"job {job_id!r}: config does not match {getattr(schema, '__name__', schema)}: "
+                          f"{reason}") from None
+
+
+def parse_config_json(row: ConfigRow) -> Any:
+    try:
+        return json.loads(row.config_json) if row.config_json not in (None, "") else {}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"job {row.job_id!r} config version {row.version}: config_json is not valid JSON: "
+                          f"{exc}") from None
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    version: int
+    value: Any
+    effective_from: datetime | None
+
+
+class ConfigBook:
+    """The valid config versions known per job, and the one in force at a given time."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, list[ActiveConfig]] = {}
+        self._rejected: dict[tuple[str, int, str], str] = {}
+
+    def offer(self, row: ConfigRow, schema: Any) -> str | None:
+        """Validate and keep a version; return the rejection reason (first time only) or None."""
+        key = (row.job_id, row.version, row.config_json)
+        if key in self._rejected:
+            return None
+        try:
+            value = validate_config(schema, parse_config_json(row), job_id=row.job_id)
+        except ConfigError as exc:
+            reason = f"{exc} (version {row.version})"
+            self._rejected[key] = reason
+            return reason
+        versions = [v for v in self._versions.get(row.job_id, []) if v.version != row.version]
+        versions.append(ActiveConfig(row.version, value, row.effective_from))
+        versions.sort(key=lambda v: (v.effective_from is not None, v.effective_from or datetime.min, v.version))
+        self._versions[row.job_id] = versions[-8:]
+        return None
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self._versions.pop(job_id, None)
+
+    def active(self, job_id: str, now: datetime) -> ActiveConfig | None:
+        best = None
+        for cand in self._versions.get(job_id, ()):
+            if cand.effective_from is None or cand.effective_from <= now:
+                if best is None or (cand.effective_from or datetime.min.replace(tzinfo=now.tzinfo),
+                                    cand.version) >= (best.effective_from or datetime.min.replace(
+                                        tzinfo=now.tzinfo), best.version):
+                    best = cand
+        return best
+
+    def value_for_run(self, job_id: str, now: datetime) -> Any:
+        """A private copy of the config in force (or {} when there is none)."""
+        current = self.active(job_id, now)
+        return copy.deepcopy(current.value) if current is not None else {}

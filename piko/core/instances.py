@@ -1,0 +1,86 @@
+"""Instance heartbeats and the orphan sweep.
+
+Each process writes a heartbeat row every `heartbeat_interval_s`. RUNNING rows whose instance
+has been silent for `orphan_after_s`, or whose process is known dead (same host, pid gone),
+are marked ABANDONED, on start and on every beat, so a `kill -9` never leaves a run
+RUNNING forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from piko.core.types import InstanceInfo
+from piko.errors import StoreError
+from piko.ports import Clock, Store
+
+log = logging.getLogger("piko.instances")
+
+
+def pid_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def new_instance(clock: Clock) -> InstanceInfo:
+    host = socket.gethostname()
+    pid = os.getpid()
+    return InstanceInfo(f"{host}:{pid}:{os.urandom(3).hex()}", host, pid, clock.now())
+
+
+class InstanceKeeper:
+    def __init__(self, store: Store, clock: Clock, info: InstanceInfo, *, heartbeat_s: float,
+                 orphan_after_s: float) -> None:
+        self._store = store
+        self._clock = clock
+        self.info = info
+        self._heartbeat_s = heartbeat_s
+        self._orphan_after = timedelta(seconds=orphan_after_s)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def __aenter__(self) -> InstanceKeeper:
+        await self.beat()
+        await self.sweep()
+        self._task = asyncio.create_task(self._beat_loop(), name="piko-heartbeat")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=5.0)
+            self._task.cancel()
+
+    async def beat(self) -> None:
+        await self._store.heartbeat(self.info, self._clock.now())
+
+    async def sweep(self) -> int:
+        """Mark RUNNING rows of dead or silent instances ABANDONED; return how many."""
+        dead = [i.instance_id for i in await self._store.list_instances()
+                if i.host == self.info.host and i.instance_id != self.info.instance_id and not pid_is_alive(i.pid)]
+        now = self._clock.now()
+        count = await self._store.abandon_orphans(now - self._orphan_after, now, dead)
+        if count:
+            log.warning("marked %d run(s) of stopped instances as ABANDONED", count)
+        return count
+
+    async def _beat_loop(self) -> None:
+        while not await self._clock.wait(self._stop, self._heartbeat_s):
+            try:
+                await self.beat()
+                await self.sweep()
+            except (StoreError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)

@@ -1,0 +1,187 @@
+"""The kernel: one timer heap and one sleeper task that turns schedules into fires.
+
+Fire times are wall-clock instants (aware UTC) from pure triggers. The sleeper never sleeps
+longer than `max_sleep_s` (1 s), so a stepped wall clock (NTP, suspend) is noticed within a
+second; a backlog of due times is handed over together so the runner can coalesce. While
+this instance is not the leader, due fires go to a short standby buffer instead; on
+becoming leader they are replayed (the run lock makes that idempotent), so a leader's death
+never loses a fire. Imports no store, no component and not the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from piko.ports import Clock, Trigger
+
+log = logging.getLogger("piko.kernel")
+
+FireCallback = Callable[[str, list[datetime], bool], None]  # job_id, due times (oldest first), overflow
+
+
+@dataclass
+class _Entry:
+    job_id: str
+    trigger: Trigger
+    jitter_s: float
+    generation: int
+    scheduled_at: datetime | None = None
+
+
+class Kernel:
+    def __init__(self, clock: Clock, on_fire: FireCallback, *, max_sleep_s: float = 1.0,
+                 max_backlog: int = 1000, jump_threshold_s: float = 1.0, standby_window_s: float = 120.0,
+                 is_leader: Callable[[], bool] = lambda: True, on_clock_jump: Callable[[float], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._clock = clock
+        self._on_fire = on_fire
+        self._max_sleep_s = max_sleep_s
+        self._max_backlog = max_backlog
+        self._jump_threshold_s = jump_threshold_s
+        self._standby_window = timedelta(seconds=standby_window_s)
+        self.is_leader = is_leader
+        self._on_clock_jump = on_clock_jump
+        self._rng = rng or random.Random()
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[datetime, int, str, int]] = []
+        self._seq = itertools.count()
+        self._gen = itertools.count(1)
+        self._standby: deque[tuple[str, datetime]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._offset: float | None = None  # wall - monotonic, to notice clock steps
+        self.fires_dispatched = 0
+
+    # -- schedule table --------------------------------------------------------------
+    def schedule(self, job_id: str, trigger: Trigger, *, jitter_s: float = 0.0,
+                 after: datetime | None = None) -> datetime | None:
+        """(Re)place job_id's schedule; the first fire is strictly after `after` (default now)."""
+        entry = _Entry(job_id, trigger, max(0.0, jitter_s or 0.0), next(self._gen))
+        self._entries[job_id] = entry
+        start = after or self._clock.now()
+        self._push(entry, trigger.next_fire_time(start))
+        return entry.scheduled_at
+
+    def unschedule(self, job_id: str) -> bool:
+        return self._entries.pop(job_id, None) is not None  # its heap items die as stale
+
+    def next_fire_at(self, job_id: str) -> datetime | None:
+        entry = self._entries.get(job_id)
+        return entry.scheduled_at if entry else None
+
+    def scheduled_jobs(self) -> list[str]:
+        return list(self._entries)
+
+    def _push(self, entry: _Entry, scheduled_at: datetime | None) -> None:
+        entry.scheduled_at = scheduled_at
+        if scheduled_at is None:
+            return
+        due = scheduled_at
+        if entry.jitter_s:
+            due = scheduled_at + timedelta(seconds=self._rng.uniform(0.0, entry.jitter_s))
+        was_first = not self._heap or due < self._heap[0][0]
+        heapq.heappush(self._heap, (due, next(self._seq), entry.job_id, entry.generation))
+        if was_first:
+            self._wake.set()
+
+    # -- leadership --------------------------------------------------------------------
+    def leadership_changed(self, is_leader: bool) -> None:
+        """Called by the leader component; on gaining leadership, replay recent standby fires."""
+        if not is_leader:
+            return
+        cutoff = self._clock.now() - self._standby_window
+        pending: dict[str, list[datetime]] = {}
+        while self._standby:
+            job_id, at = self._standby.popleft()
+            if at >= cutoff and job_id in self._entries:
+                pending.setdefault(job_id, []).append(at)
+        for job_id, times in pending.items():
+            self._dispatch(job_id, sorted(times), False)
+
+    # -- the loop ------------------------------------------------------------------------
+    async def __aenter__(self) -> Kernel:
+        self._task = asyncio.create_task(self.run_loop(), name="piko-kernel")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def run_loop(self) -> None:
+        while True:
+            now = self._clock.now()
+            self._notice_clock_step(now)
+            self.fire_due(now)
+            delay = self._max_sleep_s
+            if self._heap:
+                delay = min(delay, max(0.0, (self._heap[0][0] - now).total_seconds()))
+            self._wake.clear()
+            await self._clock.wait(self._wake, delay)
+
+    def fire_due(self, now: datetime) -> int:
+        """Dispatch every entry due at `now`; return how many jobs fired."""
+        fired = 0
+        while self._heap and self._heap[0][0] <= now:
+            _, _, job_id, gen = heapq.heappop(self._heap)
+            entry = self._entries.get(job_id)
+            if entry is None or entry.generation != gen or entry.scheduled_at is None:
+                continue
+            due = [entry.scheduled_at]
+            nxt = entry.trigger.next_fire_time(entry.scheduled_at)
+            while nxt is not None and nxt <= now and len(due) < self._max_backlog:
+                due.append(nxt)
+                nxt = entry.trigger.next_fire_time(nxt)
+            overflow = nxt is not None and nxt <= now
+            while nxt is not None and nxt <= now:  # skip the rest of an oversized backlog
+                nxt = entry.trigger.next_fire_time(max(nxt, now))
+            self._push(entry, nxt)
+            self._dispatch(job_id, due, overflow)
+            fired += 1
+        return fired
+
+    def _dispatch(self, job_id: str, due: list[datetime], overflow: bool) -> None:
+        if not self.is_leader():
+            self._standby.extend((job_id, at) for at in due)
+            cutoff = self._clock.now() - self._standby_window
+            while self._standby and self._standby[0][1] < cutoff:
+                self._standby.popleft()
+            return
+        self.fires_dispatched += len(due)
+        try:
+            self._on_fire(job_id, due, overflow)
+        except Exception:  # a broken callback must not stop the schedule
+            log.exception("dispatching fire of job %s failed", job_id)
+
+    def _notice_clock_step(self, now: datetime) -> None:
+        offset = now.timestamp() - self._clock.monotonic()
+        if self._offset is not None:
+            step = offset - self._offset
+            if abs(step) > self._jump_threshold_s:
+                log.warning("wall clock stepped by %+.3fs; schedules follow the new time", step)
+                if self._on_clock_jump is not None:
+                    self._on_clock_jump(step)
+                if step < 0:
+                    self._reschedule_all(now)
+        self._offset = offset
+
+    def _reschedule_all(self, now: datetime) -> None:
+        """After a backward step, fire times are recomputed from the new now."""
+        for entry in list(self._entries.values()):
+            entry.generation = next(self._gen)
+            self._push(entry, entry.trigger.next_fire_time(now))

@@ -1,0 +1,52 @@
+"""Pure decisions about fires: which scheduled times run, which are recorded as missed.
+
+Misfire: a fire later than `misfire_grace` (None = no limit) is not run but recorded
+MISSED with how late it was. Coalesce: when several fire times of one job are due at once
+(the loop was blocked, the clock stepped, the host slept), only the newest runs; the older
+ones are recorded MISSED as coalesced. Nothing is dropped without a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from piko.core.types import RunStatus
+
+
+@dataclass(frozen=True)
+class FireDecision:
+    scheduled_at: datetime
+    status: RunStatus  # RUNNING = run it; MISSED = record a miss
+    reason: str | None = None
+
+
+def _late_text(late: timedelta) -> str:
+    return f"{late.total_seconds():.3f}s"
+
+
+def decide_fires(
+    scheduled: list[datetime], now: datetime, grace: timedelta | None, coalesce: bool
+) -> list[FireDecision]:
+    """Decide each due fire time (oldest first) of one job."""
+    if not scheduled:
+        return []
+    out: list[FireDecision] = []
+    ordered = sorted(scheduled)
+    newest = ordered[-1]
+    for at in ordered:
+        late = now - at
+        if coalesce and at != newest:
+            out.append(FireDecision(at, RunStatus.MISSED, f"coalesced: a newer fire ({newest.isoformat()}) runs instead"))
+        elif grace is not None and late > grace:
+            out.append(FireDecision(at, RunStatus.MISSED,
+                                    f"late by {_late_text(late)}, beyond misfire_grace_time {_late_text(grace)}"))
+        else:
+            out.append(FireDecision(at, RunStatus.RUNNING))
+    return out
+
+
+def retry_delay(attempt: int, base_s: float, cap_s: float, jitter_fraction: float) -> float:
+    """Capped exponential backoff before attempt `attempt + 1`; jitter_fraction in [0, 1)."""
+    delay = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return delay * (1.0 - 0.5 * jitter_fraction)

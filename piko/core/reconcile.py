@@ -1,0 +1,149 @@
+"""Store rows -> desired schedules -> kernel. The diff is pure; the loop only carries it out.
+
+Each tick reads `scheduled_job` (and `job_config`) and compares every row, field by field,
+with what was applied last, so edits by plain SQL are seen even when `version` is not
+bumped. A row whose schedule is invalid is reported once and keeps its last good schedule;
+a row for a job no code registers is reported once. Neither stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from piko.core.registry import JobSpec, Registry
+from piko.core.types import JobOptions, ScheduleRow
+from piko.errors import TriggerSpecError
+from piko.ports import Trigger
+
+log = logging.getLogger("piko.reconcile")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to change in the kernel: rows to (re)start, job ids to stop."""
+
+    upsert: tuple[ScheduleRow, ...] = ()
+    stop: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # rows for job ids no code registers
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.upsert or self.stop)
+
+
+def _comparable(row: ScheduleRow) -> ScheduleRow:
+    return replace(row, version=0)  # a changed row is a changed row, whatever its version says
+
+
+def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], registered: Callable[[str], bool]) -> Plan:
+    """Compare the rows last applied with the rows now stored (pure)."""
+    by_id = {row.job_id: row for row in rows}
+    upsert: list[ScheduleRow] = []
+    unknown: list[str] = []
+    for job_id, row in by_id.items():
+        if not registered(job_id):
+            unknown.append(job_id)
+            continue
+        before = applied.get(job_id)
+        if row.enabled and (before is None or _comparable(before) != _comparable(row)):
+            upsert.append(row)
+    stop = [job_id for job_id in applied
+            if job_id not in by_id or not by_id[job_id].enabled or not registered(job_id)]
+    return Plan(tuple(upsert), tuple(sorted(stop)), tuple(sorted(unknown)))
+
+
+def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOptions) -> JobOptions:
+    """Row value, else the code's value, else the settings default."""
+    def pick(row_value: Any, code_value: Any, default: Any) -> Any:
+        if row_value is not None:
+            return row_value
+        return code_value if code_value is not None else default
+
+    grace = pick(row.misfire_grace_s if row else None, spec.misfire_grace_time if spec else None,
+                 defaults.misfire_grace_s)
+    return JobOptions(
+        misfire_grace_s=None if grace is not None and grace < 0 else grace,
+        coalesce=bool(pick(row.coalesce if row else None, spec.coalesce if spec else None, defaults.coalesce)),
+        max_instances=int(pick(row.max_instances if row else None, spec.max_instances if spec else None,
+                               defaults.max_instances)),
+        timeout_s=pick(None, spec.timeout if spec else None, defaults.timeout_s) or None,
+        retries=int(pick(None, spec.retries if spec else None, defaults.retries)),
+        retry_backoff_s=float(pick(None, spec.retry_backoff if spec else None, defaults.retry_backoff_s)),
+        retry_backoff_max_s=defaults.retry_backoff_max_s,
+        is_one_shot=(row.schedule_type if row else spec.schedule_type if spec else None) == "date",
+    )
+
+
+@dataclass
+class ScheduleBook:
+    """What the kernel was last told, per job, and which problems were already reported."""
+
+    applied: dict[str, ScheduleRow] = field(default_factory=dict)
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # job_id -> current problem text
+    reported: set[tuple[str, str]] = field(default_factory=set)
+
+    def report_once(self, job_id: str, problem: str) -> bool:
+        self.problems[job_id] = problem
+        key = (job_id, problem)
+        if key in self.reported:
+            return False
+        self.reported.add(key)
+        return True
+
+
+BuildTrigger = Callable[[ScheduleRow, str], Trigger]
+
+
+def build_trigger(row: ScheduleRow, default_tz: str) -> Trigger:
+    from piko.triggers import trigger_from_stored
+
+    return trigger_from_stored(row.schedule_type, row.schedule_expr, row.timezone or default_tz,
+                               default_start=row.created_at)
+
+
+@dataclass
+class TickResult:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: str,
+               schedule: Callable[[str, Trigger, ScheduleRow], None], unschedule: Callable[[str], None],
+               now: datetime, make: BuildTrigger = build_trigger) -> TickResult:
+    """Carry a plan out on the kernel, keeping the book; invalid rows keep their last good schedule."""
+    result = TickResult()
+    for job_id in plan.unknown:
+        if book.report_once(job_id, "no code registers this job id"):
+            log.warning("scheduled_job row %r: no registered job has this id; ignored", job_id)
+        result.unknown.append(job_id)
+    for job_id in plan.stop:
+        unschedule(job_id)
+        book.applied.pop(job_id, None)
+        book.triggers.pop(job_id, None)
+        book.problems.pop(job_id, None)
+        result.stopped.append(job_id)
+    for row in plan.upsert:
+        try:
+            trigger = make(row, default_tz)
+        except TriggerSpecError as exc:
+            if book.report_once(row.job_id, str(exc)):
+                keeps = "keeps its last good schedule" if row.job_id in book.triggers else "is not scheduled"
+                log.error("scheduled_job row %r (version %s) is invalid and %s: %s", row.job_id, row.version,
+                          keeps, exc)
+            book.applied[row.job_id] = row  # do not retry the same broken row every tick
+            result.invalid.append(row.job_id)
+            continue
+        if book.triggers.get(row.job_id) != trigger or book.applied.get(row.job_id) != row:
+            schedule(row.job_id, trigger, row)
+        book.applied[row.job_id] = row
+        book.triggers[row.job_id] = trigger
+        book.problems.pop(row.job_id, None)
+        result.started.append(row.job_id)
+    return result

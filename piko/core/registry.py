@@ -1,0 +1,147 @@
+"""Job specs and the @job decorator: the code-side whitelist of what may run.
+
+A job is an `async def handler(ctx, scheduled_time, **resources)`. Registration rejects
+what can never run (a plain function, a duplicate id, two schedules, a malformed default
+schedule) at import time, with the job id and the reason. `job` and `default_registry` keep
+the older import path `from piko.core.registry import job` working.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from piko.core.types import BackfillPolicy, ScheduleRow
+from piko.errors import RegistrationError, TriggerSpecError
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    func: Handler
+    schema: Any = None
+    stateful: bool = False
+    backfill_policy: BackfillPolicy = BackfillPolicy.SKIP
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    schedule_type: str | None = None  # the default schedule declared in code, if any
+    schedule_spec: Any = None
+    timezone: str | None = None
+    misfire_grace_time: float | None = None
+    coalesce: bool | None = None
+    max_instances: int | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    retry_backoff: float | None = None
+
+    def default_schedule_row(self) -> ScheduleRow | None:
+        """The row inserted when the database has none for this job yet."""
+        if self.schedule_type is None:
+            return None
+        spec = self.schedule_spec
+        expr = spec if isinstance(spec, str) else json.dumps(spec, default=str, sort_keys=True)
+        return ScheduleRow(job_id=self.job_id, schedule_type=self.schedule_type, schedule_expr=expr,
+                           timezone=self.timezone)
+
+
+def _is_async_callable(func: Any) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - async callable objects are fine too
+    return call is not None and inspect.iscoroutinefunction(call) and not inspect.isclass(func)
+
+
+def _check_number(job_id: str, name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+    if value is None:
+        return
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or value != value or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise RegistrationError(f"job {job_id!r}: {name}={value!r} must be {kind} >= {minimum}")
+
+
+def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
+    """Validate one registration; raise RegistrationError / TriggerSpecError with the job id."""
+    if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > 191:
+        raise RegistrationError(f"job id {job_id!r} must be a non-empty string of at most 191 characters")
+    if not _is_async_callable(func):
+        name = getattr(func, "__qualname__", repr(func))
+        raise RegistrationError(f"job {job_id!r}: handler {name} must be an 'async def' function "
+                                f"(called as handler(ctx, scheduled_time, **resources))")
+    schedules = {k: options.pop(k) for k in ("cron", "interval", "date") if options.get(k) is not None}
+    for k in ("cron", "interval", "date"):
+        options.pop(k, None)
+    if len(schedules) > 1:
+        raise RegistrationError(f"job {job_id!r}: give at most one of cron=, interval=, date= "
+                                f"(got {', '.join(sorted(schedules))})")
+    _check_number(job_id, "misfire_grace_time", options.get("misfire_grace_time"), minimum=0)
+    _check_number(job_id, "timeout", options.get("timeout"), minimum=0)
+    _check_number(job_id, "max_instances", options.get("max_instances"), minimum=1, integer=True)
+    _check_number(job_id, "retries", options.get("retries"), minimum=0, integer=True)
+    _check_number(job_id, "retry_backoff", options.get("retry_backoff"), minimum=0)
+    policy = options.get("backfill_policy", BackfillPolicy.SKIP)
+    try:
+        options["backfill_policy"] = BackfillPolicy(policy)
+    except ValueError:
+        raise RegistrationError(f"job {job_id!r}: backfill_policy={policy!r} must be BackfillPolicy.SKIP "
+                                f"or BackfillPolicy.CATCH_UP") from None
+    resources = options.get("resources") or {}
+    if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
+        raise RegistrationError(f"job {job_id!r}: resources= must be a dict of name -> resource")
+    options["resources"] = dict(resources)
+    kind, spec = next(iter(schedules.items()), (None, None))
+    spec_obj = JobSpec(job_id=job_id, func=func, schedule_type=kind, schedule_spec=spec, **options)
+    if kind is not None:
+        from piko.triggers import make_trigger
+
+        try:
+            make_trigger(kind, spec, tz=spec_obj.timezone or "UTC")
+        except TriggerSpecError as exc:
+            raise TriggerSpecError(exc.spec, f"job {job_id!r}: {exc.reason}", exc.field) from None
+    return spec_obj
+
+
+class Registry:
+    """The jobs one app knows, by id."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobSpec] = {}
+
+    def add(self, spec: JobSpec) -> JobSpec:
+        existing = self._jobs.get(spec.job_id)
+        if existing is not None and existing.func is not spec.func:
+            where = getattr(existing.func, "__module__", "?") + "." + getattr(existing.func, "__qualname__", "?")
+            raise RegistrationError(f"job id {spec.job_id!r} is already registered (by {where}); job ids must be unique")
+        self._jobs[spec.job_id] = spec
+        return spec
+
+    def job(self, job_id: str, **options: Any) -> Callable[[Handler], Handler]:
+        def decorate(func: Handler) -> Handler:
+            self.add(build_spec(job_id, func, **options))
+            return func
+
+        return decorate
+
+    def get(self, job_id: str) -> JobSpec | None:
+        return self._jobs.get(job_id)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        return iter(list(self._jobs.values()))
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+default_registry = Registry()
+
+
+def job(job_id: str, **options: Any) -> Callable[[Handler], Handler]:
+    """Register a job on the default registry (the API of earlier piko releases)."""
+    return default_registry.job(job_id, **options)

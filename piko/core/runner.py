@@ -1,0 +1,283 @@
+"""One run, start to finish: lock, record, resources, timeout, retry, finish.
+
+Each fire first claims the (job_id, scheduled_time) lock and its RUNNING row in one store
+call, so a time runs once however many instances fire it. The handler runs in its own task
+with its resources entered around it; a timeout or shutdown cancels that task and the
+outcome is still recorded. A run that could not start is recorded too (MISSED, SKIPPED):
+nothing is dropped silently. Imports no component and not the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+from typing import Any
+
+from piko.core.policy import decide_fires, retry_delay
+from piko.core.registry import JobSpec, Registry
+from piko.core.resource import ResourcePool
+from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunOutcome, RunStatus
+from piko.errors import JobTimeout, LeaseLost, StoreError, UnknownJobError
+from piko.observability.logging import run_logger
+from piko.ports import Clock, Store
+
+log = logging.getLogger("piko.runner")
+RunHook = Callable[[Mapping[str, Any]], None]
+CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
+
+
+class Runner:
+    def __init__(self, *, registry: Registry, store: Store, clock: Clock, instance_id: str,
+                 resources: ResourcePool, options_for: Callable[[str], JobOptions],
+                 config_for: Callable[[JobSpec, datetime], Any],
+                 window_for: Callable[[JobSpec, datetime], Awaitable[DataInterval | None]] | None = None,
+                 on_success: Callable[[JobSpec, datetime, DataInterval | None, str], Awaitable[None]] | None = None,
+                 fence: Callable[[], Fence | None] = lambda: None, metrics: Any = None,
+                 run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None) -> None:
+        self._registry = registry
+        self._store = store
+        self._clock = clock
+        self.instance_id = instance_id
+        self._resources = resources
+        self._options_for = options_for
+        self._config_for = config_for
+        self._window_for = window_for
+        self._on_success = on_success
+        self._fence = fence
+        self._metrics = metrics
+        self._run_hooks = list(run_hooks)
+        self._rng = rng or random.Random()
+        self._running: Counter[str] = Counter()
+        self._fire_tasks: set[asyncio.Task[Any]] = set()
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._is_closing = False
+
+    # -- entry points ------------------------------------------------------------------
+    def on_fire(self, job_id: str, due: list[datetime], overflow: bool) -> None:
+        """Kernel callback: handle the due fire times of one job in the background."""
+        if self._is_closing:
+            return
+        task = asyncio.create_task(self._handle_fire(job_id, due, overflow), name=f"piko-fire-{job_id}")
+        self._fire_tasks.add(task)
+        task.add_done_callback(self._fire_tasks.discard)
+
+    async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
+                      kind: str = "manual", data_interval: DataInterval | None = None) -> RunOutcome:
+        """Run a job now. With a scheduled_time the run is idempotent (locked on that time)."""
+        spec = self._registry.get(job_id)
+        if spec is None:
+            raise UnknownJobError(f"no job registered with id {job_id!r}")
+        if scheduled_time is not None and scheduled_time.tzinfo is None:
+            raise ValueError("scheduled_time must be timezone-aware")
+        config_value = None
+        if config is not None:
+            from piko.core.configs import validate_config
+
+            config_value = validate_config(spec.schema, config, job_id=job_id)
+        at = scheduled_time or self._clock.now()
+        return await self._execute(spec, self._options_for(job_id), at, kind=kind, take_lock=scheduled_time is not None,
+                                   config_value=config_value, data_interval=data_interval)
+
+    def running_count(self, job_id: str | None = None) -> int:
+        return sum(self._running.values()) if job_id is None else self._running[job_id]
+
+    async def stop(self, budget_s: float) -> None:
+        """Stop taking fires; let runs finish within the budget, then cancel and record the rest."""
+        self._is_closing = True
+        pending = set(self._fire_tasks)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=max(0.0, budget_s))
+            if still:
+                log.warning("shutdown: cancelling %d run(s) still going after %.1fs", len(self._job_tasks), budget_s)
+                for task in list(self._job_tasks):
+                    task.cancel()
+                await asyncio.wait(still, timeout=CANCEL_GRACE_S + 1.0)
+
+    # -- one fire ----------------------------------------------------------------------
+    async def _handle_fire(self, job_id: str, due: list[datetime], overflow: bool) -> None:
+        spec = self._registry.get(job_id)
+        if spec is None:
+            log.error("fire for job %r, which no code registers; ignored", job_id)
+            return
+        opts = self._options_for(job_id)
+        now = self._clock.now()
+        if overflow:
+            log.warning("job %s: more than %d fire times were due at once; the oldest %d are recorded",
+                        job_id, len(due), len(due))
+        grace = None if opts.misfire_grace_s is None else timedelta(seconds=opts.misfire_grace_s)
+        for decision in decide_fires(due, now, grace, opts.coalesce):
+            self._observe_lateness(job_id, now - decision.scheduled_at)
+            if decision.status is RunStatus.MISSED:
+                await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire", decision.reason)
+            else:
+                await self._execute(spec, opts, decision.scheduled_at, kind="schedule")
+
+    async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
+                       attempt: int = 1, take_lock: bool = True, config_value: Any = None,
+                       data_interval: DataInterval | None = None) -> RunOutcome:
+        job_id = spec.job_id
+        if self._running[job_id] >= opts.max_instances:
+            reason = f"max_instances={opts.max_instances} reached: {self._running[job_id]} run(s) still going"
+            run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
+                                              take_lock=take_lock)
+            return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
+        self._running[job_id] += 1
+        try:
+            if spec.stateful and data_interval is None and self._window_for is not None:
+                data_interval = await self._window_for(spec, scheduled_at)
+            claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
+                             attempt=attempt, kind=kind, take_lock=take_lock, fence=self._fence(),
+                             data_start=data_interval.start if data_interval else None,
+                             data_end=data_interval.end if data_interval else None)
+            run_id = await self._claim(claim)
+            if run_id is None:
+                return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
+                                  "another instance holds this scheduled time")
+            outcome = await self._invoke(spec, opts, run_id, scheduled_at, attempt, config_value, data_interval)
+            await self._finish(run_id, outcome)
+        finally:
+            self._running[job_id] -= 1
+        if outcome.status is RunStatus.SUCCESS and self._on_success is not None:
+            await self._on_success(spec, scheduled_at, data_interval, kind)
+        if outcome.status in (RunStatus.FAILED, RunStatus.TIMEOUT) and attempt <= opts.retries and not self._is_closing:
+            delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
+            log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, run_id, outcome.status.value, attempt,
+                     opts.retries, delay)
+            await self._clock.wait(None, delay)
+            return await self._execute(spec, opts, scheduled_at, kind="retry", attempt=attempt + 1,
+                                       take_lock=False, config_value=config_value, data_interval=data_interval)
+        return outcome
+
+    async def _claim(self, claim: RunClaim) -> int | None:
+        try:
+            return await self._store.claim_run(claim)
+        except LeaseLost as exc:
+            log.warning("job %s at %s not started: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
+        except (StoreError, OSError) as exc:
+            log.error("job %s at %s could not be recorded, so it did not run: %s", claim.job_id,
+                      claim.scheduled_at.isoformat(), exc)
+        return None
+
+    async def _record_final(self, spec: JobSpec, at: datetime, status: RunStatus, error_type: str,
+                            reason: str | None, *, take_lock: bool = True) -> int | None:
+        claim = RunClaim(spec.job_id, at, status, self._clock.now(), self.instance_id, take_lock=take_lock,
+                         fence=self._fence(), error_type=error_type, error_message=reason)
+        run_id = await self._claim(claim)
+        if run_id is not None:
+            log.warning("job %s at %s %s: %s", spec.job_id, at.isoformat(), status.value, reason)
+            self._count(spec.job_id, status)
+        return run_id
+
+    # -- the handler -------------------------------------------------------------------
+    async def _invoke(self, spec: JobSpec, opts: JobOptions, run_id: int, scheduled_at: datetime, attempt: int,
+                      config_value: Any, data_interval: DataInterval | None) -> RunOutcome:
+        ctx: dict[str, Any] = {
+            "run_id": run_id, "job_id": spec.job_id, "attempt": attempt, "scheduled_time": scheduled_at,
+            "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
+            "logger": run_logger(spec.job_id, run_id),
+        }
+        if spec.stateful:
+            ctx["data_interval"] = data_interval
+        started = self._clock.monotonic()
+        self._gauge_running(spec.job_id, +1)
+        task = asyncio.create_task(self._call(spec, ctx), name=f"piko-run-{spec.job_id}-{run_id}")
+        self._job_tasks.add(task)
+        try:
+            outcome = await self._await_handler(task, spec, opts, run_id, scheduled_at)
+        finally:
+            self._job_tasks.discard(task)
+            self._gauge_running(spec.job_id, -1)
+        self._observe_duration(spec.job_id, self._clock.monotonic() - started)
+        return outcome
+
+    async def _await_handler(self, task: asyncio.Task[Any], spec: JobSpec, opts: JobOptions, run_id: int,
+                             scheduled_at: datetime) -> RunOutcome:
+        def outcome(status: RunStatus, exc: BaseException | None = None, result: Any = None) -> RunOutcome:
+            etype = type(exc).__name__ if exc is not None else None
+            text = " ".join(str(exc).split())[:2000] if exc is not None else None
+            return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
+
+        try:
+            done, _ = await asyncio.wait({task}, timeout=opts.timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            return outcome(RunStatus.TIMEOUT, JobTimeout(f"job exceeded its timeout of {opts.timeout_s}s"))
+        if task.cancelled():
+            return outcome(RunStatus.CANCELLED, asyncio.CancelledError("cancelled (shutdown or lost leadership)"))
+        exc = task.exception()
+        if exc is not None:
+            run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
+                                                  exc_info=(type(exc), exc, exc.__traceback__))
+            return outcome(RunStatus.FAILED, exc)
+        return outcome(RunStatus.SUCCESS, result=task.result())
+
+    async def _call(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
+        for hook in self._run_hooks:
+            hook(ctx)
+        async with AsyncExitStack() as stack:
+            injected = await self._resources.enter_all(stack, spec.resources, ctx)
+            return await spec.func(ctx, ctx["scheduled_time"], **injected)
+
+    async def _finish(self, run_id: int, outcome: RunOutcome) -> None:
+        for attempt in range(5):
+            try:
+                await self._store.finish_run(run_id, outcome.status, self._clock.now(), outcome.error_type,
+                                             outcome.error_message)
+                break
+            except (StoreError, OSError) as exc:  # keep trying briefly: the run already happened
+                log.warning("recording the end of run %s failed (try %d): %s", run_id, attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self._count(outcome.job_id, outcome.status)
+
+    # -- metrics -----------------------------------------------------------------------
+    def _count(self, job_id: str, status: RunStatus) -> None:
+        if self._metrics is not None:
+            self._metrics.job_run_total.labels(job_id=job_id, status=status.value).inc()
+
+    def _observe_duration(self, job_id: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.job_duration_seconds.labels(job_id=job_id).observe(seconds)
+
+    def _observe_lateness(self, job_id: str, late: timedelta) -> None:
+        if self._metrics is not None:
+            self._metrics.job_lateness_seconds.labels(job_id=job_id).observe(max(0.0, late.total_seconds()))
+
+    def _gauge_running(self, job_id: str, delta: int) -> None:
+        if self._metrics is not None:
+            self._metrics.jobs_running.labels(job_id=job_id).inc(delta)
+
+
+
+
+_default_app_factory: Callable[[], Any] | None = None
+
+
+def set_default_app_factory(factory: Callable[[], Any]) -> None:
+    """Installed by piko.app: builds the app that the module-level job_runner serves."""
+    global _default_app_factory
+    _default_app_factory = factory
+
+
+class DefaultJobRunner:
+    """`job_runner.run_job(...)` from earlier piko releases, bound to the default app."""
+
+    async def run_job(self, job_id: str, config: Any = None, scheduled_time: datetime | None = None,
+                      **options: Any) -> RunOutcome:
+        if _default_app_factory is None:  # piko/__init__ imports piko.app, which installs it
+            import piko.app  # noqa: F401
+        app = _default_app_factory()  # type: ignore[misc]
+        runner = await app.manual_runner()
+        return await runner.run_job(job_id, scheduled_time, config, **options)
+
+
+job_runner = DefaultJobRunner()

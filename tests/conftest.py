@@ -1,0 +1,67 @@
+"""Shared fixtures: fake clock, temporary SQLite files, a bounded wait helper."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from piko.clock import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+UTC = timezone.utc
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "piko.db")
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step: float = 0.005) -> None:
+    """Poll `predicate` (sync or async) until true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(step)
+
+
+class Every:
+    """A minimal pure trigger for kernel tests: start + k * period."""
+
+    def __init__(self, seconds: float, start: datetime) -> None:
+        self.period = timedelta(seconds=seconds)
+        self.start = start
+
+    def next_fire_time(self, after: datetime) -> datetime | None:
+        if after < self.start:
+            return self.start
+        k = int((after - self.start) / self.period) + 1
+        return self.start + k * self.period
+
+
+@pytest.fixture(autouse=True)
+def _no_piko_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's PIKO_* settings or settings files by accident."""
+    for name in list(os.environ):
+        if name.startswith("PIKO_") and not name.startswith("PIKO_TEST_"):
+            monkeypatch.delenv(name, raising=False)

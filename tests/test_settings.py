@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from piko.errors import ConfigError
+from piko.settings import load_settings
+
+
+def test_defaults_need_no_configuration(tmp_path):
+    s = load_settings(env={}, cwd=tmp_path)
+    assert s.store_dsn == "sqlite:///piko.db" and s.http_port == 8000 and s.leader_enabled
+
+
+def test_file_beats_defaults_and_env_beats_file(tmp_path):
+    (tmp_path / "settings.toml").write_text(
+        '[piko]\nlog_level = "DEBUG"\nhttp_port = 9001\n[mysql]\ndsn = "mysql://u:p@h/db"\npool_size = 3\n')
+    s = load_settings(env={"PIKO_HTTP_PORT": "9002"}, cwd=tmp_path)
+    assert (s.log_level, s.http_port, s.mysql_dsn, s.mysql_pool_size) == ("DEBUG", 9002, "mysql://u:p@h/db", 3)
+
+
+def test_nested_and_flat_environment_keys_both_work(tmp_path):
+    assert load_settings(env={"PIKO_MYSQL__DSN": "mysql://a@h/d"}, cwd=tmp_path).mysql_dsn == "mysql://a@h/d"
+    assert load_settings(env={"PIKO_MYSQL_DSN": "mysql://b@h/d"}, cwd=tmp_path).mysql_dsn == "mysql://b@h/d"
+
+
+def test_piko_toml_and_settings_path_are_read(tmp_path):
+    (tmp_path / "piko.toml").write_text('timezone = "Asia/Shanghai"\n')
+    assert load_settings(env={}, cwd=tmp_path).timezone == "Asia/Shanghai"
+    other = tmp_path / "other.toml"
+    other.write_text('[default]\nleader_lease_s = 12\nleader_renew_interval_s = 4\n')
+    s = load_settings(env={"PIKO_SETTINGS_PATH": str(other)}, cwd=tmp_path)
+    assert s.leader_lease_s == 12 and s.timezone == "UTC"
+
+
+def test_unknown_key_is_an_error_naming_key_and_source(tmp_path):
+    (tmp_path / "settings.toml").write_text("[piko]\nhttp_prot = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'http_prot' in settings file .*settings.toml"):
+        load_settings(env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="environment variable PIKO_NOPE"):
+        load_settings(env={"PIKO_NOPE": "1"}, cwd=tmp_path / "elsewhere")
+
+
+def test_wrong_type_is_an_error_naming_key_and_source(tmp_path):
+    with pytest.raises(ConfigError, match=r"'http_port' from environment variable PIKO_HTTP_PORT: 'x'"):
+        load_settings(env={"PIKO_HTTP_PORT": "x"}, cwd=tmp_path)
+    (tmp_path / "settings.toml").write_text('[piko]\nlog_json = "yes"\n')
+    with pytest.raises(ConfigError, match="log_json"):
+        load_settings(env={}, cwd=tmp_path)
+
+
+def test_inconsistent_leader_timings_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="leader_renew_interval_s"):
+        load_settings(env={"PIKO_LEADER_LEASE_S": "5", "PIKO_LEADER_RENEW_INTERVAL_S": "6"}, cwd=tmp_path)
+
+
+def test_unknown_timezone_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        load_settings(env={"PIKO_TIMEZONE": "Mars/Olympus"}, cwd=tmp_path)
+
+
+def test_broken_toml_is_a_clear_error(tmp_path):
+    (tmp_path / "settings.toml").write_text("[piko\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(env={}, cwd=tmp_path)
+
+
+def test_secrets_are_masked_in_log_text():
+    from piko.observability.logging import mask_secrets
+
+    assert mask_secrets("mysql://user:hunter2@db:3306/piko") == "mysql://user:***@db:3306/piko"
+    assert "hunter2" not in mask_secrets("connect failed password=hunter2 host=x")
