@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from piko.clock import SystemClock
 from piko.errors import ConfigError
 
 UTC = timezone.utc
@@ -111,7 +112,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     app = _app(args)
     rows = {r.job_id: r for r in asyncio.run(_with_store(app, lambda s: s.load_schedules()))}
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
         row = rows.get(spec.job_id) or spec.default_schedule_row()
         if row is None:
@@ -144,7 +145,7 @@ def print_next(args: argparse.Namespace) -> int:
                          {"weeks", "days", "hours", "minutes", "seconds"} & set(spec) and
                          not {"hour", "minute", "second", "day", "day_of_week", "month", "year", "week"} & set(spec)
                          else "date" if isinstance(spec, dict) and "run_date" in spec else "cron")
-    after = _parse_time(args.after, "--after") if args.after else datetime.now(UTC)
+    after = _parse_time(args.after, "--after") if args.after else SystemClock().now()
     trigger = make_trigger(kind, spec, tz=args.tz, default_start=after)
     times = next_fire_times(trigger, after, args.n)
     for t in times:

@@ -274,7 +274,7 @@ class DefaultJobRunner:
     async def run_job(self, job_id: str, config: Any = None, scheduled_time: datetime | None = None,
                       **options: Any) -> RunOutcome:
         if _default_app_factory is None:  # piko/__init__ imports piko.app, which installs it
-            import piko.app  # noqa: F401
+            import piko  # noqa: F401  (its __init__ imports the app module, which installs the factory)
         app = _default_app_factory()  # type: ignore[misc]
         runner = await app.manual_runner()
         return await runner.run_job(job_id, scheduled_time, config, **options)

@@ -1,0 +1,17 @@
+"""The smallest piko app: one job every 10 seconds, recorded in ./piko.db.
+
+    python -m piko run examples/hello.py
+"""
+
+from piko import PikoApp
+
+app = PikoApp(name="demo")
+
+
+@app.job(job_id="hello_job", interval={"seconds": 10})
+async def hello(ctx, scheduled_time):
+    ctx["logger"].info("hello from run %s, scheduled for %s", ctx["run_id"], scheduled_time.isoformat())
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,295 @@
+"""End-to-end behaviour of the spine on a real SQLite file, with a fake clock for timing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from piko import PikoApp
+from piko.clock import FakeClock
+from piko.core.types import RunStatus
+from piko.settings import Settings
+from tests.conftest import wait_until
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def make_app(db_path: str, clock: FakeClock, name: str = "t", **kw) -> PikoApp:
+    settings = Settings(db_path=db_path, http_enabled=False, leader_enabled=False, **kw)
+    return PikoApp(name, settings=settings, clock=clock)
+
+
+async def runs(app: PikoApp, job_id: str | None = None):
+    return list(reversed(await app.store.recent_runs(job_id, limit=1000)))
+
+
+async def tick(clock: FakeClock, seconds: float) -> None:
+    clock.advance(seconds)
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_interval_job_fires_on_time_and_every_run_is_recorded(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        seen = []
+
+        @app.job("hello", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
+        async def hello(ctx, scheduled_time):
+            seen.append((ctx["run_id"], ctx["job_id"], ctx["attempt"], scheduled_time, dict(ctx["config"])))
+
+        async with app:
+            for _ in range(3):
+                await tick(clock, 10)
+                await wait_until(lambda n=len(seen) + 1: len(seen) >= n)
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 3)
+            recorded = await runs(app)
+        return seen, recorded
+
+    seen, recorded = asyncio.run(scenario())
+    assert [s[3] for s in seen] == [T0 + timedelta(seconds=10 * k) for k in (1, 2, 3)]
+    assert all(s[1] == "hello" and s[2] == 1 and s[4] == {} for s in seen)
+    assert [r.status for r in recorded] == [RunStatus.SUCCESS] * 3
+    assert [r.run_id for r in recorded] == [s[0] for s in seen]
+
+
+def _count_status(db_path: str, status: str, job_id: str | None = None) -> int:
+    conn = sqlite3.connect(db_path)
+    try:
+        q = "SELECT COUNT(*) FROM job_run WHERE status = ?" + (" AND job_id = ?" if job_id else "")
+        return conn.execute(q, (status, job_id) if job_id else (status,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_two_instances_on_one_sqlite_file_run_each_scheduled_time_once(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        apps = [make_app(db_path, clock, name=f"i{i}") for i in range(2)]
+        calls = []
+        for app in apps:
+            @app.job("shared", interval={"seconds": 5, "start_date": "2026-03-01 12:00:00"})
+            async def shared(ctx, scheduled_time, app=app):
+                calls.append((app.name, scheduled_time))
+
+        async with apps[0], apps[1]:
+            for _ in range(6):
+                await tick(clock, 5)
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 6)
+            await asyncio.sleep(0.05)
+        return calls
+
+    calls = asyncio.run(scenario())
+    times = [t for _, t in calls]
+    assert sorted(times) == [T0 + timedelta(seconds=5 * k) for k in range(1, 7)]
+    conn = sqlite3.connect(db_path)
+    dup = conn.execute("SELECT scheduled_time, COUNT(*) FROM job_run GROUP BY scheduled_time HAVING COUNT(*) > 1")
+    assert dup.fetchall() == []
+
+
+def test_late_fires_beyond_grace_are_recorded_missed_and_backlog_coalesces(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("strict", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"},
+                 misfire_grace_time=5, coalesce=False)
+        async def strict(ctx, scheduled_time):
+            pass
+
+        @app.job("merged", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"}, coalesce=True)
+        async def merged(ctx, scheduled_time):
+            pass
+
+        async with app:
+            await tick(clock, 32)  # three fire times due at once, 22 s, 12 s and 2 s late
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 2)
+            await wait_until(lambda: _count_status(db_path, "MISSED") == 4)
+            return await runs(app, "strict"), await runs(app, "merged")
+
+    strict, merged = asyncio.run(scenario())
+    assert [r.status for r in strict] == [RunStatus.MISSED, RunStatus.MISSED, RunStatus.SUCCESS]
+    assert "beyond misfire_grace_time" in strict[0].error_message
+    assert sorted(r.status.value for r in merged) == ["MISSED", "MISSED", "SUCCESS"]
+    assert all("coalesced" in r.error_message for r in merged if r.status is RunStatus.MISSED)
+
+
+def test_overlapping_fire_beyond_max_instances_is_recorded_skipped(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        release = asyncio.Event()
+
+        @app.job("slow", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"}, max_instances=1)
+        async def slow(ctx, scheduled_time):
+            await release.wait()
+
+        async with app:
+            await tick(clock, 10)
+            await wait_until(lambda: app.runner.running_count("slow") == 1)
+            await tick(clock, 10)
+            await wait_until(lambda: _count_status(db_path, "SKIPPED") == 1)
+            release.set()
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 1)
+            return await runs(app)
+
+    recorded = asyncio.run(scenario())
+    skipped = [r for r in recorded if r.status is RunStatus.SKIPPED]
+    assert skipped[0].scheduled_at == T0 + timedelta(seconds=20)
+    assert "max_instances=1" in skipped[0].error_message
+
+
+def test_failure_and_timeout_are_recorded_with_their_error(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("boom")
+        async def boom(ctx, scheduled_time):
+            raise ValueError("bad input 42")
+
+        @app.job("hang", timeout=0.05)
+        async def hang(ctx, scheduled_time):
+            await asyncio.sleep(30)
+
+        async with app:
+            failed = await app.run_job("boom")
+            timed_out = await app.run_job("hang")
+            return failed, timed_out, await runs(app)
+
+    failed, timed_out, recorded = asyncio.run(scenario())
+    assert failed.status is RunStatus.FAILED and failed.error_type == "ValueError"
+    assert timed_out.status is RunStatus.TIMEOUT and timed_out.error_type == "JobTimeout"
+    by_job = {r.job_id: r for r in recorded}
+    assert by_job["boom"].error_message == "bad input 42"
+    assert by_job["hang"].status is RunStatus.TIMEOUT and "timeout of 0.05s" in by_job["hang"].error_message
+
+
+def test_shutdown_cancels_runs_past_the_budget_records_cancelled_and_releases_resources(db_path):
+    events = []
+
+    @asynccontextmanager
+    async def conn(ctx):
+        events.append("open")
+        try:
+            yield "conn"
+        finally:
+            events.append("close")
+
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock, shutdown_timeout_s=0.1)
+
+        @app.job("stuck", resources={"c": conn})
+        async def stuck(ctx, scheduled_time, c):
+            await asyncio.sleep(30)
+
+        await app.start()
+        task = asyncio.create_task(app.run_job("stuck"))
+        await wait_until(lambda: events == ["open"])
+        await app.stop()
+        outcome = await task
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.status is RunStatus.CANCELLED
+    assert events == ["open", "close"]
+    assert _count_status(db_path, "CANCELLED") == 1
+
+
+def test_startup_failure_unwinds_what_had_started(db_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+
+    async def scenario():
+        settings = Settings(db_path=db_path, http_enabled=True, http_port=port, leader_enabled=False)
+        app = PikoApp("t", settings=settings)
+        with pytest.raises(Exception, match="already in use"):
+            await app.start()
+        return app
+
+    try:
+        app = asyncio.run(scenario())
+    finally:
+        taken.close()
+    assert not app.live.is_started()
+    assert not [t for t in threading.enumerate() if t.name == "piko-sqlite"]
+
+
+def test_orphaned_running_rows_of_dead_instances_are_marked_abandoned(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        await app.store.open()
+        from piko.core.types import InstanceInfo, RunClaim
+
+        dead = InstanceInfo("ghost", __import__("socket").gethostname(), 2 ** 22 + 7, T0)
+        await app.store.heartbeat(dead, T0)
+        await app.store.claim_run(RunClaim("x", T0, RunStatus.RUNNING, T0, "ghost"))
+        await app.store.close()
+        async with app:
+            return await runs(app)
+
+    (row,) = asyncio.run(scenario())
+    assert row.status is RunStatus.ABANDONED and row.error_type == "InstanceLost"
+
+
+def test_date_job_runs_once_then_disables_its_schedule(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("once", date={"run_date": "2026-03-01 12:00:05"})
+        async def once(ctx, scheduled_time):
+            pass
+
+        async with app:
+            await tick(clock, 5)
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 1)
+            await wait_until(lambda: not [r for r in _rows(db_path) if r[1]])
+            assert app.kernel.next_fire_at("once") is None
+
+    asyncio.run(scenario())
+
+
+def _rows(db_path):
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute("SELECT job_id, enabled FROM scheduled_job").fetchall()
+    finally:
+        conn.close()
+
+
+def test_seed_style_sql_insert_schedules_a_code_registered_job(db_path):
+    async def scenario():
+        clock = FakeClock(datetime.now(UTC))  # the row's created_at (the DB's now) anchors the interval
+        app = make_app(db_path, clock, poll_interval_s=1)
+        done = []
+
+        @app.job("hello_job")
+        async def hello(ctx, scheduled_time):
+            done.append(scheduled_time)
+
+        async with app:
+            conn = sqlite3.connect(db_path)
+            conn.execute("INSERT INTO scheduled_job(job_id, schedule_type, schedule_expr, enabled, version) "
+                         "VALUES (\"hello_job\", \"interval\", '{\"seconds\": 10}', 1, 1)")
+            conn.commit()
+            conn.close()
+            await tick(clock, 1.1)  # one reconcile poll
+            await wait_until(lambda: app.kernel.next_fire_at("hello_job") is not None)
+            await tick(clock, 12)
+            await wait_until(lambda: len(done) == 1)
+
+    asyncio.run(scenario())

@@ -1,0 +1,153 @@
+"""The CLI and signals, with real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def piko(*args: str, cwd: Path, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "piko", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_run(tmp_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PIKO_LEADER_ENABLED": "false", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "piko", "run", str(FIXTURES / "signal_jobs.py"),
+                             "--http", "off", *extra], cwd=tmp_path, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line starting {prefix!r}; stderr: {proc.stderr.read()[-2000:]}")
+
+
+def statuses(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT status FROM job_run ORDER BY run_id")]
+    finally:
+        conn.close()
+
+
+def test_sigterm_lets_the_running_job_finish_and_records_it(tmp_path):
+    proc = start_run(tmp_path)
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "finished" in out
+    assert statuses(tmp_path / "piko.db")[-1] == "SUCCESS"
+    assert "RUNNING" not in statuses(tmp_path / "piko.db")
+
+
+def test_sigterm_past_the_shutdown_budget_cancels_and_records_cancelled(tmp_path):
+    proc = start_run(tmp_path, env={"PIKO_TEST_JOB_SECONDS": "60", "PIKO_SHUTDOWN_TIMEOUT_S": "0.3"})
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert statuses(tmp_path / "piko.db") == ["CANCELLED"]
+
+
+def test_run_prints_where_data_lives_and_how_to_stop(tmp_path):
+    proc = start_run(tmp_path)
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert "piko.db" in err and "Ctrl+C" in err
+
+
+def test_second_signal_exits_at_once(tmp_path):
+    proc = start_run(tmp_path, env={"PIKO_TEST_JOB_SECONDS": "60"})
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        assert time.monotonic() - t0 < 5
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+
+
+def test_db_init_and_check_then_runs_lists_recorded_runs(tmp_path):
+    r = piko("db", "init", cwd=tmp_path)
+    assert r.returncode == 0 and "schema version 1" in r.stdout
+    r = piko("runs", cwd=tmp_path)
+    assert r.returncode == 0 and "no runs recorded" in r.stdout
+
+
+def test_jobs_lists_schedules_and_next_fire_times(tmp_path):
+    r = piko("jobs", str(FIXTURES / "signal_jobs.py"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("slow: interval") and "next:" in r.stdout
+
+
+def test_errors_are_one_line_and_nonzero_not_a_traceback(tmp_path):
+    r = piko("run", "missing.py", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    r = piko("runs", cwd=tmp_path, env={"PIKO_HTTP_PORT": "notaport"})
+    assert r.returncode == 2 and "PIKO_HTTP_PORT" in r.stderr
+
+
+def test_next_prints_fire_times(tmp_path):
+    r = piko("next", "0 2 * * *", "-n", "2", "--tz", "Europe/Berlin", "--after", "2026-01-01T00:00:00Z",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2026-01-01T02:00:00+01:00", "2026-01-02T02:00:00+01:00"]
+    bad = piko("next", "61 * * * *", cwd=tmp_path)
+    assert bad.returncode == 2 and "61" in bad.stderr
+
+
+def test_seed_000_api_job_and_job_runner_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    import seed000_jobs
+    from piko.core.runner import job_runner
+
+    async def main():
+        return await asyncio.gather(*(job_runner.run_job("fetch_stock_price", config={"symbol": f"STK_{i}"})
+                                      for i in range(20)))
+
+    outcomes = asyncio.run(main())
+    assert {o.status.value for o in outcomes} == {"SUCCESS"}
+    assert sorted(s for s, _ in seed000_jobs.SEEN) == sorted(f"STK_{i}" for i in range(20))
+    assert statuses(tmp_path / "piko.db") == ["SUCCESS"] * 20
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]"])
+def test_config_command_rejects_bad_json(tmp_path, bad):
+    r = piko("config", "job", bad, cwd=tmp_path)
+    assert r.returncode == 2 and "JSON" in r.stderr
