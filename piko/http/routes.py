@@ -1,0 +1,117 @@
+"""The ops endpoints as one route table, shared by the asyncio server and the ASGI adapter.
+
+(method, path) -> Response; no framework, no sockets. /healthz answers while the loop
+runs; /readyz asks the app (and through it the store) with a short timeout so a hung store
+reads as "not ready" instead of a hung probe; /leader answers 200 only on the leader;
+/metrics renders the registry in pieces, yielding to the loop between them, and
+concurrent scrapes share one render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from piko.observability.metrics import CONTENT_TYPE, MetricsRegistry
+from piko.ports import OpsState
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+ALLOWED_METHODS = ("GET", "HEAD")
+YIELD_EVERY_S = 0.002  # the longest stretch a metrics render may hold the loop
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def json_response(status: int, payload: Mapping[str, object]) -> Response:
+    body = (json.dumps(payload, separators=(",", ":")) + "\n").encode()
+    return Response(status, (("Content-Type", JSON), ("Cache-Control", "no-store")), body)
+
+
+def text_response(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, (("Content-Type", TEXT), *headers), text.encode())
+
+
+class OpsRoutes:
+    """GET/HEAD /healthz, /readyz, /leader, /metrics; 404 elsewhere, 405 for other methods."""
+
+    def __init__(self, state: OpsState, registry: MetricsRegistry, *, readiness_timeout_s: float = 2.0) -> None:
+        self.state = state
+        self.registry = registry
+        self.readiness_timeout_s = readiness_timeout_s
+        self._table = {
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/leader": self.leader,
+            "/metrics": self.metrics,
+        }
+        self._render: asyncio.Future[bytes] | None = None
+        self._readiness: asyncio.Future[dict[str, str | None]] | None = None
+
+    async def handle(self, method: str, path: str) -> Response:
+        endpoint = self._table.get(path)
+        if endpoint is None:
+            return text_response(404, f"404 Not Found: no endpoint at {path[:200]}\n")
+        if method not in ALLOWED_METHODS:
+            return text_response(405, f"405 Method Not Allowed: {path} answers GET and HEAD\n",
+                                 (("Allow", "GET, HEAD"),))
+        return await endpoint()
+
+    async def healthz(self) -> Response:
+        return json_response(200, {"status": "ok", "loop_lag_s": round(self.state.loop_lag_s(), 6)})
+
+    async def readyz(self) -> Response:
+        role = self.state.role()
+        if not self.state.is_started():
+            checks: dict[str, str | None] = {"started": "not started yet"}
+        else:
+            checks = {"started": None, **await self._shared_readiness()}
+        failing = {name: reason for name, reason in checks.items() if reason is not None}
+        payload = {
+            "status": "not ready" if failing else "ready",
+            "role": role,
+            "checks": {name: reason or "ok" for name, reason in checks.items()},
+        }
+        return json_response(503 if failing else 200, payload)
+
+    async def leader(self) -> Response:
+        role = self.state.role()
+        return json_response(200 if role == "leader" else 503, {"role": role})
+
+    async def metrics(self) -> Response:
+        if self._render is None or self._render.done():
+            self._render = asyncio.ensure_future(self._render_metrics())
+        body = await asyncio.shield(self._render)
+        return Response(200, (("Content-Type", CONTENT_TYPE),), body)
+
+    async def _render_metrics(self) -> bytes:
+        parts: list[bytes] = []
+        yielded_at = time.perf_counter()
+        for chunk in self.registry.render_chunks():
+            parts.append(chunk.encode())
+            if time.perf_counter() - yielded_at > YIELD_EVERY_S:
+                await asyncio.sleep(0)
+                yielded_at = time.perf_counter()
+        return b"".join(parts)
+
+    async def _shared_readiness(self) -> dict[str, str | None]:
+        # Probes from several kubelets (or a flood) share one in-flight check of the store.
+        if self._readiness is None or self._readiness.done():
+            self._readiness = asyncio.ensure_future(self._readiness_checks())
+        return await asyncio.shield(self._readiness)
+
+    async def _readiness_checks(self) -> dict[str, str | None]:
+        try:
+            return await asyncio.wait_for(self.state.readiness_checks(), self.readiness_timeout_s)
+        except asyncio.TimeoutError:
+            return {"checks": f"no answer within {self.readiness_timeout_s:g} s"}
+        except Exception as exc:  # a failing check is a reason to report, not a crash
+            return {"checks": f"{type(exc).__name__}: {exc}"}

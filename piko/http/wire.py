@@ -1,0 +1,211 @@
+"""HTTP/1.1 on the wire, sans-IO: bytes in, Request values out; responses out as bytes.
+
+Like h11, this module never touches a socket, a loop or a clock: the asyncio shell
+(server.py) feeds it what arrived and writes what it returns, so every parsing rule is
+tested without a network. It speaks the small subset the ops endpoints need: HTTP/1.0 and
+1.1, keep-alive, pipelining, no request bodies. Anything else is a ProtocolError carrying
+the status to answer with, after which the connection is closed.
+Imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from http import HTTPStatus
+
+DEFAULT_HEADER_LIMIT = 8192
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")  # visible ASCII, no spaces or controls
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; answer `status` and close the connection."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # as sent
+    path: str  # the target's path, without query string or scheme://authority
+    http_version: str  # "1.0" | "1.1"
+    headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
+    is_keep_alive: bool
+    has_body: bool  # the request announced a body; the connection cannot be reused
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class RequestParser:
+    """Feed bytes with `feed`; take complete requests with `next_request` until it returns None."""
+
+    def __init__(self, header_limit: int = DEFAULT_HEADER_LIMIT) -> None:
+        self.header_limit = header_limit
+        self._buffer = bytearray()
+        self._failed: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed: nonzero means a request is under way."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_request(self) -> Request | None:
+        """The next complete request, None if more bytes are needed; raises ProtocolError."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._next_request()
+        except ProtocolError as exc:
+            self._failed = exc
+            self._buffer.clear()
+            raise
+
+    def _next_request(self) -> Request | None:
+        buffer = self._buffer
+        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":  # RFC 9112 2.2: ignore leading blank lines
+            del buffer[: 2 if buffer[:1] == b"\r" else 1]
+        end = _HEADER_END.search(buffer, 0, self.header_limit + 4)
+        if end is None:
+            self._check_incomplete(buffer)
+            return None
+        if end.start() > self.header_limit:
+            raise ProtocolError(431, f"request headers exceed {self.header_limit} bytes")
+        head = bytes(buffer[: end.start()])
+        del buffer[: end.end()]
+        return parse_head(head)
+
+    def _check_incomplete(self, buffer: bytearray) -> None:
+        if len(buffer) <= self.header_limit:
+            return
+        if buffer.find(b"\n", 0, self.header_limit) < 0:
+            raise ProtocolError(414, f"request line exceeds {self.header_limit} bytes")
+        raise ProtocolError(431, f"request headers exceed {self.header_limit} bytes")
+
+
+def parse_head(head: bytes) -> Request:
+    """A request line and header lines (without the blank line) -> Request."""
+    lines = head.split(b"\n")
+    method, target, version = _parse_request_line(lines[0].rstrip(b"\r"))
+    headers = tuple(_parse_header_line(line.rstrip(b"\r")) for line in lines[1:])
+    has_body = _has_body(headers)
+    if version == "1.1":
+        hosts = [v for k, v in headers if k == "host"]
+        if len(hosts) != 1:
+            raise ProtocolError(400, "an HTTP/1.1 request needs exactly one Host header")
+    return Request(
+        method=method,
+        target=target,
+        path=_path_of(target),
+        http_version=version,
+        headers=headers,
+        is_keep_alive=_is_keep_alive(version, headers),
+        has_body=has_body,
+    )
+
+
+def _parse_request_line(line: bytes) -> tuple[str, str, str]:
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise ProtocolError(400, "the request line must be 'METHOD target HTTP/1.x'")
+    method, target, version = parts
+    if not _TOKEN.match(method):
+        raise ProtocolError(400, "the method is not a valid token")
+    if not _TARGET.match(target):
+        raise ProtocolError(400, "the request target holds spaces, controls or non-ASCII bytes")
+    matched = _VERSION.match(version)
+    if matched is None:
+        raise ProtocolError(400, "the protocol must be HTTP/1.0 or HTTP/1.1")
+    if matched.group(1) != b"1" or matched.group(2) not in (b"0", b"1"):
+        raise ProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    return method.decode("ascii"), target.decode("ascii"), version[5:].decode("ascii")
+
+
+def _parse_header_line(line: bytes) -> tuple[str, str]:
+    if line[:1] in (b" ", b"\t"):
+        raise ProtocolError(400, "obsolete header line folding is not accepted")
+    name, colon, value = line.partition(b":")
+    if not colon or not _TOKEN.match(name):
+        raise ProtocolError(400, "a header line must be 'Name: value' with a token name")
+    value = value.strip(b" \t")
+    if _BAD_VALUE.search(value):
+        raise ProtocolError(400, "a header value holds control characters")
+    return name.decode("ascii").lower(), value.decode("latin-1")
+
+
+def _has_body(headers: tuple[tuple[str, str], ...]) -> bool:
+    lengths = {v for k, v in headers if k == "content-length"}
+    if any(k == "transfer-encoding" for k, _ in headers):
+        if lengths:
+            raise ProtocolError(400, "Content-Length and Transfer-Encoding together")
+        return True
+    if not lengths:
+        return False
+    if len(lengths) > 1 or not next(iter(lengths)).isdigit() or not next(iter(lengths)).isascii():
+        raise ProtocolError(400, "Content-Length must be one decimal number")
+    return int(next(iter(lengths))) > 0
+
+
+def _is_keep_alive(version: str, headers: tuple[tuple[str, str], ...]) -> bool:
+    tokens = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}
+    if "close" in tokens:
+        return False
+    return version == "1.1" or "keep-alive" in tokens
+
+
+def _path_of(target: str) -> str:
+    if "://" in target.partition("?")[0]:  # absolute-form: http://host/path
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    return target.partition("?")[0].partition("#")[0]
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def format_response_head(
+    status: int,
+    headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
+    content_length: int,
+    *,
+    is_keep_alive: bool,
+    date: str | None = None,
+) -> bytes:
+    """Status line and headers, adding Content-Length, Connection and Date.
+
+    For HEAD the caller passes the length the GET body would have and writes no body.
+    """
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append(f"Content-Length: {content_length}")
+    lines.append("Connection: keep-alive" if is_keep_alive else "Connection: close")
+    if date is not None:
+        lines.append(f"Date: {date}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def error_body(status: int, reason: str) -> bytes:
+    return f"{status} {reason_phrase(status)}: {reason}\n".encode()

@@ -1,0 +1,410 @@
+"""Metrics registry: counters, gauges and histograms, rendered as Prometheus text 0.0.4.
+
+Pure: no asyncio, no I/O, no locks. The registry lives on the event loop thread; worker
+threads and processes never touch it. Rendering is on the scrape path with up to tens of
+thousands of series, so each child caches its formatted sample text and only re-formats
+after its value changed; `render_chunks` lets an async caller yield between metrics.
+Imports nothing from piko but errors.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_INF = math.inf
+
+
+def format_value(value: float) -> str:
+    """A sample value as Prometheus writes it: ints plain, floats via repr, +Inf/-Inf/NaN."""
+    if type(value) is int:
+        return str(value)
+    text = repr(float(value))
+    if text[-1] in "fn":  # 'inf', '-inf', 'nan'
+        return {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}[text]
+    return text
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_labels(names: Sequence[str], values: Sequence[str]) -> str:
+    """`{a="1",b="2"}` (escaped), or "" when there are no labels."""
+    if not names:
+        return ""
+    pairs = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
+    return "{" + pairs + "}"
+
+
+# -- children: one series (one set of label values) ----------------------------------
+
+
+class CounterChild:
+    __slots__ = ("_labels", "_name", "_value", "_text")
+
+    def __init__(self, name: str, labels: str) -> None:
+        self._name = name
+        self._labels = labels
+        self._value: float = 0
+        self._text: str | None = None
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError(f"counters only go up: inc({amount!r}) on {self._name}; use a gauge")
+        self._value += amount
+        self._text = None
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def _render(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = f"{self._name}{self._labels} {format_value(self._value)}\n"
+        return text
+
+
+class GaugeChild(CounterChild):
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        self._value += amount
+        self._text = None
+
+    def dec(self, amount: float = 1) -> None:
+        self._value -= amount
+        self._text = None
+
+    def set(self, value: float) -> None:
+        self._value = value
+        self._text = None
+
+
+class HistogramChild:
+    __slots__ = ("_bounds", "_counts", "_sum", "_prefixes", "_sum_prefix", "_count_prefix", "_text")
+
+    def __init__(self, name: str, label_names: Sequence[str], values: Sequence[str],
+                 bounds: Sequence[float]) -> None:
+        self._bounds = bounds  # sorted upper bounds, the last is +Inf
+        self._counts = [0] * len(bounds)  # per bucket, not cumulative
+        self._sum: float = 0
+        names = (*label_names, "le")
+        self._prefixes = [
+            f"{name}_bucket{format_labels(names, (*values, format_value(b)))} " for b in bounds
+        ]
+        plain = format_labels(label_names, values)
+        self._sum_prefix = f"{name}_sum{plain} "
+        self._count_prefix = f"{name}_count{plain} "
+        self._text: str | None = None
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+        self._text = None
+
+    @property
+    def count(self) -> int:
+        return sum(self._counts)
+
+    @property
+    def sum(self) -> float:
+        return self._sum
+
+    def _render(self) -> str:
+        text = self._text
+        if text is None:
+            lines = []
+            total = 0
+            for prefix, n in zip(self._prefixes, self._counts, strict=True):
+                total += n
+                lines.append(f"{prefix}{total}\n")
+            lines.append(f"{self._sum_prefix}{format_value(self._sum)}\n")
+            lines.append(f"{self._count_prefix}{total}\n")
+            text = self._text = "".join(lines)
+        return text
+
+
+C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
+
+
+# -- metrics: a family of children sharing name, help and label names ---------------------
+
+
+class _Metric(Generic[C]):
+    kind = ""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], C] = {}
+        self._header = f"# HELP {name} {escape_help(documentation)}\n# TYPE {name} {self.kind}\n"
+        self._default: C | None = None if self.labelnames else self.labels()
+
+    def sample_names(self) -> tuple[str, ...]:
+        """Every name this metric owns: its family name and the names of its samples."""
+        return (self.name,)
+
+    def labels(self, *values: object, **by_name: object) -> C:
+        """The child for these label values (created on first use)."""
+        key = self._key(values, by_name)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new_child(key)
+        return child
+
+    def remove(self, *values: object, **by_name: object) -> bool:
+        """Drop one series; True if it existed."""
+        return self._children.pop(self._key(values, by_name), None) is not None
+
+    def remove_matching(self, label: str, value: str) -> int:
+        """Drop every series whose `label` equals `value` (e.g. job_id on deletion)."""
+        if label not in self.labelnames:
+            return 0
+        i = self.labelnames.index(label)
+        doomed = [k for k in self._children if k[i] == value]
+        for key in doomed:
+            del self._children[key]
+        return len(doomed)
+
+    def clear(self) -> None:
+        self._children.clear()
+        if self._default is not None:
+            self._default = self.labels()
+
+    def render(self) -> str:
+        return "".join(self.render_chunks())
+
+    def render_chunks(self, batch: int = 1000) -> Iterator[str]:
+        """HELP/TYPE and the samples of up to `batch` series per chunk."""
+        children = list(self._children.values())  # a snapshot: series may come and go meanwhile
+        if not children:
+            yield self._header
+        for start in range(0, len(children), batch):
+            part = "".join([c._render() for c in children[start : start + batch]])
+            yield self._header + part if start == 0 else part
+
+    def _key(self, values: tuple[object, ...], by_name: dict[str, object]) -> tuple[str, ...]:
+        if by_name:
+            if values or set(by_name) != set(self.labelnames):
+                raise ValueError(
+                    f"{self.name} takes labels {list(self.labelnames)}, got {sorted(by_name)}"
+                    + (f" and positional {list(values)}" if values else "")
+                )
+            return tuple(str(by_name[n]) for n in self.labelnames)
+        if len(values) != len(self.labelnames):
+            raise ValueError(
+                f"{self.name} takes {len(self.labelnames)} label values {list(self.labelnames)},"
+                f" got {len(values)}"
+            )
+        return tuple(str(v) for v in values)
+
+    def _new_child(self, key: tuple[str, ...]) -> C:
+        raise NotImplementedError
+
+    def _unlabelled(self) -> C:
+        if self._default is None:
+            raise ValueError(f"{self.name} has labels {list(self.labelnames)}: call .labels(...) first")
+        return self._default
+
+
+class Counter(_Metric[CounterChild]):
+    """Goes only up. The name is used exactly as given (end it in `_total`)."""
+
+    kind = "counter"
+
+    def _new_child(self, key: tuple[str, ...]) -> CounterChild:
+        return CounterChild(self.name, format_labels(self.labelnames, key))
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+    @property
+    def value(self) -> float:
+        return self._unlabelled().value
+
+
+class Gauge(_Metric[GaugeChild]):
+    kind = "gauge"
+
+    def _new_child(self, key: tuple[str, ...]) -> GaugeChild:
+        return GaugeChild(self.name, format_labels(self.labelnames, key))
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self._unlabelled().dec(amount)
+
+    def set(self, value: float) -> None:
+        self._unlabelled().set(value)
+
+    @property
+    def value(self) -> float:
+        return self._unlabelled().value
+
+
+class Histogram(_Metric[HistogramChild]):
+    kind = "histogram"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.bounds = _check_buckets(name, buckets)
+        super().__init__(name, documentation, labelnames)
+
+    def sample_names(self) -> tuple[str, ...]:
+        return (self.name, f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+
+    def _new_child(self, key: tuple[str, ...]) -> HistogramChild:
+        return HistogramChild(self.name, self.labelnames, key, self.bounds)
+
+    def observe(self, value: float) -> None:
+        self._unlabelled().observe(value)
+
+
+def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
+    bounds = [float(b) for b in buckets]
+    if not bounds or any(math.isnan(b) for b in bounds):
+        raise ValueError(f"histogram {name} needs at least one numeric bucket, got {list(buckets)}")
+    if any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+        raise ValueError(f"histogram {name} buckets must be strictly increasing, got {list(buckets)}")
+    if bounds[-1] != _INF:
+        bounds.append(_INF)
+    return tuple(bounds)
+
+
+# -- collectors: families computed at render time (process_* metrics) ---------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # "counter" | "gauge"
+    documentation: str
+    samples: list[Sample]
+
+    def render(self) -> str:
+        lines = [f"# HELP {self.name} {escape_help(self.documentation)}\n# TYPE {self.name} {self.kind}\n"]
+        for s in self.samples:
+            labels = format_labels(tuple(s.labels), tuple(s.labels.values()))
+            lines.append(f"{self.name}{s.suffix}{labels} {format_value(s.value)}\n")
+        return "".join(lines)
+
+
+Collector = Callable[[], Iterable[Family]]
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+class MetricsRegistry:
+    """Owns metric names; renders every metric and collector in registration order."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+        self._collectors: list[Collector] = []
+        self._taken: dict[str, str] = {}  # sample name -> owning metric or collector name
+
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        return self._add(Counter(name, documentation, self._check(name, labelnames)))
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return self._add(Gauge(name, documentation, self._check(name, labelnames)))
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
+        names = self._check(name, labelnames)
+        if "le" in names:
+            raise ValueError(f"histogram {name} cannot use the label name 'le' (it is reserved)")
+        return self._add(Histogram(name, documentation, names, buckets))
+
+    def register_collector(self, names: Sequence[str], collect: Collector) -> None:
+        """Add families computed at each render; `names` reserves their sample names."""
+        for name in names:
+            self._check(name, ())
+            self._claim(name, name, dry_run=True)
+        for name in names:
+            self._claim(name, name)
+        self._collectors.append(collect)
+
+    def get(self, name: str) -> _Metric | None:
+        return self._metrics.get(name)
+
+    def unregister(self, name: str) -> None:
+        metric = self._metrics.pop(name)
+        for sample in metric.sample_names():
+            del self._taken[sample]
+
+    def remove_series(self, **match: str) -> int:
+        """Drop, in every metric, the series whose labels match (e.g. job_id="a")."""
+        if len(match) != 1:
+            raise ValueError(f"remove_series takes exactly one label=value, got {sorted(match)}")
+        ((label, value),) = match.items()
+        return sum(m.remove_matching(label, value) for m in self._metrics.values())
+
+    def render_chunks(self, batch: int = 1000) -> Iterator[str]:
+        """The exposition text in pieces of at most `batch` series: an async caller yields
+        to the loop between pieces, so 10,000 jobs' series never block it for long."""
+        for metric in list(self._metrics.values()):
+            yield from metric.render_chunks(batch)
+        for collect in self._collectors:
+            yield "".join(f.render() for f in collect())
+
+    def render(self) -> str:
+        return "".join(self.render_chunks())
+
+    def _check(self, name: str, labelnames: Sequence[str]) -> tuple[str, ...]:
+        if not _METRIC_NAME.match(name):
+            raise ValueError(f"invalid metric name {name!r}: use letters, digits, '_' and ':'")
+        names = (labelnames,) if isinstance(labelnames, str) else tuple(labelnames)
+        for label in names:
+            if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+                raise ValueError(
+                    f"invalid label name {label!r} on {name}: use letters, digits and '_',"
+                    " not starting with '__'"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate label names on {name}: {list(names)}")
+        return names
+
+    def _add(self, metric: M) -> M:
+        for sample in metric.sample_names():
+            self._claim(sample, metric.name, dry_run=True)
+        for sample in metric.sample_names():
+            self._claim(sample, metric.name)
+        self._metrics[metric.name] = metric
+        return metric
+
+    def _claim(self, sample: str, owner: str, dry_run: bool = False) -> None:
+        if sample in self._taken:
+            raise ValueError(
+                f"duplicate metric name {sample!r}: already registered by {self._taken[sample]!r}"
+            )
+        if not dry_run:
+            self._taken[sample] = owner
