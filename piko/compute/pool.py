@@ -1,0 +1,400 @@
+"""The CPU worker pool: piko's own worker processes, driven from the event loop.
+
+Each worker is a spawn/forkserver child holding one end of a socketpair; the parent end
+is an asyncio transport, so sending a call and reading its reply never block the loop.
+A worker runs one task at a time. Death is seen through the process sentinel (add_reader):
+it fails only the task that worker held, and the worker is replaced. A task that is
+cancelled or passes its deadline while running gets its worker SIGKILLed and replaced.
+Processes are started in a thread, so spawning never stalls timers or the leader lease.
+Imports nothing from piko but errors and compute.worker (the wire protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import signal
+import socket
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from piko.compute import worker as wire
+from piko.compute.worker import OffloadTimeout, WorkerDiedError
+from piko.errors import OffloadError
+
+log = logging.getLogger("piko.compute")
+
+_MAX_FAILED_STARTS = 3  # workers dying before READY in a row before queued calls fail
+
+
+@dataclass(eq=False)
+class Task:
+    """One call (or one map_reduce chunk) on its way through the pool."""
+
+    payload: bytes
+    label: str  # names the function (and chunk) in error messages
+    job: str | None
+    timeout_s: float | None
+    future: asyncio.Future[Any]
+    state: str = "queued"  # queued -> running -> finished
+    worker: _Worker | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any  # multiprocessing.process.BaseProcess
+    sock: socket.socket  # the parent's end of the socketpair
+    pid: int | None = None
+    state: str = "starting"  # starting -> idle <-> busy -> retiring | killed | stopping -> dead
+    transport: asyncio.Transport | None = None
+    task: Task | None = None
+    tasks_done: int = 0
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """Splits the byte stream from one worker into frames (see worker.HEADER)."""
+
+    def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
+        self._pool, self._worker = pool, worker
+        self._buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        head = wire.HEADER.size
+        while len(buf) >= head:
+            size = wire.HEADER.unpack_from(buf)[0]
+            if len(buf) < head + size:
+                return
+            frame = buf[head : head + size]
+            del buf[: head + size]
+            self._pool._on_frame(self._worker, frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pool._on_connection_lost(self._worker)
+
+
+class WorkerPool:
+    """A fixed number of worker processes fed from one queue, bound to one event loop."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        context: Any,  # a multiprocessing context (spawn or forkserver)
+        per_job_cap: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None,
+    ) -> None:
+        self.size = size
+        self.per_job_cap = per_job_cap
+        self._context = context
+        self._initializer, self._initargs = initializer, initargs
+        self._max_tasks = max_tasks_per_worker
+        self._loop = asyncio.get_running_loop()
+        self._workers: list[_Worker] = []
+        self._idle: deque[_Worker] = deque()
+        self._queue: deque[Task] = deque()
+        self._running: Counter[str | None] = Counter()
+        self._background: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._failed_starts = 0
+        self._is_halted = False  # workers could not start; retried on the next submit
+        self._is_closing = False
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w.pid is not None]
+
+    def submit(
+        self,
+        payload: bytes,
+        label: str,
+        job: str | None,
+        *,
+        deadline: float | None = None,
+        timeout_s: float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue one pickled call; cancelling the returned future cancels the call.
+
+        `deadline` is in loop time; `timeout_s` is the caller's figure, for the message.
+        """
+        if self._is_closing:
+            raise OffloadError("the CPU pool is closed; no new calls are accepted")
+        task = Task(payload, label, job, timeout_s, self._loop.create_future())
+        task.future.add_done_callback(lambda _: self._on_task_done(task))
+        if deadline is not None:
+            task.timer = self._loop.call_at(deadline, self._expire, task)
+        self._queue.append(task)
+        self._is_halted = False
+        self._ensure_workers()
+        self._dispatch()
+        return task.future
+
+    async def warm_up(self) -> None:
+        """Start every worker now and wait until all of them have run the initializer."""
+        self._is_halted = False
+        self._ensure_workers()
+        while sum(w.state in ("idle", "busy") for w in self._workers) < self.size:
+            if self._is_halted or self._is_closing:
+                raise OffloadError("the CPU workers could not start; see the piko.compute log")
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def close(self, timeout_s: float) -> None:
+        """Let queued and running calls finish within the budget, then stop every worker."""
+        self._is_closing = True
+        deadline = self._loop.time() + timeout_s
+        reserve = min(1.0, timeout_s / 5)  # kept for stopping and joining the processes
+        if self._background:
+            await asyncio.wait(self._background, timeout=max(0.0, deadline - reserve - self._loop.time()))
+        await self._wait_for(
+            lambda: not (self._queue or self._running.total()) or not self._workers, deadline - reserve
+        )
+        closed = OffloadError("the CPU pool was closed before this call finished")
+        for task in list(self._queue):
+            _fail(task, closed)
+        self._queue.clear()
+        for w in self._workers:
+            if w.task is not None:
+                _fail(w.task, closed)
+                self._kill(w)
+            elif w.state in ("idle", "starting"):
+                w.state = "stopping"
+                if w.transport is not None:
+                    w.transport.close()  # the worker sees EOF and exits by itself
+        await self._wait_for(lambda: not self._workers, deadline)
+        for w in self._workers:
+            self._kill(w)
+        await self._wait_for(lambda: not self._workers, self._loop.time() + 2.0)  # SIGKILL is quick
+        for w in self._workers:
+            log.warning("CPU worker pid %s did not exit after SIGKILL", w.pid)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        while not (self._is_closing or self._is_halted) and len(self._workers) < self.size:
+            parent_sock, child_sock = socket.socketpair()
+            process = self._context.Process(
+                target=wire.worker_main,
+                args=(child_sock, self._initializer, self._initargs),
+                name="piko-cpu",
+                daemon=True,  # multiprocessing's atexit hook then kills it if close() was skipped
+            )
+            w = _Worker(process, parent_sock)
+            self._workers.append(w)
+            self._spawn_in_background(self._start(w, child_sock))
+
+    async def _start(self, w: _Worker, child_sock: socket.socket) -> None:
+        try:
+            with child_sock:
+                await asyncio.to_thread(w.process.start)
+        except Exception as exc:  # EAGAIN, ENOMEM, an initializer that cannot be pickled
+            w.sock.close()
+            w.state = "dead"
+            self._workers.remove(w)
+            self._changed.set()
+            self._halt(OffloadError(f"could not start a CPU worker: {exc!r}"))
+            return
+        w.pid = w.process.pid
+        self._loop.add_reader(w.process.sentinel, self._on_sentinel, w)
+        w.transport, _ = await self._loop.create_unix_connection(lambda: _FrameProtocol(self, w), sock=w.sock)
+        if self._is_closing:
+            self._kill(w)
+
+    def _dispatch(self) -> None:
+        while self._idle and self._queue:
+            task = self._next_task()
+            if task is None:
+                return
+            w = self._idle.popleft()
+            assert w.transport is not None
+            w.state, w.task = "busy", task
+            task.state, task.worker = "running", w
+            self._running[task.job] += 1
+            w.transport.write(wire.HEADER.pack(len(task.payload)))
+            w.transport.write(task.payload)
+            task.payload = b""
+
+    def _next_task(self) -> Task | None:
+        """The oldest queued task whose job is under the per-job cap."""
+        cap = self.per_job_cap
+        for task in self._queue:
+            if task.future.done():
+                continue  # removed by _on_task_done shortly
+            if cap is None or task.job is None or self._running[task.job] < cap:
+                self._queue.remove(task)
+                return task
+        return None
+
+    # -- events from workers ----------------------------------------------------------
+
+    def _on_frame(self, w: _Worker, frame: bytes | bytearray) -> None:
+        try:
+            status, value, text = pickle.loads(frame)
+        except Exception as exc:  # e.g. the result's class cannot be imported here
+            status, value, text = "undecodable", None, f"{type(exc).__name__}: {exc}"
+        if status == wire.READY:
+            if w.state == "starting":
+                w.state = "idle"
+                self._failed_starts = 0
+                self._idle.append(w)
+                self._changed.set()
+        elif status == wire.INIT_FAILED:
+            w.state = "killed"  # it exits by itself
+            self._halt(wire.reply_error(status, value, text, "the CPU pool's initializer"))
+        elif w.task is not None:
+            task = self._detach(w)
+            if task.future.done():  # cancelled or timed out a moment ago: drop the reply
+                pass
+            elif status == wire.OK:
+                task.future.set_result(value)
+            else:
+                task.future.set_exception(wire.reply_error(status, value, text, task.label))
+            w.tasks_done += 1
+            self._release(w)
+            self._changed.set()
+        self._dispatch()
+
+    def _detach(self, w: _Worker) -> Task:
+        task, w.task = w.task, None
+        assert task is not None
+        task.state = "finished"
+        self._running[task.job] -= 1
+        return task
+
+    def _release(self, w: _Worker) -> None:
+        if self._max_tasks is not None and w.tasks_done >= self._max_tasks:
+            w.state = "retiring"  # replaced when it has exited
+            assert w.transport is not None
+            w.transport.close()
+        elif w.state == "busy":
+            w.state = "idle"
+            self._idle.append(w)
+
+    def _on_connection_lost(self, w: _Worker) -> None:
+        if w.state in ("idle", "busy", "starting"):
+            self._kill(w)  # the worker closed its socket on its own: make sure it is gone
+
+    def _on_sentinel(self, w: _Worker) -> None:
+        self._loop.remove_reader(w.process.sentinel)
+        was = w.state
+        w.state = "dead"
+        with contextlib.suppress(ValueError):
+            self._idle.remove(w)
+        self._spawn_in_background(self._reap(w, was))
+
+    async def _reap(self, w: _Worker, was: str) -> None:
+        # With spawn the sentinel can fire a moment before waitpid() sees the exit.
+        for delay in (0.0, 0.001, 0.01, 0.05, 0.2, 1.0):
+            await asyncio.sleep(delay)
+            if w.process.exitcode is not None:
+                break
+        exitcode = w.process.exitcode
+        how = _describe_exit(exitcode)
+        if w.task is not None:
+            task = self._detach(w)
+            hint = (
+                " (SIGKILL often means the kernel ran out of memory)" if exitcode == -signal.SIGKILL else ""
+            )
+            message = f"the CPU worker (pid {w.pid}) running {task.label} died: {how}{hint}"
+            _fail(task, WorkerDiedError(message, pid=w.pid, exitcode=exitcode))
+        elif was in ("idle", "starting"):
+            log.warning("CPU worker pid %s exited unexpectedly (%s); replacing it", w.pid, how)
+        if w.transport is not None:
+            w.transport.close()
+        with contextlib.suppress(ValueError):
+            w.process.close()
+        self._workers.remove(w)
+        self._changed.set()
+        if was == "starting":
+            self._failed_starts += 1
+            if self._failed_starts >= _MAX_FAILED_STARTS:
+                self._halt(OffloadError(f"CPU workers keep dying at start-up (the last one: {how})"))
+        self._ensure_workers()
+        self._dispatch()
+
+    # -- cancellation, timeouts, failures ----------------------------------------------
+
+    def _on_task_done(self, task: Task) -> None:
+        if task.timer is not None:
+            task.timer.cancel()
+        if task.state == "queued":
+            task.state = "finished"
+            with contextlib.suppress(ValueError):
+                self._queue.remove(task)
+        elif task.state == "running" and task.worker is not None and task.worker.task is task:
+            # Cancelled or timed out while running: the only way to stop it is to stop
+            # its worker. _reap sees the task already settled and just replaces the worker.
+            self._kill(task.worker)
+        self._changed.set()
+
+    def _expire(self, task: Task) -> None:
+        where = "its worker was killed and replaced" if task.state == "running" else "it never started"
+        _fail(task, OffloadTimeout(f"{task.label} did not finish within {task.timeout_s:g}s; {where}"))
+
+    def _kill(self, w: _Worker) -> None:
+        if w.state == "dead":
+            return
+        if w.state != "stopping":
+            w.state = "killed"
+        with contextlib.suppress(ValueError):
+            self._idle.remove(w)
+        if w.process.pid is not None:
+            w.process.kill()
+
+    def _halt(self, error: Exception) -> None:
+        """Workers cannot start: fail what is queued instead of retrying forever.
+
+        The next submit() tries to start workers again.
+        """
+        self._is_halted = True
+        self._failed_starts = 0
+        self._changed.set()
+        for task in list(self._queue):
+            _fail(task, error)
+        self._queue.clear()
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _wait_for(self, condition: Callable[[], bool], until: float) -> None:
+        """Wait until condition() holds (re-checked on every change) or the loop time `until`."""
+        while not condition():
+            left = until - self._loop.time()
+            if left <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def _spawn_in_background(self, coro: Any) -> None:
+        t = self._loop.create_task(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+
+def _fail(task: Task, exc: BaseException) -> None:
+    if not task.future.done():
+        task.future.set_exception(exc)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it did not exit"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
