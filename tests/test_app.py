@@ -30,6 +30,8 @@ async def runs(app: PikoApp, job_id: str | None = None):
 
 
 async def tick(clock: FakeClock, seconds: float) -> None:
+    for _ in range(10):  # let background loops reach their sleep before time moves
+        await asyncio.sleep(0)
     clock.advance(seconds)
     for _ in range(10):
         await asyncio.sleep(0)
@@ -46,9 +48,9 @@ def test_interval_job_fires_on_time_and_every_run_is_recorded(db_path):
             seen.append((ctx["run_id"], ctx["job_id"], ctx["attempt"], scheduled_time, dict(ctx["config"])))
 
         async with app:
-            for _ in range(3):
+            for k in range(1, 4):
                 await tick(clock, 10)
-                await wait_until(lambda n=len(seen) + 1: len(seen) >= n)
+                await wait_until(lambda k=k: len(seen) >= k)
             await wait_until(lambda: _count_status(db_path, "SUCCESS") == 3)
             recorded = await runs(app)
         return seen, recorded
@@ -80,9 +82,9 @@ def test_two_instances_on_one_sqlite_file_run_each_scheduled_time_once(db_path):
                 calls.append((app.name, scheduled_time))
 
         async with apps[0], apps[1]:
-            for _ in range(6):
+            for k in range(1, 7):
                 await tick(clock, 5)
-            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 6)
+                await wait_until(lambda k=k: _count_status(db_path, "SUCCESS") == k)
             await asyncio.sleep(0.05)
         return calls
 

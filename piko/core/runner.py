@@ -55,6 +55,7 @@ class Runner:
         self._running: Counter[str] = Counter()
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._active: set[asyncio.Task[Any]] = set()  # tasks inside _execute (fires and manual runs)
         self._is_closing = False
 
     # -- entry points ------------------------------------------------------------------
@@ -89,7 +90,8 @@ class Runner:
     async def stop(self, budget_s: float) -> None:
         """Stop taking fires; let runs finish within the budget, then cancel and record the rest."""
         self._is_closing = True
-        pending = set(self._fire_tasks)
+        me = asyncio.current_task()
+        pending = (self._fire_tasks | self._active) - {me}
         if pending:
             _, still = await asyncio.wait(pending, timeout=max(0.0, budget_s))
             if still:
@@ -120,8 +122,21 @@ class Runner:
     async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
                        attempt: int = 1, take_lock: bool = True, config_value: Any = None,
                        data_interval: DataInterval | None = None) -> RunOutcome:
+        me = asyncio.current_task()
+        if me is not None:
+            self._active.add(me)
+        try:
+            return await self._execute_once(spec, opts, scheduled_at, kind=kind, attempt=attempt,
+                                             take_lock=take_lock, config_value=config_value,
+                                             data_interval=data_interval)
+        finally:
+            self._active.discard(me)  # type: ignore[arg-type]
+
+    async def _execute_once(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
+                            attempt: int, take_lock: bool, config_value: Any,
+                            data_interval: DataInterval | None) -> RunOutcome:
         job_id = spec.job_id
-        if self._running[job_id] >= opts.max_instances:
+        if kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
             reason = f"max_instances={opts.max_instances} reached: {self._running[job_id]} run(s) still going"
             run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
@@ -273,8 +288,10 @@ class DefaultJobRunner:
 
     async def run_job(self, job_id: str, config: Any = None, scheduled_time: datetime | None = None,
                       **options: Any) -> RunOutcome:
-        if _default_app_factory is None:  # piko/__init__ imports piko.app, which installs it
-            import piko  # noqa: F401  (its __init__ imports the app module, which installs the factory)
+        if _default_app_factory is None:  # loading PikoApp loads piko.app, which installs it
+            import piko
+
+            piko.PikoApp  # noqa: B018
         app = _default_app_factory()  # type: ignore[misc]
         runner = await app.manual_runner()
         return await runner.run_job(job_id, scheduled_time, config, **options)

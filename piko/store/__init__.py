@@ -19,7 +19,7 @@ def make_store(dsn: str, **options: Any) -> Store:
         from piko.store.sqlite import SqliteStore
 
         path = dsn.split("://", 1)[1] if scheme else dsn
-        if path.startswith("/") and scheme == "sqlite" and not dsn.startswith("sqlite:////"):
+        if scheme and path.startswith("/"):
             path = path[1:]  # sqlite:///relative.db -> relative.db ; sqlite:////abs.db -> /abs.db
         if not path:
             raise ConfigError(f"SQLite DSN {dsn!r} names no file (use sqlite:///piko.db)")
