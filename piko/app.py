@@ -177,6 +177,7 @@ class PikoApp:
         self.kernel = Kernel(self.clock, self.runner.on_fire, is_leader=self.live.is_leader,
                              standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
                              on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc())
+        self.live.start_control()
         await self.live.reconcile_once()
         await stack.enter_async_context(self.kernel)
         await stack.enter_async_context(self.live.reconcile_loop())
@@ -186,7 +187,7 @@ class PikoApp:
     def _build_runner(self, instance_id: str) -> Runner:
         return Runner(registry=self.registry, store=self.store, clock=self.clock, instance_id=instance_id,
                       resources=self.resources, options_for=self.live.options_for, config_for=self.config_for,
-                      window_for=self.live.window_for, on_success=self.live.on_success, fence=self.live.fence,
+                      window_for=self.live.window_for, on_finish=self.live.on_finish, fence=self.live.fence,
                       metrics=self.piko_metrics, run_hooks=self.live.run_hooks())
 
     def _remaining(self) -> float:

@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from piko.core import backfill
 from piko.core.configs import ConfigBook
-from piko.core.reconcile import ScheduleBook, apply_plan, diff, options_for
+from piko.core.control import ControlPlane
+from piko.core.reconcile import ScheduleBook, options_for
 from piko.core.registry import JobSpec
-from piko.core.types import DataInterval, Fence, JobOptions, ScheduleRow
-from piko.errors import PikoError, StoreError
+from piko.core.stateful import Watermarks
+from piko.core.types import DataInterval, Fence, JobOptions, RunOutcome, RunStatus, ScheduleRow
+from piko.errors import PikoError
 from piko.ports import Trigger
 from piko.settings import Settings
 
@@ -45,6 +46,16 @@ class LiveState:
         self.book = ScheduleBook()
         self.configs = ConfigBook()
         self._lag_monitor: Any = None
+        self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
+        self._watermarks: Watermarks | None = None
+
+    @property
+    def watermarks(self) -> Watermarks:
+        if self._watermarks is None:
+            app = self._app
+            self._watermarks = Watermarks(app.store, app.clock, self.trigger_for, self.fence,
+                                          max_windows=app.settings.backfill_max_windows)
+        return self._watermarks
 
     # -- OpsState ----------------------------------------------------------------------
     def is_started(self) -> bool:
@@ -82,17 +93,16 @@ class LiveState:
         return self.book.triggers.get(job_id)
 
     async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
-        mark = await self._app.store.get_watermark(spec.job_id)
-        return backfill.window_for(self.trigger_for(spec.job_id), at, mark)
+        return await self.watermarks.window_for(spec, at)
 
-    async def on_success(self, spec: JobSpec, at: datetime, window: DataInterval | None, kind: str) -> None:
-        store = self._app.store
-        if spec.stateful and window is not None:
-            current = await store.get_watermark(spec.job_id)
-            if current is None or window.end > current:
-                await store.cas_watermark(spec.job_id, current, window.end, self.fence())
-        if kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
-            await store.set_schedule_enabled(spec.job_id, False)
+    async def on_finish(self, spec: JobSpec, outcome: RunOutcome, window: DataInterval | None, kind: str) -> None:
+        if spec.stateful:
+            if kind == "schedule":
+                await self.watermarks.after_run(spec, window, outcome.status)
+            elif outcome.status is RunStatus.SUCCESS and window is not None:
+                await self.watermarks.advance(spec, window)
+        if outcome.status is RunStatus.SUCCESS and kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
+            await self._app.store.set_schedule_enabled(spec.job_id, False)
             if self._app.kernel is not None:
                 self._app.kernel.unschedule(spec.job_id)
             self.book.applied.pop(spec.job_id, None)
@@ -109,36 +119,26 @@ class LiveState:
         return hooks
 
     # -- reconcile ----------------------------------------------------------------------
-    async def reconcile_once(self) -> None:
+    def start_control(self) -> None:
+        """Build the control plane and the watermark keeper once the kernel and runner exist."""
         app = self._app
-        rows = await app.store.load_schedules()
-        plan = diff(self.book.applied, rows, lambda job_id: job_id in app.registry)
-        kernel = app.kernel
-        assert kernel is not None
+        kernel, runner = app.kernel, app.runner
+        assert kernel is not None and runner is not None
 
         def schedule(job_id: str, trigger: Trigger, row: ScheduleRow) -> None:
             kernel.schedule(job_id, trigger, jitter_s=row.jitter_s or 0.0)
 
-        result = apply_plan(plan, self.book, app.registry, app.settings.timezone, schedule, kernel.unschedule,
-                            app.clock.now())
-        await self._reconcile_configs()
-        pm = app.piko_metrics
-        pm.config_reconcile_total.labels(result="ok").inc()
-        if result.invalid:
-            pm.config_reconcile_total.labels(result="invalid_schedule").inc(len(result.invalid))
-        for job_id in result.stopped:
-            log.info("job %s: schedule stopped (row deleted or disabled)", job_id)
+        self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
+                                    configs=self.configs, default_tz=app.settings.timezone, schedule=schedule,
+                                    unschedule=kernel.unschedule, metrics=app.piko_metrics)
+        self.watermarks.bind_runner(runner.run_job)
 
-    async def _reconcile_configs(self) -> None:
-        app = self._app
-        for row in await app.store.load_configs():
-            spec = app.registry.get(row.job_id)
-            if spec is None:
-                continue
-            problem = self.configs.offer(row, spec.schema)
-            if problem:
-                log.error("job_config rejected, the job keeps its last valid config: %s", problem)
-                app.piko_metrics.config_reconcile_total.labels(result="invalid_config").inc()
+    async def reconcile_once(self) -> None:
+        result = await self.control.tick()
+        for job_id in result.started:
+            spec = self._app.registry.get(job_id)
+            if spec is not None and spec.stateful:
+                self.watermarks.start_catch_up(spec)
 
     @contextlib.asynccontextmanager
     async def reconcile_loop(self) -> AsyncIterator[None]:
@@ -160,6 +160,7 @@ class LiveState:
             stop.set()
             await asyncio.wait({task}, timeout=5.0)
             task.cancel()
+            await self.watermarks.close()
 
 
 def build_http(app: PikoApp, s: Settings) -> Any:
@@ -240,4 +241,3 @@ def run_blocking(app: PikoApp) -> None:
         uvloop.run(main())  # type: ignore[attr-defined]
 
 
-__all__ = ["LiveState", "StoreError", "build_http", "build_leader", "build_writer", "job_defaults", "run_blocking"]

@@ -25,6 +25,11 @@ def make_app(db_path: str, clock: FakeClock, name: str = "t", **kw) -> PikoApp:
     return PikoApp(name, settings=settings, clock=clock)
 
 
+def idle(app: PikoApp) -> bool:
+    """No run of this app is in progress (recorded and bookkept)."""
+    return app.runner is not None and app.runner.is_idle()
+
+
 async def runs(app: PikoApp, job_id: str | None = None):
     return list(reversed(await app.store.recent_runs(job_id, limit=1000)))
 
@@ -50,8 +55,7 @@ def test_interval_job_fires_on_time_and_every_run_is_recorded(db_path):
         async with app:
             for k in range(1, 4):
                 await tick(clock, 10)
-                await wait_until(lambda k=k: len(seen) >= k)
-            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 3)
+                await wait_until(lambda k=k: _count_status(db_path, "SUCCESS") == k and idle(app))
             recorded = await runs(app)
         return seen, recorded
 
@@ -84,8 +88,7 @@ def test_two_instances_on_one_sqlite_file_run_each_scheduled_time_once(db_path):
         async with apps[0], apps[1]:
             for k in range(1, 7):
                 await tick(clock, 5)
-                await wait_until(lambda k=k: _count_status(db_path, "SUCCESS") == k)
-            await asyncio.sleep(0.05)
+                await wait_until(lambda k=k: _count_status(db_path, "SUCCESS") == k and all(map(idle, apps)))
         return calls
 
     calls = asyncio.run(scenario())

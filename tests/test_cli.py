@@ -103,7 +103,7 @@ def test_second_signal_exits_at_once(tmp_path):
 
 def test_db_init_and_check_then_runs_lists_recorded_runs(tmp_path):
     r = piko("db", "init", cwd=tmp_path)
-    assert r.returncode == 0 and "schema version 1" in r.stdout
+    assert r.returncode == 0 and "schema version 2" in r.stdout
     r = piko("runs", cwd=tmp_path)
     assert r.returncode == 0 and "no runs recorded" in r.stdout
 

@@ -60,48 +60,57 @@ def parse_config_json(row: ConfigRow) -> Any:
 
 @dataclass(frozen=True)
 class ActiveConfig:
+    seq: int  # storage order: a later stored version has a larger seq
     version: int
     value: Any
     effective_from: datetime | None
 
 
 class ConfigBook:
-    """The valid config versions known per job, and the one in force at a given time."""
+    """The valid config versions known per job, and the one in force at a given time.
 
-    def __init__(self) -> None:
+    In force = the most recently stored valid version whose effective_from has passed. A
+    version waiting for its effective_from leaves the previous one serving; an invalid
+    version is reported once and never serves.
+    """
+
+    def __init__(self, keep: int = 10) -> None:
         self._versions: dict[str, list[ActiveConfig]] = {}
-        self._rejected: dict[tuple[str, int, str], str] = {}
+        self._rejected: dict[tuple[str, int, int, str], str] = {}
+        self._keep = keep
 
     def offer(self, row: ConfigRow, schema: Any) -> str | None:
         """Validate and keep a version; return the rejection reason (first time only) or None."""
-        key = (row.job_id, row.version, row.config_json)
+        key = (row.job_id, row.seq, row.version, row.config_json)
         if key in self._rejected:
+            return None
+        known = self._versions.get(row.job_id, [])
+        if any(v.seq == row.seq and row.seq for v in known):
             return None
         try:
             value = validate_config(schema, parse_config_json(row), job_id=row.job_id)
         except ConfigError as exc:
-            reason = f"{exc} (version {row.version})"
+            reason = f"{exc} (config version {row.version})"
             self._rejected[key] = reason
             return reason
-        versions = [v for v in self._versions.get(row.job_id, []) if v.version != row.version]
-        versions.append(ActiveConfig(row.version, value, row.effective_from))
-        versions.sort(key=lambda v: (v.effective_from is not None, v.effective_from or datetime.min, v.version))
-        self._versions[row.job_id] = versions[-8:]
+        versions = [v for v in known if v.seq != row.seq] + [ActiveConfig(row.seq, row.version, value,
+                                                                         row.effective_from)]
+        versions.sort(key=lambda v: v.seq)
+        self._versions[row.job_id] = versions[-self._keep:]
         return None
 
     def forget(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
             self._versions.pop(job_id, None)
 
+    def jobs(self) -> list[str]:
+        return list(self._versions)
+
     def active(self, job_id: str, now: datetime) -> ActiveConfig | None:
-        best = None
-        for cand in self._versions.get(job_id, ()):
+        for cand in reversed(self._versions.get(job_id, ())):
             if cand.effective_from is None or cand.effective_from <= now:
-                if best is None or (cand.effective_from or datetime.min.replace(tzinfo=now.tzinfo),
-                                    cand.version) >= (best.effective_from or datetime.min.replace(
-                                        tzinfo=now.tzinfo), best.version):
-                    best = cand
-        return best
+                return cand
+        return None
 
     def value_for_run(self, job_id: str, now: datetime) -> Any:
         """A private copy of the config in force (or {} when there is none)."""

@@ -9,7 +9,7 @@ a row for a job no code registers is reported once. Neither stops the loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -39,8 +39,13 @@ def _comparable(row: ScheduleRow) -> ScheduleRow:
     return replace(row, version=0)  # a changed row is a changed row, whatever its version says
 
 
-def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], registered: Callable[[str], bool]) -> Plan:
-    """Compare the rows last applied with the rows now stored (pure)."""
+def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], registered: Callable[[str], bool],
+         scope: Collection[str] | None = None) -> Plan:
+    """Compare the rows last applied with the rows now stored (pure).
+
+    `scope` None means `rows` is the whole table; otherwise `rows` holds the current rows of
+    just the job ids in `scope` (those the change log named), and only they can stop.
+    """
     by_id = {row.job_id: row for row in rows}
     upsert: list[ScheduleRow] = []
     unknown: list[str] = []
@@ -51,7 +56,8 @@ def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], regist
         before = applied.get(job_id)
         if row.enabled and (before is None or _comparable(before) != _comparable(row)):
             upsert.append(row)
-    stop = [job_id for job_id in applied
+    candidates = applied if scope is None else [job_id for job_id in scope if job_id in applied]
+    stop = [job_id for job_id in candidates
             if job_id not in by_id or not by_id[job_id].enabled or not registered(job_id)]
     return Plan(tuple(upsert), tuple(sorted(stop)), tuple(sorted(unknown)))
 

@@ -36,7 +36,7 @@ class Runner:
                  resources: ResourcePool, options_for: Callable[[str], JobOptions],
                  config_for: Callable[[JobSpec, datetime], Any],
                  window_for: Callable[[JobSpec, datetime], Awaitable[DataInterval | None]] | None = None,
-                 on_success: Callable[[JobSpec, datetime, DataInterval | None, str], Awaitable[None]] | None = None,
+                 on_finish: Callable[[JobSpec, RunOutcome, DataInterval | None, str], Awaitable[None]] | None = None,
                  fence: Callable[[], Fence | None] = lambda: None, metrics: Any = None,
                  run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None) -> None:
         self._registry = registry
@@ -47,7 +47,7 @@ class Runner:
         self._options_for = options_for
         self._config_for = config_for
         self._window_for = window_for
-        self._on_success = on_success
+        self._on_finish = on_finish
         self._fence = fence
         self._metrics = metrics
         self._run_hooks = list(run_hooks)
@@ -68,7 +68,8 @@ class Runner:
         task.add_done_callback(self._fire_tasks.discard)
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
-                      kind: str = "manual", data_interval: DataInterval | None = None) -> RunOutcome:
+                      kind: str = "manual", data_interval: DataInterval | None = None,
+                      take_lock: bool | None = None) -> RunOutcome:
         """Run a job now. With a scheduled_time the run is idempotent (locked on that time)."""
         spec = self._registry.get(job_id)
         if spec is None:
@@ -81,8 +82,13 @@ class Runner:
 
             config_value = validate_config(spec.schema, config, job_id=job_id)
         at = scheduled_time or self._clock.now()
-        return await self._execute(spec, self._options_for(job_id), at, kind=kind, take_lock=scheduled_time is not None,
+        lock = scheduled_time is not None if take_lock is None else take_lock
+        return await self._execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
                                    config_value=config_value, data_interval=data_interval)
+
+    def is_idle(self) -> bool:
+        """No fire is being handled and no run is in progress."""
+        return not self._active and not self._fire_tasks
 
     def running_count(self, job_id: str | None = None) -> int:
         return sum(self._running.values()) if job_id is None else self._running[job_id]
@@ -157,8 +163,11 @@ class Runner:
             await self._finish(run_id, outcome)
         finally:
             self._running[job_id] -= 1
-        if outcome.status is RunStatus.SUCCESS and self._on_success is not None:
-            await self._on_success(spec, scheduled_at, data_interval, kind)
+        if self._on_finish is not None:
+            try:
+                await self._on_finish(spec, outcome, data_interval, kind)
+            except Exception:  # bookkeeping after a run must not turn it into a failure
+                log.exception("job %s: after-run bookkeeping failed", job_id)
         if outcome.status in (RunStatus.FAILED, RunStatus.TIMEOUT) and attempt <= opts.retries and not self._is_closing:
             delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
             log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, run_id, outcome.status.value, attempt,

@@ -71,6 +71,7 @@ class ConfigRow:
     version: int = 1
     schema_version: int = 1
     effective_from: datetime | None = None
+    seq: int = 0  # job_config_history id (0 for the current row): later stored = larger
 
 
 @dataclass(frozen=True)

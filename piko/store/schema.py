@@ -111,6 +111,51 @@ V1_INDEXES = [
 ]
 
 
+# v2: a change log fed by triggers, so each reconcile tick reads only what changed (edits by
+# plain SQL included, version bumped or not), and every stored config version is kept, so a
+# config waiting for its effective_from does not hide the one still serving, across restarts.
+V2_TABLES = [
+    """CREATE TABLE IF NOT EXISTS piko_change (
+  seq {ID},
+  table_name VARCHAR(32) NOT NULL,
+  job_id {KEY} NOT NULL,
+  changed_at {TS} NOT NULL DEFAULT {NOW}
+){SUFFIX}""",
+    """CREATE TABLE IF NOT EXISTS job_config_history (
+  history_id {ID},
+  job_id {KEY} NOT NULL,
+  schema_version INTEGER NOT NULL,
+  config_json {TEXT} NOT NULL,
+  version BIGINT NOT NULL,
+  effective_from {TS} NULL,
+  recorded_at {TS} NOT NULL DEFAULT {NOW}
+){SUFFIX}""",
+]
+V2_INDEXES = [("ix_config_history_job", "job_config_history", "job_id, history_id")]
+_CHANGE_EVENTS = [("scheduled_job", "INSERT", "NEW"), ("scheduled_job", "UPDATE", "NEW"),
+                  ("scheduled_job", "DELETE", "OLD"), ("job_config", "INSERT", "NEW"),
+                  ("job_config", "UPDATE", "NEW"), ("job_config", "DELETE", "OLD")]
+
+
+def trigger_sql(dialect: str, name: str, table: str, event: str, body: str) -> str:
+    if dialect == "sqlite":
+        return f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} BEGIN {body}; END"
+    return f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body}"
+
+
+def v2_triggers(dialect: str) -> list[str]:
+    out = []
+    for table, event, row in _CHANGE_EVENTS:
+        short = "sj" if table == "scheduled_job" else "jc"
+        body = f"INSERT INTO piko_change (table_name, job_id) VALUES ('{table}', {row}.job_id)"
+        out.append(trigger_sql(dialect, f"piko_{short}_{event.lower()}", table, event, body))
+        if table == "job_config" and event in ("INSERT", "UPDATE"):
+            keep = ("INSERT INTO job_config_history (job_id, schema_version, config_json, version, effective_from) "
+                    "VALUES (NEW.job_id, NEW.schema_version, NEW.config_json, NEW.version, NEW.effective_from)")
+            out.append(trigger_sql(dialect, f"piko_jc_keep_{event.lower()}", table, event, keep))
+    return out
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -131,7 +176,12 @@ def migrations(dialect: str) -> list[Migration]:
     """Every migration for `dialect`, oldest first."""
     v1 = [render(t, dialect) for t in V1_TABLES]
     v1 += [index_sql(dialect, *ix) for ix in V1_INDEXES]
-    return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1))]
+    v2 = [render(t, dialect) for t in V2_TABLES] + [index_sql(dialect, *ix) for ix in V2_INDEXES]
+    v2 += v2_triggers(dialect)
+    v2.append("INSERT INTO job_config_history (job_id, schema_version, config_json, version, effective_from) "
+              "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config")
+    return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1)),
+            Migration(2, "change log and config history (triggers)", tuple(v2))]
 
 
 def latest_version(dialect: str) -> int:

@@ -27,6 +27,13 @@ UPSERT_SCHEDULE_SQLITE = (f"INSERT INTO scheduled_job ({SCHEDULE_COLUMNS}) VALUE
 SET_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id = ?"
 
 SELECT_CONFIGS = "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config"
+# The newest versions per job: a correlated count keeps it portable (SQLite, MariaDB, MySQL).
+SELECT_CONFIG_HISTORY = ("SELECT job_id, schema_version, config_json, version, effective_from, history_id "
+                         "FROM job_config_history h")
+HISTORY_NEWEST = ("(SELECT COUNT(*) FROM job_config_history n WHERE n.job_id = h.job_id "
+                  "AND n.history_id > h.history_id) < ?")
+CHANGE_CURSOR = "SELECT MAX(seq) FROM piko_change"
+CHANGES_SINCE = "SELECT seq, table_name, job_id FROM piko_change WHERE seq > ? ORDER BY seq LIMIT ?"
 UPSERT_CONFIG_SQLITE = ("INSERT INTO job_config (job_id, schema_version, config_json, version, effective_from) "
                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
                         "schema_version = excluded.schema_version, config_json = excluded.config_json, "
@@ -36,6 +43,8 @@ RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fenc
                "finished_at, duration_s, error_type, error_message, data_start, data_end")
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
+LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
+                 "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
                      "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
@@ -66,3 +75,15 @@ def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRec
         attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
         duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
         data_start=ts(r[13]), data_end=ts(r[14]))
+
+
+def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[str], set[str]] | None:
+    """Change-log rows -> (new cursor, schedule job ids, config job ids); None when over the limit."""
+    if len(rows) > limit:
+        return None
+    schedules: set[str] = set()
+    configs: set[str] = set()
+    for row_seq, table, job_id in rows:
+        seq = max(seq, int(row_seq))
+        (schedules if table == "scheduled_job" else configs).add(job_id)
+    return seq, schedules, configs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,8 +81,8 @@ class SqliteStore:
                          (mig.version, mig.description))
 
     # -- control plane -------------------------------------------------------------------
-    async def load_schedules(self) -> list[ScheduleRow]:
-        rows = await self._worker.call(lambda c: c.execute(sql.SELECT_SCHEDULES).fetchall(), is_write=False)
+    async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
+        rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
         return [_schedule_row(r) for r in rows]
 
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
@@ -99,9 +99,31 @@ class SqliteStore:
         return bool(await self._worker.call(
             lambda c: c.execute(sql.SET_ENABLED, (int(is_enabled), job_id)).rowcount, is_write=True))
 
-    async def load_configs(self) -> list[ConfigRow]:
-        rows = await self._worker.call(lambda c: c.execute(sql.SELECT_CONFIGS).fetchall(), is_write=False)
+    async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
+        rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_CONFIGS, job_ids), is_write=False)
         return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
+
+    async def load_config_history(self, job_ids: Collection[str] | None = None,
+                                  per_job: int = 10) -> list[ConfigRow]:
+        rows = await self._worker.call(
+            lambda c: _select_for(c, sql.SELECT_CONFIG_HISTORY, job_ids, condition=sql.HISTORY_NEWEST,
+                                  tail=" ORDER BY history_id", extra=(per_job,)),
+            is_write=False)
+        return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4]), int(r[5])) for r in rows]
+
+    async def change_cursor(self) -> int | None:
+        row = await self._worker.call(lambda c: c.execute(sql.CHANGE_CURSOR).fetchone(), is_write=False)
+        return int(row[0] or 0)
+
+    async def changes_since(self, seq: int, limit: int = 10000) -> tuple[int, set[str], set[str]] | None:
+        rows = await self._worker.call(lambda c: c.execute(sql.CHANGES_SINCE, (seq, limit + 1)).fetchall(),
+                                       is_write=False)
+        return sql.fold_changes(seq, rows, limit)
+
+    async def prune_changes(self, before: datetime) -> int:
+        return int(await self._worker.call(
+            lambda c: c.execute("DELETE FROM piko_change WHERE changed_at < ?", (to_text(before),)).rowcount,
+            is_write=True))
 
     async def upsert_config(self, row: ConfigRow) -> None:
         params = (row.job_id, row.schema_version, row.config_json, row.version, to_text(row.effective_from))
@@ -123,6 +145,11 @@ class SqliteStore:
             return c.execute(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?",
                              (job_id, limit)).fetchall()
         return [sql.run_record(r, from_db) for r in await self._worker.call(read, is_write=False)]
+
+    async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
+        row = await self._worker.call(
+            lambda c: c.execute(sql.LATEST_STATUS, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
+        return RunStatus(row[0]) if row else None
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
@@ -190,6 +217,21 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     except sqlite3.OperationalError:
         return 0
     return int(row[0] or 0)
+
+
+def _select_for(conn: sqlite3.Connection, base: str, job_ids: Collection[str] | None, *,
+                condition: str = "", tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
+    """base [WHERE job_id IN (...) AND condition] tail, in chunks of 500 ids."""
+    def run(ids: list[str] | None) -> list[Any]:
+        where = [f"job_id IN ({', '.join('?' for _ in ids)})"] if ids is not None else []
+        where += [condition] if condition else []
+        text = base + (" WHERE " + " AND ".join(where) if where else "") + tail
+        return conn.execute(text, (*(ids or ()), *extra)).fetchall()
+
+    if job_ids is None:
+        return run(None)
+    ids = list(job_ids)
+    return [row for start in range(0, len(ids), 500) for row in run(ids[start:start + 500])]
 
 
 def _schedule_row(r: Sequence[Any]) -> ScheduleRow:

@@ -1,0 +1,124 @@
+"""Stateful jobs: data windows, the watermark, and catching up on missed windows.
+
+A stateful run's window is [previous fire, its fire) on the job's own schedule. The
+watermark (`last_data_time`) moves only on success, by compare-and-set:
+- CATCH_UP: only contiguously (from the window's start to its end), so a failed window
+  holds it back until that window is retried and succeeds; missed windows (downtime, a
+  failure) are run in order, oldest first, at most `max_windows` per pass, the rest reported.
+- SKIP: to the newest successful end; after downtime only the latest window runs and the
+  skipped ones are reported.
+Windows are run with the run lock at their end time, so catching up is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from piko.core import backfill
+from piko.core.registry import JobSpec
+from piko.core.types import BackfillPolicy, DataInterval, RunStatus
+from piko.errors import PikoError
+from piko.ports import Clock, Store, Trigger
+
+log = logging.getLogger("piko.stateful")
+_RERUN = {RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.ABANDONED, RunStatus.MISSED,
+          RunStatus.SKIPPED}
+
+
+class Watermarks:
+    def __init__(self, store: Store, clock: Clock, trigger_for: Callable[[str], Trigger | None],
+                 fence: Callable[[], Any], max_windows: int) -> None:
+        self._store = store
+        self._clock = clock
+        self._trigger_for = trigger_for
+        self._fence = fence
+        self._max_windows = max_windows
+        self._catching_up: dict[str, asyncio.Task[None]] = {}
+
+    async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
+        return backfill.window_for(self._trigger_for(spec.job_id), at, None)
+
+    async def advance(self, spec: JobSpec, window: DataInterval) -> bool:
+        """Move the watermark after a successful window; True if it moved."""
+        current = await self._store.get_watermark(spec.job_id)
+        if spec.backfill_policy is BackfillPolicy.CATCH_UP:
+            if current is not None and current != window.start:
+                return False  # not contiguous: an earlier window is missing
+        elif current is not None and window.end <= current:
+            return False
+        return await self._store.cas_watermark(spec.job_id, current, window.end, self._fence())
+
+    async def after_run(self, spec: JobSpec, window: DataInterval | None, status: RunStatus) -> None:
+        """After a scheduled run: move the watermark on success; catch up when it lags behind."""
+        if window is None:
+            return
+        if status is RunStatus.SUCCESS:
+            await self.advance(spec, window)
+        if spec.backfill_policy is BackfillPolicy.CATCH_UP:
+            mark = await self._store.get_watermark(spec.job_id)
+            if mark is not None and mark < window.start:
+                self.start_catch_up(spec)
+
+    def start_catch_up(self, spec: JobSpec) -> None:
+        if self._run is None or spec.job_id in self._catching_up:
+            return
+        task = asyncio.create_task(self.catch_up(spec), name=f"piko-catch-up-{spec.job_id}")
+        self._catching_up[spec.job_id] = task
+        task.add_done_callback(lambda _t, j=spec.job_id: self._catching_up.pop(j, None))
+
+    _run: Callable[..., Any] | None = None
+
+    def bind_runner(self, run: Callable[..., Any]) -> None:
+        """`run(job_id, scheduled_time, *, kind, data_interval, take_lock)` -> RunOutcome."""
+        self._run = run
+
+    async def catch_up(self, spec: JobSpec) -> int:
+        """Run the windows between the watermark and now; return how many ran."""
+        trigger = self._trigger_for(spec.job_id)
+        mark = await self._store.get_watermark(spec.job_id)
+        if trigger is None or mark is None or self._run is None:
+            return 0
+        windows, extra = backfill.windows_between(trigger, mark, self._clock.now(), self._max_windows)
+        if spec.backfill_policy is BackfillPolicy.SKIP and len(windows) > 1:
+            skipped = windows[:-1]
+            log.warning("job %s (backfill SKIP): %d missed window(s) [%s, %s) not run; running the latest only",
+                        spec.job_id, len(skipped) + extra, skipped[0].start.isoformat(), skipped[-1].end.isoformat())
+            windows = windows[-1:]
+        elif extra:
+            log.warning("job %s: %d more missed window(s) beyond backfill_max_windows=%d; they run on later passes",
+                        spec.job_id, extra, self._max_windows)
+        ran = 0
+        for window in windows:
+            try:
+                outcome = await self._run_window(spec, window)
+            except PikoError as exc:
+                log.warning("job %s: catching up stopped: %s", spec.job_id, exc)
+                break
+            ran += outcome is not None
+            if outcome is not None and outcome.status is not RunStatus.SUCCESS:
+                break  # retried on the next pass; the watermark stays
+        return ran
+
+    async def _run_window(self, spec: JobSpec, window: DataInterval) -> Any:
+        assert self._run is not None
+        outcome = await self._run(spec.job_id, window.end, kind="backfill", data_interval=window, take_lock=True)
+        if outcome.run_id is not None:
+            return outcome
+        status = await self._store.latest_status(spec.job_id, window.end)
+        if status is RunStatus.SUCCESS:
+            await self.advance(spec, window)  # done earlier (e.g. by the regular fire)
+            return None
+        if status in _RERUN:
+            return await self._run(spec.job_id, window.end, kind="backfill", data_interval=window, take_lock=False)
+        return None  # RUNNING elsewhere: leave it
+
+    async def close(self) -> None:
+        tasks = list(self._catching_up.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
