@@ -136,8 +136,8 @@ class PikoApp:
             if spec.job_id not in self.registry:
                 self.registry.add(spec)
         s = self.settings
-        if not logging.getLogger("piko").handlers:
-            configure_logging(s.log_level, s.log_json)
+        if not logging.getLogger("piko").handlers and not logging.getLogger().handlers:
+            configure_logging(s.log_level, s.log_json)  # embedded apps keep their own logging setup
         stack = AsyncExitStack()
         try:
             await self._start_parts(stack, s)

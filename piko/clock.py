@@ -73,6 +73,9 @@ class FakeClock:
     async def wait(self, event: asyncio.Event | None, timeout: float) -> bool:
         if event is not None and event.is_set():
             return True
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            return event is not None and event.is_set()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._mono + max(0.0, timeout), next(self._seq), fut))
         waiters: list[asyncio.Future[object]] = [fut]
