@@ -11,47 +11,27 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+from piko.observability.exposition import (  # noqa: F401  (re-exported: part of this module's API)
+    CONTENT_TYPE,
+    DEFAULT_BUCKETS,
+    escape_help,
+    escape_label_value,
+    format_labels,
+    format_value,
 )
-
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_INF = math.inf
-
-
-def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it: ints plain, floats via repr, +Inf/-Inf/NaN."""
-    if type(value) is int:
-        return str(value)
-    text = repr(float(value))
-    if text[-1] in "fn":  # 'inf', '-inf', 'nan'
-        return {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}[text]
-    return text
-
-
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_labels(names: Sequence[str], values: Sequence[str]) -> str:
-    """`{a="1",b="2"}` (escaped), or "" when there are no labels."""
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
-
+from piko.observability.exposition import (
+    INF as _INF,
+)
+from piko.observability.exposition import (
+    LABEL_NAME as _LABEL_NAME,
+)
+from piko.observability.exposition import (
+    METRIC_NAME as _METRIC_NAME,
+)
 
 # -- children: one series (one set of label values) ----------------------------------
 
