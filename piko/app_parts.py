@@ -46,6 +46,7 @@ class LiveState:
         self.book = ScheduleBook()
         self.configs = ConfigBook()
         self._lag_monitor: Any = None
+        self.http_port: int | None = None  # the bound port, once serving
         self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
         self._watermarks: Watermarks | None = None
 
@@ -177,6 +178,7 @@ def build_http(app: PikoApp, s: Settings) -> Any:
             app.live._lag_monitor = monitor
             server = await stack.enter_async_context(
                 HttpServer(OpsRoutes(app.live, app.metrics), s.http_host, s.http_port))
+            app.live.http_port = server.port
             log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", s.http_host, server.port)
             yield
 
