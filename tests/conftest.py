@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from piko.clock import FakeClock
+from tests.mysql_server import mysql_db_dsn, mysql_dsn  # noqa: F401  (fixtures, shared by every test dir)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

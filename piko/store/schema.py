@@ -158,9 +158,14 @@ def v2_triggers(dialect: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Migration:
+    """Statements run once, in order. `optional` ones are retried at every open and may fail
+    (MySQL refuses triggers to non-SUPER users when binary logging is on): piko then works
+    without what they add (the change log: reconcile reads every row each tick)."""
+
     version: int
     description: str
     statements: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 def render(template: str, dialect: str) -> str:
@@ -177,11 +182,14 @@ def migrations(dialect: str) -> list[Migration]:
     v1 = [render(t, dialect) for t in V1_TABLES]
     v1 += [index_sql(dialect, *ix) for ix in V1_INDEXES]
     v2 = [render(t, dialect) for t in V2_TABLES] + [index_sql(dialect, *ix) for ix in V2_INDEXES]
-    v2 += v2_triggers(dialect)
     v2.append("INSERT INTO job_config_history (job_id, schema_version, config_json, version, effective_from) "
               "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config")
     return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1)),
-            Migration(2, "change log and config history (triggers)", tuple(v2))]
+            Migration(2, "change log and config history (triggers)", tuple(v2), tuple(v2_triggers(dialect)))]
+
+
+def optional_statements(dialect: str) -> list[str]:
+    return [statement for mig in migrations(dialect) for statement in mig.optional]
 
 
 def latest_version(dialect: str) -> int:

@@ -75,7 +75,7 @@ class SqliteStore:
         for mig in migrations("sqlite"):
             if mig.version <= current:
                 continue
-            for statement in mig.statements:
+            for statement in (*mig.statements, *mig.optional):
                 conn.execute(statement)
             conn.execute("INSERT INTO piko_schema(version, description) VALUES (?, ?)",
                          (mig.version, mig.description))

@@ -1,0 +1,396 @@
+"""The MySQL/MariaDB store, on an aiomysql pool (imported lazily: `pip install 'piko[mysql]'`).
+
+Rules: the pool runs with autocommit=True, so every plain read sees the latest committed
+rows (aiomysql's default would keep a REPEATABLE-READ snapshot open and return stale lease
+and schedule rows); multi-statement work runs in an explicit BEGIN ... COMMIT. Sessions use
+time_zone '+00:00' and DATETIME(6) holding UTC. Lease and fence checks compare with the
+server's UTC_TIMESTAMP(6) only. Deadlocks, lock-wait timeouts and lost connections are
+retried with bounded backoff. Must not import store/sqlite.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from piko.core.types import (
+    ConfigRow,
+    Fence,
+    InstanceInfo,
+    LeaseGrant,
+    RunClaim,
+    RunRecord,
+    RunStatus,
+    ScheduleRow,
+)
+from piko.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
+from piko.observability.logging import mask_dsn
+from piko.store import mysql_sql as my
+from piko.store import sql
+from piko.store.codec import from_db, to_naive_utc, to_param
+from piko.store.schema import SCHEMA_TABLE, migrations, optional_statements, render
+
+log = logging.getLogger("piko.store.mysql")
+T = TypeVar("T")
+Op = Callable[[Any], Awaitable[T]]  # receives an aiomysql cursor
+
+# time_zone: CURRENT_TIMESTAMP defaults and any NOW() a user writes are UTC, like the data.
+INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 10"
+
+
+def _driver() -> Any:
+    try:
+        import aiomysql
+    except ImportError:
+        raise StoreUnavailable(
+            "the MySQL store needs the aiomysql package: pip install 'piko[mysql]'") from None
+    return aiomysql
+
+
+class MysqlStore:
+    """The Store protocol on MySQL 8 or MariaDB (tested on 10.11); see docs/mysql.md."""
+
+    dialect = "mysql"
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, pool_recycle: float = 3600,
+                 retry_attempts: int = 4) -> None:
+        self._connect_args = my.parse_dsn(dsn)
+        if pool_size < 1:
+            raise ConfigError(f"pool_size must be >= 1, got {pool_size}")
+        self.description = f"MySQL {mask_dsn(dsn)}"
+        self._pool_size = pool_size
+        self._pool_recycle = pool_recycle
+        self._attempts = max(1, retry_attempts)
+        self._pool: Any = None
+        self._seeded_leases: set[str] = set()
+        self._aiomysql = _driver()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def open(self) -> None:
+        from pymysql.constants import CLIENT  # installed with aiomysql
+
+        if self._pool is not None:
+            return
+        try:
+            # FOUND_ROWS: rowcount counts matched rows, as in SQLite (a CAS to the same value is a hit).
+            self._pool = await self._aiomysql.create_pool(
+                minsize=1, maxsize=self._pool_size, pool_recycle=self._pool_recycle, autocommit=True,
+                init_command=INIT_COMMAND, client_flag=CLIENT.FOUND_ROWS, cursorclass=_quiet_cursor(self._aiomysql),
+                **self._connect_args)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot connect to {self.description}: {my.reason(exc)}") from exc
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), 5.0)
+        except asyncio.TimeoutError:
+            pool.terminate()
+
+    async def __aenter__(self) -> MysqlStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        async def select_one(cur: Any) -> None:
+            await cur.execute("SELECT 1")
+
+        try:
+            await self._call(select_one, attempts=2)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def schema_version(self) -> int:
+        async def read(cur: Any) -> int:
+            try:
+                await cur.execute(my.SCHEMA_VERSION)
+            except Exception as exc:
+                if my.error_code(exc) == my.ER_NO_SUCH_TABLE:
+                    return 0
+                raise
+            row = await cur.fetchone()
+            return int(row[0] or 0)
+        return await self._call(read)
+
+    async def _migrate(self) -> None:
+        lock_name = f"piko_migrate:{self._connect_args['db']}"[:64]
+
+        async def migrate(cur: Any) -> None:
+            await cur.execute(my.MIGRATION_LOCK, (lock_name,))  # one migrator at a time
+            try:
+                await cur.execute(render(SCHEMA_TABLE, "mysql"))
+                await cur.execute(my.SCHEMA_VERSION)
+                current = int((await cur.fetchone())[0] or 0)
+                for mig in migrations("mysql"):
+                    if mig.version > current:
+                        for statement in mig.statements:
+                            await _execute_ddl(cur, statement)
+                        await cur.execute(my.RECORD_MIGRATION, (mig.version, mig.description))
+                self._has_change_log = await _create_optional(cur)
+            finally:
+                await cur.execute(my.MIGRATION_UNLOCK, (lock_name,))
+        await self._call(migrate)
+
+    # -- the one way SQL runs: a pooled connection, optional transaction, bounded retries ----
+    async def _call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None) -> T:
+        attempts = attempts or self._attempts
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._once(op, is_tx)
+            except Exception as exc:
+                code = my.error_code(exc)
+                if code is None:
+                    raise
+                if code not in my.TRANSIENT:
+                    raise StoreError(f"{self.description}: {my.reason(exc)}") from exc
+                if attempt == attempts:
+                    kind = StoreUnavailable if code in my.CONNECTION_LOST else StoreError
+                    raise kind(f"{self.description}: {my.reason(exc)} (after {attempts} attempts)") from exc
+                log.debug("retrying after transient MySQL error %s (attempt %d)", code, attempt)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    async def _once(self, op: Op[T], is_tx: bool) -> T:
+        if self._pool is None:
+            raise StoreError(f"{self.description} is not open")
+        async with self._pool.acquire() as conn, conn.cursor() as cur:
+            if not is_tx:
+                return await op(cur)
+            await conn.begin()
+            try:
+                result = await op(cur)
+                await conn.commit()
+            except BaseException:
+                try:
+                    await conn.rollback()
+                except Exception:  # the connection is gone; the server rolls back for us
+                    conn.close()
+                raise
+            return result
+
+    async def _execute(self, statement: str, params: Any = (), *, is_tx: bool = False) -> int:
+        """Run one statement; its rowcount."""
+        async def run(cur: Any) -> int:
+            await cur.execute(statement, params)
+            return int(cur.rowcount)
+        return await self._call(run, is_tx=is_tx)
+
+    async def _fetchall(self, statement: str, params: Any = ()) -> list[Any]:
+        async def run(cur: Any) -> list[Any]:
+            await cur.execute(statement, params)
+            return list(await cur.fetchall())
+        return await self._call(run)
+
+    async def _select_for(self, base: str, job_ids: Collection[str] | None, *, condition: str = "",
+                          tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of `base` for these jobs (every job when None), in chunks of 500 ids."""
+        if job_ids is None:
+            return await self._fetchall(my.select_for(base, None, condition, tail), extra)
+        ids = list(job_ids)
+        rows: list[Any] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows += await self._fetchall(my.select_for(base, len(chunk), condition, tail), (*chunk, *extra))
+        return rows
+
+    # -- control plane ----------------------------------------------------------------------
+    async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
+        return [my.schedule_row(r) for r in await self._select_for(my.SELECT_SCHEDULES, job_ids)]
+
+    async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
+        return await self._execute(my.INSERT_SCHEDULE_IF_ABSENT, my.schedule_params(row)) == 1
+
+    async def upsert_schedule(self, row: ScheduleRow) -> None:
+        await self._execute(my.UPSERT_SCHEDULE, my.schedule_params(row))
+
+    async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool:
+        return await self._execute(my.SET_ENABLED, (int(is_enabled), job_id)) > 0
+
+    async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
+        rows = await self._select_for(my.SELECT_CONFIGS, job_ids)
+        return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
+
+    async def load_config_history(self, job_ids: Collection[str] | None = None,
+                                  per_job: int = 10) -> list[ConfigRow]:
+        rows = await self._select_for(my.SELECT_CONFIG_HISTORY, job_ids, condition=my.HISTORY_NEWEST,
+                                      tail=" ORDER BY history_id", extra=(per_job,))
+        return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4]), int(r[5])) for r in rows]
+
+    async def change_cursor(self) -> int | None:
+        if not getattr(self, "_has_change_log", True):
+            return None  # no triggers here: every reconcile tick reads all rows
+        rows = await self._fetchall(my.CHANGE_CURSOR)
+        return int(rows[0][0] or 0)
+
+    async def changes_since(self, seq: int, limit: int = 10000) -> tuple[int, set[str], set[str]] | None:
+        return sql.fold_changes(seq, await self._fetchall(my.CHANGES_SINCE, (seq, limit + 1)), limit)
+
+    async def prune_changes(self, before: datetime) -> int:
+        return await self._execute(my.PRUNE_CHANGES, (to_naive_utc(before),))
+
+    async def upsert_config(self, row: ConfigRow) -> None:
+        await self._execute(my.UPSERT_CONFIG, (row.job_id, row.schema_version, row.config_json, row.version,
+                                               to_naive_utc(row.effective_from)))
+
+    # -- run records ------------------------------------------------------------------------
+    async def claim_run(self, claim: RunClaim) -> int | None:
+        """Lock row and RUNNING row in one transaction; None when the lock is already taken."""
+        token = claim.fence.token if claim.fence else None
+
+        async def claim_tx(cur: Any) -> int | None:
+            await _check_fence(cur, claim.fence)
+            if claim.take_lock:
+                await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at),
+                                                 claim.instance_id, token, to_naive_utc(claim.started_at)))
+                if cur.rowcount != 1:
+                    return None
+            await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
+            return int(cur.lastrowid)
+        return await self._call(claim_tx, is_tx=True)
+
+    async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
+                         error_type: str | None = None, error_message: str | None = None) -> None:
+        at = to_naive_utc(finished_at)
+        await self._execute(my.FINISH_RUN, (status.value, at, at, error_type, error_message, run_id))
+
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+        if job_id is None:
+            rows = await self._fetchall(my.SELECT_RUNS_ALL, (limit,))
+        else:
+            rows = await self._fetchall(my.SELECT_RUNS_OF_JOB, (job_id, limit))
+        return [sql.run_record(r, from_db) for r in rows]
+
+    async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
+        rows = await self._fetchall(my.LATEST_STATUS, (job_id, to_naive_utc(scheduled_at)))
+        return RunStatus(rows[0][0]) if rows else None
+
+    async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
+        await self._execute(my.HEARTBEAT, (instance.instance_id, instance.host, instance.pid,
+                                           to_naive_utc(instance.started_at), to_naive_utc(now)))
+
+    async def list_instances(self) -> list[InstanceInfo]:
+        rows = await self._fetchall(my.SELECT_INSTANCES)
+        return [InstanceInfo(r[0], r[1], int(r[2]), from_db(r[3]), from_db(r[4])) for r in rows]  # type: ignore[arg-type]
+
+    async def abandon_orphans(self, stale_before: datetime, now: datetime,
+                              dead_instances: Sequence[str] = ()) -> int:
+        async def sweep(cur: Any) -> int:
+            for dead in dead_instances:
+                await cur.execute(my.FORGET_INSTANCE, (dead,))
+            await cur.execute(my.FORGET_STALE_INSTANCES, (to_naive_utc(stale_before),))
+            await cur.execute(my.ABANDON_ORPHANS, (to_naive_utc(now),))
+            return int(cur.rowcount)
+        return await self._call(sweep, is_tx=True)
+
+    # -- stateful jobs ----------------------------------------------------------------------
+    async def get_watermark(self, job_id: str) -> datetime | None:
+        rows = await self._fetchall(my.GET_WATERMARK, (job_id,))
+        return from_db(rows[0][0]) if rows else None
+
+    async def cas_watermark(self, job_id: str, expected: datetime | None, new: datetime,
+                            fence: Fence | None = None) -> bool:
+        old = to_naive_utc(expected)
+
+        async def cas(cur: Any) -> bool:
+            await _check_fence(cur, fence)
+            await cur.execute(my.CAS_WATERMARK, (to_naive_utc(new), job_id, old, old))
+            return bool(cur.rowcount == 1)
+        return await self._call(cas, is_tx=fence is not None)
+
+    # -- SQL sink ---------------------------------------------------------------------------
+    async def upsert_rows(self, table: str, key_columns: Sequence[str],
+                          rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        statement = my.upsert_rows_statement(table, columns, key_columns)
+        params = [tuple(to_param(r[c], datetime_as_text=False) for c in columns) for r in rows]
+
+        async def write(cur: Any) -> None:
+            await cur.executemany(statement, params)
+        await self._call(write, is_tx=True)
+        return len(rows)
+
+    # -- leader lease (server clock only) -----------------------------------------------------
+    async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
+        if not holder:
+            raise ValueError("lease holder must be a non-empty string ('' marks a released lease)")
+        if name not in self._seeded_leases:
+            await self._execute(my.SEED_LEASE, (name,))
+            self._seeded_leases.add(name)
+        args = {"name": name, "me": holder, "ttl_us": max(1, int(ttl / timedelta(microseconds=1)))}
+
+        async def acquire(cur: Any) -> LeaseGrant | None:
+            await cur.execute(my.ACQUIRE_LEASE, args)
+            if cur.rowcount != 1:
+                return None
+            token = int(cur.lastrowid)
+            await cur.execute(my.READ_GRANT, (name,))
+            is_new_term, expires_at = await cur.fetchone()
+            return LeaseGrant(token, bool(is_new_term), from_db(expires_at))
+        # Few attempts: a failed renew is "not leader" and the elector retries on its own interval.
+        return await self._call(acquire, is_tx=True, attempts=2)
+
+    async def lease_release(self, name: str, holder: str, token: int) -> None:
+        await self._execute(my.RELEASE_LEASE, (name, holder, token))
+
+
+async def _check_fence(cur: Any, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    await cur.execute(my.CHECK_FENCE, (fence.lease_name, fence.holder, fence.token))
+    if await cur.fetchone() is None:
+        raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")
+
+
+async def _execute_ddl(cur: Any, statement: str) -> None:
+    try:
+        await cur.execute(statement)
+    except Exception as exc:
+        code = my.error_code(exc)
+        if code == my.ER_BINLOG_CREATE_ROUTINE_NEED_SUPER:
+            raise StoreError(
+                "the schema migration creates triggers, which a server with binary logging (MySQL 8's "
+                "default) allows only with SUPER or log_bin_trust_function_creators=1: set that variable, "
+                "or run the first start once as an administrator") from exc
+        if code not in my.ALREADY_DONE:  # index/trigger exists: an earlier run got that far
+            raise
+
+
+async def _create_optional(cur: Any) -> bool:
+    """Create (or confirm) the change-log triggers; False when the server refuses them."""
+    for statement in optional_statements("mysql"):
+        try:
+            await _execute_ddl(cur, statement)
+        except Exception as exc:  # 1419 (binlog without SUPER), 1142 (no TRIGGER privilege), ...
+            log.warning("change log unavailable, reconcile will read every row each tick: %s", exc)
+            return False
+    return True
+
+
+def _quiet_cursor(aiomysql: Any) -> type:
+    """A cursor that skips aiomysql's SHOW WARNINGS round trip after every statement with a note.
+
+    INSERT IGNORE on a taken lock, CREATE TABLE IF NOT EXISTS and VALUES() on MySQL 8 all
+    raise notes by design; fetching them costs a round trip and each becomes a Python warning.
+    """
+    async def no_warnings(self: Any, conn: Any) -> None:
+        return None
+    return type("QuietCursor", (aiomysql.Cursor,), {"_show_warnings": no_warnings})

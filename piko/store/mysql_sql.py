@@ -1,0 +1,185 @@
+"""MySQL/MariaDB dialect data: the DSN form, statements that differ from store/sql.py, error codes.
+
+Shared statements are converted here once ('?' -> '%s'). Upserts use ON DUPLICATE KEY
+UPDATE with VALUES(col) (MariaDB rejects MySQL 8's row alias; MySQL 8 only warns on
+VALUES()). Every lease and fence comparison uses UTC_TIMESTAMP(6), the server clock; no
+client timestamp is ever compared with a lease. Pure: imports no driver, does no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from piko.core.types import ScheduleRow
+from piko.errors import ConfigError, StoreError
+from piko.observability.logging import mask_dsn
+from piko.store import sql
+from piko.store.codec import from_db
+
+NOW = "UTC_TIMESTAMP(6)"
+
+
+SCHEMES = ("mysql", "mysql+aiomysql", "mysql+asyncmy")  # the driver named in the scheme is always aiomysql
+QUERY_KEYS = ("charset", "unix_socket", "connect_timeout")
+
+
+def parse_dsn(dsn: str) -> dict[str, Any]:
+    """`mysql://user:pass@host:port/db?charset=utf8mb4` -> aiomysql connect arguments."""
+    parts = urlsplit(dsn)
+    if parts.scheme.lower() not in SCHEMES:
+        raise ConfigError(f"MySQL DSN scheme {parts.scheme!r} is not one of {', '.join(SCHEMES)}")
+    db = unquote(parts.path.lstrip("/"))
+    if not db or "/" in db:
+        raise ConfigError(f"MySQL DSN {mask_dsn(dsn)!r} names no database (use mysql://USER:PASS@HOST/DB)")
+    query = dict(parse_qsl(parts.query))
+    unknown = sorted(set(query) - set(QUERY_KEYS))
+    if unknown:
+        raise ConfigError(f"MySQL DSN parameter(s) {', '.join(unknown)} not supported "
+                          f"(allowed: {', '.join(QUERY_KEYS)})")
+    try:
+        port = parts.port or 3306
+        connect_timeout = float(query.get("connect_timeout", 5))
+    except ValueError as exc:
+        raise ConfigError(f"MySQL DSN {mask_dsn(dsn)!r}: {exc}") from None
+    return {"host": parts.hostname or "127.0.0.1", "port": port, "user": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""), "db": db, "charset": query.get("charset", "utf8mb4"),
+            "unix_socket": query.get("unix_socket"), "connect_timeout": connect_timeout}
+
+
+def q(statement: str) -> str:
+    """'?' placeholders -> the driver's '%s' (a literal '%' is doubled first)."""
+    return statement.replace("%", "%%").replace("?", "%s")
+
+
+# -- control plane ----------------------------------------------------------------------
+SELECT_SCHEDULES = q(sql.SELECT_SCHEDULES)
+INSERT_SCHEDULE_IF_ABSENT = q(sql.INSERT_SCHEDULE.format(ignore="IGNORE"))
+UPSERT_SCHEDULE = q(
+    sql.INSERT_SCHEDULE.format(ignore="") + " ON DUPLICATE KEY UPDATE "
+    "schedule_type = VALUES(schedule_type), schedule_expr = VALUES(schedule_expr), "
+    "timezone = VALUES(timezone), enabled = VALUES(enabled), misfire_grace_s = VALUES(misfire_grace_s), "
+    "`coalesce` = VALUES(`coalesce`), max_instances = VALUES(max_instances), jitter_s = VALUES(jitter_s), "
+    "version = version + 1")
+SET_ENABLED = q(sql.SET_ENABLED)
+SELECT_CONFIGS = q(sql.SELECT_CONFIGS)
+SELECT_CONFIG_HISTORY = q(sql.SELECT_CONFIG_HISTORY)
+HISTORY_NEWEST = q(sql.HISTORY_NEWEST)
+CHANGE_CURSOR = q(sql.CHANGE_CURSOR)
+CHANGES_SINCE = q(sql.CHANGES_SINCE)
+PRUNE_CHANGES = "DELETE FROM piko_change WHERE changed_at < %s"
+UPSERT_CONFIG = q(
+    "INSERT INTO job_config (job_id, schema_version, config_json, version, effective_from) "
+    "VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE schema_version = VALUES(schema_version), "
+    "config_json = VALUES(config_json), version = version + 1, effective_from = VALUES(effective_from)")
+
+# -- run records ------------------------------------------------------------------------
+TAKE_LOCK = q("INSERT IGNORE INTO job_lock (job_id, scheduled_time, instance_id, fence_token, locked_at) "
+              "VALUES (?, ?, ?, ?, ?)")
+INSERT_RUN = q(sql.INSERT_RUN)
+SELECT_RUNS_ALL = q(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?")
+SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?")
+LATEST_STATUS = q(sql.LATEST_STATUS)
+FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
+               "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
+               "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
+HEARTBEAT = q("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
+              "VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)")
+SELECT_INSTANCES = q(sql.SELECT_INSTANCES)
+FORGET_INSTANCE = q("DELETE FROM piko_instance WHERE instance_id = ?")
+FORGET_STALE_INSTANCES = q("DELETE FROM piko_instance WHERE heartbeat_at < ?")
+ABANDON_ORPHANS = q(sql.ABANDON_ORPHANS)
+
+# -- stateful jobs ----------------------------------------------------------------------
+GET_WATERMARK = q(sql.GET_WATERMARK)
+CAS_WATERMARK = q(sql.CAS_WATERMARK)
+
+# -- leases (variant B of docs/mysql.md: one UPDATE decides, LAST_INSERT_ID returns the token)
+SEED_LEASE = "INSERT INTO piko_lease (name) VALUES (%s) ON DUPLICATE KEY UPDATE name = name"
+_IS_MY_VALID_TERM = f"holder = %(me)s AND expires_at > {NOW}"
+# token and acquired_at come before holder/expires_at so they read the old row in
+# MariaDB's left-to-right assignment order (and in SIMULTANEOUS_ASSIGNMENT mode anyway).
+ACQUIRE_LEASE = (
+    f"UPDATE piko_lease SET token = LAST_INSERT_ID(IF({_IS_MY_VALID_TERM}, token, token + 1)), "
+    f"acquired_at = IF({_IS_MY_VALID_TERM}, acquired_at, {NOW}), "
+    f"holder = %(me)s, renewed_at = {NOW}, "
+    f"expires_at = {NOW} + INTERVAL %(ttl_us)s MICROSECOND, renewals = renewals + 1 "
+    f"WHERE name = %(name)s AND (holder = %(me)s OR holder = '' OR expires_at <= {NOW})")
+READ_GRANT = "SELECT acquired_at = renewed_at, expires_at FROM piko_lease WHERE name = %s"
+RELEASE_LEASE = (f"UPDATE piko_lease SET holder = '', expires_at = LEAST(expires_at, {NOW}), "
+                 "renewals = renewals + 1 WHERE name = %s AND holder = %s AND token = %s")
+# A shared lock on the lease row: a takeover (X lock) waits until the fenced write commits.
+CHECK_FENCE = (f"SELECT 1 FROM piko_lease WHERE name = %s AND holder = %s AND token = %s "
+               f"AND expires_at > {NOW} LOCK IN SHARE MODE")
+
+# -- migrations -------------------------------------------------------------------------
+SCHEMA_VERSION = "SELECT MAX(version) FROM piko_schema"
+RECORD_MIGRATION = "INSERT IGNORE INTO piko_schema (version, description) VALUES (%s, %s)"
+MIGRATION_LOCK = "SELECT GET_LOCK(%s, 60)"
+MIGRATION_UNLOCK = "SELECT RELEASE_LOCK(%s)"
+
+# -- error codes --------------------------------------------------------------------------
+ER_DUP_KEYNAME = 1061  # CREATE INDEX on an existing index: a re-run migration
+ER_TRG_ALREADY_EXISTS = 1359  # CREATE TRIGGER again (MySQL 8 has no IF NOT EXISTS for triggers)
+ER_BINLOG_CREATE_ROUTINE_NEED_SUPER = 1419  # CREATE TRIGGER with binlog on, without SUPER
+ALREADY_DONE = frozenset({ER_DUP_KEYNAME, ER_TRG_ALREADY_EXISTS})
+ER_NO_SUCH_TABLE = 1146
+BUSY = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT (MySQL 8)
+# Lost or refused connections, server shutting down, connection killed, idle disconnect
+# (MySQL 8); 0 is the driver's "not connected" on a connection it already closed.
+CONNECTION_LOST = frozenset({0, 1053, 1927, 2003, 2006, 2013, 2055, 4031})
+TRANSIENT = BUSY | CONNECTION_LOST
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL error number of a driver error, None for anything else."""
+    if type(exc).__module__.split(".")[0] not in ("pymysql", "aiomysql"):
+        return None
+    code = exc.args[0] if exc.args else 0
+    return code if isinstance(code, int) else 0
+
+
+def reason(exc: BaseException) -> str:
+    """A driver error as text without secrets: 'MySQL error 1045: Access denied ...'."""
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return mask_dsn(f"MySQL error {args[0]}: {args[1]}")
+    return mask_dsn(f"{type(exc).__name__}: {exc}")
+
+
+def select_for(base: str, id_count: int | None, condition: str = "", tail: str = "") -> str:
+    """base [WHERE job_id IN (%s x id_count) AND condition] tail; id_count None = every job."""
+    where = [f"job_id IN ({', '.join('%s' for _ in range(id_count))})"] if id_count is not None else []
+    where += [condition] if condition else []
+    return base + (" WHERE " + " AND ".join(where) if where else "") + tail
+
+# -- upsert_rows (the SQL sink) -----------------------------------------------------------
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def upsert_rows_statement(table: str, columns: Sequence[str], key_columns: Sequence[str]) -> str:
+    """INSERT ... ON DUPLICATE KEY UPDATE for the sink; identifiers checked, then backquoted."""
+    for name in [table, *columns, *key_columns]:
+        if not _IDENT.match(name):
+            raise StoreError(f"upsert_rows: {name!r} is not a plain SQL identifier")
+    updates = [f"`{c}` = VALUES(`{c}`)" for c in columns if c not in key_columns]
+    if not updates:  # keys only: keep the existing row (SQLite's DO NOTHING)
+        updates = [f"`{key_columns[0]}` = `{key_columns[0]}`"]
+    return (f"INSERT INTO `{table}` ({', '.join(f'`{c}`' for c in columns)}) "
+            f"VALUES ({', '.join('%s' for _ in columns)}) ON DUPLICATE KEY UPDATE {', '.join(updates)}")
+
+
+# -- row mapping (same shapes as the SQLite store) ----------------------------------------
+def schedule_row(r: Sequence[Any]) -> ScheduleRow:
+    return ScheduleRow(
+        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
+        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
+        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
+
+
+def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
+    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
+            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
+            row.jitter_s, row.version)

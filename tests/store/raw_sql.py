@@ -1,0 +1,19 @@
+"""Literal SQL against an opened store, the way an operator would type it (tests only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def raw_execute(store: Any, statement: str) -> None:
+    """Run literal SQL the way an operator would (seed rows, test tables)."""
+    if store.dialect == "sqlite":
+        await store._worker.call(lambda c: c.execute(statement), is_write=True)
+    else:
+        await store._execute(statement)
+
+
+async def raw_fetchall(store: Any, statement: str) -> list[Any]:
+    if store.dialect == "sqlite":
+        return list(await store._worker.call(lambda c: c.execute(statement).fetchall(), is_write=False))
+    return list(await store._fetchall(statement))

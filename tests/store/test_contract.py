@@ -1,0 +1,341 @@
+"""The Store contract: every implementation (SQLite, MySQL) must pass every test here."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from piko.core.types import ConfigRow, Fence, InstanceInfo, RunClaim, RunStatus, ScheduleRow
+from piko.errors import LeaseLost, StoreError
+from piko.ports import Store
+from piko.store import make_store
+from piko.store.schema import latest_version
+from tests.store.raw_sql import raw_execute, raw_fetchall
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+def claim(job_id: str = "job", at: datetime = T0, **kw: Any) -> RunClaim:
+    return RunClaim(job_id=job_id, scheduled_at=at, status=kw.pop("status", RunStatus.RUNNING),
+                    started_at=kw.pop("started_at", at), instance_id=kw.pop("instance_id", "inst-1"), **kw)
+
+
+# -- schema ---------------------------------------------------------------------------------
+async def test_open_migrates_to_the_latest_schema_and_reopening_is_harmless(store: Store, store_url: str) -> None:
+    assert await store.schema_version() == latest_version(store.dialect)
+    again = make_store(store_url)
+    await again.open()
+    try:
+        assert await again.schema_version() == latest_version(store.dialect)
+        await again.ping()
+    finally:
+        await again.close()
+
+
+# -- schedules --------------------------------------------------------------------------------
+async def test_insert_schedule_if_absent_inserts_once_and_keeps_the_first_row(store: Store) -> None:
+    assert await store.insert_schedule_if_absent(ScheduleRow("a", "cron", "* * * * *"))
+    assert not await store.insert_schedule_if_absent(ScheduleRow("a", "interval", "60"))
+    (row,) = await store.load_schedules()
+    assert (row.schedule_type, row.schedule_expr, row.version) == ("cron", "* * * * *", 1)
+
+
+async def test_schedule_round_trips_every_field_with_an_aware_utc_created_at(store: Store) -> None:
+    written = ScheduleRow("b", "interval", "90", timezone="Europe/Paris", enabled=False, misfire_grace_s=2.5,
+                          coalesce=True, max_instances=3, jitter_s=0.5)
+    await store.upsert_schedule(written)
+    (row,) = await store.load_schedules()
+    assert row.created_at is not None and row.created_at.tzinfo is not None
+    assert row.created_at.utcoffset() == timedelta(0)
+    assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=5)
+    assert row == ScheduleRow("b", "interval", "90", "Europe/Paris", False, 2.5, True, 3, 0.5, 1, row.created_at)
+
+
+async def test_upsert_schedule_inserts_then_replaces_fields_and_bumps_version(store: Store) -> None:
+    await store.upsert_schedule(ScheduleRow("a", "cron", "0 * * * *"))
+    await store.upsert_schedule(ScheduleRow("a", "cron", "5 * * * *", coalesce=False))
+    await store.upsert_schedule(ScheduleRow("a", "cron", "10 * * * *"))
+    (row,) = await store.load_schedules()
+    assert (row.schedule_expr, row.version, row.coalesce) == ("10 * * * *", 3, None)
+
+
+async def test_set_schedule_enabled_toggles_bumps_version_and_reports_unknown_jobs(store: Store) -> None:
+    await store.upsert_schedule(ScheduleRow("a", "cron", "* * * * *"))
+    assert await store.set_schedule_enabled("a", False)
+    (row,) = await store.load_schedules()
+    assert (row.enabled, row.version) == (False, 2)
+    assert await store.set_schedule_enabled("a", True)
+    assert (await store.load_schedules())[0].enabled is True
+    assert not await store.set_schedule_enabled("nope", True)
+
+
+async def test_schedule_seeded_by_plain_sql_insert_reads_back_with_defaults(store: Store) -> None:
+    await raw_execute(store, "INSERT INTO scheduled_job (job_id, schedule_expr) VALUES ('seeded', '*/5 * * * *')")
+    (row,) = await store.load_schedules()
+    assert (row.job_id, row.schedule_type, row.enabled, row.version) == ("seeded", "cron", True, 1)
+    assert row.coalesce is None and row.timezone is None and row.created_at is not None
+
+
+# -- configs -----------------------------------------------------------------------------------
+async def test_upsert_config_inserts_then_replaces_json_and_bumps_version(store: Store) -> None:
+    await store.upsert_config(ConfigRow("a", '{"x": 1}', effective_from=T0))
+    await store.upsert_config(ConfigRow("a", '{"x": 2}', schema_version=2))
+    (row,) = await store.load_configs()
+    assert (row.config_json, row.version, row.schema_version, row.effective_from) == ('{"x": 2}', 2, 2, None)
+    await store.upsert_config(ConfigRow("b", "{}", effective_from=T0))
+    assert {c.job_id: c.effective_from for c in await store.load_configs()}["b"] == T0
+
+
+async def test_schedules_and_configs_can_be_loaded_for_some_jobs_only(store: Store) -> None:
+    for job in ("a", "b", "c"):
+        await store.upsert_schedule(ScheduleRow(job, "cron", "* * * * *"))
+        await store.upsert_config(ConfigRow(job, "{}"))
+    assert sorted(r.job_id for r in await store.load_schedules(["a", "c", "zz"])) == ["a", "c"]
+    assert [r.job_id for r in await store.load_configs({"b"})] == ["b"]
+    assert await store.load_schedules([]) == [] and await store.load_configs([]) == []
+    many = [f"j{n}" for n in range(1200)] + ["b"]  # more ids than one IN list carries
+    assert [r.job_id for r in await store.load_schedules(many)] == ["b"]
+
+
+async def test_config_history_keeps_the_newest_versions_per_job_in_stored_order(store: Store) -> None:
+    for n in range(1, 4):
+        await store.upsert_config(ConfigRow("a", f'{{"n": {n}}}', effective_from=T0 + timedelta(hours=n)))
+    await store.upsert_config(ConfigRow("b", "{}"))
+    history = await store.load_config_history(["a"], per_job=2)
+    assert [(c.config_json, c.version) for c in history] == [('{"n": 2}', 2), ('{"n": 3}', 3)]
+    assert history[0].seq < history[1].seq and history[1].effective_from == T0 + timedelta(hours=3)
+    assert sorted(c.job_id for c in await store.load_config_history()) == ["a", "a", "a", "b"]
+
+
+async def test_change_log_names_jobs_edited_through_the_store_and_by_plain_sql(store: Store) -> None:
+    start = await store.change_cursor()
+    assert start is not None
+    await store.upsert_schedule(ScheduleRow("a", "cron", "* * * * *"))
+    await store.upsert_config(ConfigRow("c", "{}"))
+    await raw_execute(store, "INSERT INTO scheduled_job (job_id, schedule_expr) VALUES ('b', '0 * * * *')")
+    await raw_execute(store, "UPDATE scheduled_job SET schedule_expr = '5 * * * *' WHERE job_id = 'b'")
+    changes = await store.changes_since(start)
+    assert changes is not None
+    cursor, schedules, configs = changes
+    assert cursor > start and schedules == {"a", "b"} and configs == {"c"}
+    assert await store.changes_since(cursor) == (cursor, set(), set())
+    assert await store.change_cursor() == cursor
+    assert await store.changes_since(start, limit=2) is None  # too many: the caller reloads everything
+
+
+async def test_prune_changes_drops_only_entries_older_than_the_cutoff(store: Store) -> None:
+    await store.upsert_schedule(ScheduleRow("a", "cron", "* * * * *"))
+    assert await store.prune_changes(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert await store.prune_changes(datetime.now(UTC) + timedelta(hours=1)) >= 1
+    assert await store.changes_since(0) == (0, set(), set())
+
+
+# -- run records ------------------------------------------------------------------------------
+async def test_claim_run_returns_a_run_id_and_a_second_claim_of_the_slot_returns_none(store: Store) -> None:
+    run_id = await store.claim_run(claim())
+    assert isinstance(run_id, int)
+    assert await store.claim_run(claim(instance_id="inst-2")) is None
+    assert await store.claim_run(claim(at=T0 + timedelta(minutes=1))) not in (None, run_id)
+    oldest = (await store.recent_runs("job"))[-1]
+    assert (oldest.run_id, oldest.status, oldest.scheduled_at) == (run_id, RunStatus.RUNNING, T0)
+
+
+async def test_claim_without_lock_records_a_run_every_time(store: Store) -> None:
+    ids = [await store.claim_run(claim(take_lock=False, kind="manual")) for _ in range(3)]
+    assert None not in ids and len(set(ids)) == 3
+
+
+async def test_concurrent_claims_of_one_slot_yield_exactly_one_run(store: Store) -> None:
+    results = await asyncio.gather(*(store.claim_run(claim(instance_id=f"i{n}")) for n in range(20)))
+    assert len([r for r in results if r is not None]) == 1
+    assert len(await store.recent_runs("job")) == 1
+
+
+async def test_finish_run_records_status_error_and_duration_once(store: Store) -> None:
+    run_id = await store.claim_run(claim())
+    assert run_id is not None
+    await store.finish_run(run_id, RunStatus.FAILED, T0 + timedelta(seconds=2.5), "ValueError", "bad input")
+    await store.finish_run(run_id, RunStatus.SUCCESS, T0 + timedelta(seconds=9))  # already final: ignored
+    (run,) = await store.recent_runs()
+    assert (run.status, run.error_type, run.error_message) == (RunStatus.FAILED, "ValueError", "bad input")
+    assert run.finished_at == T0 + timedelta(seconds=2.5)
+    assert run.duration_s == pytest.approx(2.5, abs=1e-3)
+
+
+async def test_claim_with_final_status_is_born_finished(store: Store) -> None:
+    run_id = await store.claim_run(claim(status=RunStatus.MISSED, error_type="Missed", error_message="late"))
+    (run,) = await store.recent_runs()
+    assert (run.run_id, run.status, run.duration_s, run.error_type) == (run_id, RunStatus.MISSED, 0.0, "Missed")
+    assert run.finished_at == T0
+
+
+async def test_recent_runs_are_newest_first_filtered_by_job_and_limited(store: Store) -> None:
+    for n in range(5):
+        await store.claim_run(claim("a", T0 + timedelta(minutes=n), attempt=n + 1,
+                                    data_start=T0, data_end=T0 + timedelta(hours=1)))
+    await store.claim_run(claim("b"))
+    runs = await store.recent_runs("a", limit=3)
+    assert [r.attempt for r in runs] == [5, 4, 3]
+    assert (runs[0].data_start, runs[0].data_end) == (T0, T0 + timedelta(hours=1))
+    assert [r.job_id for r in await store.recent_runs(limit=2)] == ["b", "a"]
+
+
+async def test_latest_status_is_that_of_the_newest_run_of_the_slot(store: Store) -> None:
+    assert await store.latest_status("job", T0) is None
+    first = await store.claim_run(claim(take_lock=False))
+    assert first is not None
+    await store.finish_run(first, RunStatus.FAILED, T0)
+    assert await store.latest_status("job", T0) is RunStatus.FAILED
+    await store.claim_run(claim(take_lock=False, attempt=2))
+    assert await store.latest_status("job", T0) is RunStatus.RUNNING
+    assert await store.latest_status("job", T0 + timedelta(minutes=1)) is None
+
+
+async def test_heartbeat_upserts_the_instance_row(store: Store) -> None:
+    me = InstanceInfo("inst-1", "host-a", 42, T0)
+    await store.heartbeat(me, T0 + timedelta(seconds=5))
+    await store.heartbeat(me, T0 + timedelta(seconds=10))
+    (row,) = await store.list_instances()
+    assert (row.instance_id, row.host, row.pid, row.started_at) == ("inst-1", "host-a", 42, T0)
+    assert row.heartbeat_at == T0 + timedelta(seconds=10)
+
+
+async def test_abandon_orphans_marks_running_runs_of_stale_and_dead_instances(store: Store) -> None:
+    for name, beat in (("live", 100), ("stale", 10), ("dead", 100)):
+        await store.heartbeat(InstanceInfo(name, "h", 1, T0), T0 + timedelta(seconds=beat))
+        await store.claim_run(claim(name, instance_id=name))
+    finished = await store.claim_run(claim("done", instance_id="stale"))
+    assert finished is not None
+    await store.finish_run(finished, RunStatus.SUCCESS, T0)
+    now = T0 + timedelta(seconds=120)
+    count = await store.abandon_orphans(T0 + timedelta(seconds=60), now, dead_instances=["dead"])
+    assert count == 2
+    status = {r.job_id: r.status for r in await store.recent_runs()}
+    assert status == {"live": RunStatus.RUNNING, "stale": RunStatus.ABANDONED,
+                      "dead": RunStatus.ABANDONED, "done": RunStatus.SUCCESS}
+    assert [i.instance_id for i in await store.list_instances()] == ["live"]
+
+
+# -- watermarks --------------------------------------------------------------------------------
+async def test_cas_watermark_moves_only_from_the_expected_value(store: Store) -> None:
+    await store.upsert_schedule(ScheduleRow("w", "interval", "60"))
+    assert await store.get_watermark("w") is None
+    assert await store.cas_watermark("w", None, T0)
+    assert not await store.cas_watermark("w", None, T0 + timedelta(hours=1))
+    assert not await store.cas_watermark("w", T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    assert await store.cas_watermark("w", T0, T0 + timedelta(hours=1))
+    assert await store.cas_watermark("w", T0 + timedelta(hours=1), T0 + timedelta(hours=1))  # same value: a hit
+    assert await store.get_watermark("w") == T0 + timedelta(hours=1)
+
+
+async def test_watermark_of_an_unknown_job_is_none_and_cannot_be_set(store: Store) -> None:
+    assert await store.get_watermark("ghost") is None
+    assert not await store.cas_watermark("ghost", None, T0)
+
+
+# -- leases --------------------------------------------------------------------------------------
+async def test_first_acquire_grants_a_new_term_and_renewal_keeps_the_token(store: Store) -> None:
+    first = await store.lease_acquire("main", "a", LEASE)
+    assert first is not None and first.is_new_term and first.token >= 1
+    assert first.expires_at is not None and first.expires_at > datetime.now(UTC) + timedelta(seconds=20)
+    again = await store.lease_acquire("main", "a", LEASE)
+    assert again is not None and again.token == first.token and not again.is_new_term
+
+
+async def test_another_holder_is_refused_while_the_lease_is_valid(store: Store) -> None:
+    assert await store.lease_acquire("main", "a", LEASE) is not None
+    assert await store.lease_acquire("main", "b", LEASE) is None
+    assert await store.lease_acquire("other", "b", LEASE) is not None  # leases are independent
+
+
+async def test_expired_lease_is_taken_over_with_the_next_token(store: Store) -> None:
+    first = await store.lease_acquire("main", "a", timedelta(milliseconds=50))
+    await asyncio.sleep(0.12)
+    taken = await store.lease_acquire("main", "b", LEASE)
+    assert first is not None and taken is not None
+    assert taken.is_new_term and taken.token == first.token + 1
+    back = await store.lease_acquire("main", "a", LEASE)
+    assert back is None
+
+
+async def test_released_lease_is_taken_over_at_once_and_stale_release_changes_nothing(store: Store) -> None:
+    first = await store.lease_acquire("main", "a", LEASE)
+    assert first is not None
+    await store.lease_release("main", "a", first.token - 1)  # a stale term: no effect
+    assert await store.lease_acquire("main", "b", LEASE) is None
+    await store.lease_release("main", "a", first.token)
+    taken = await store.lease_acquire("main", "b", LEASE)
+    assert taken is not None and taken.token == first.token + 1 and taken.is_new_term
+
+
+async def test_same_holder_after_release_starts_a_new_term(store: Store) -> None:
+    first = await store.lease_acquire("main", "a", LEASE)
+    assert first is not None
+    await store.lease_release("main", "a", first.token)
+    again = await store.lease_acquire("main", "a", LEASE)
+    assert again is not None and again.is_new_term and again.token == first.token + 1
+
+
+async def test_fenced_claim_and_cas_are_accepted_within_the_term(store: Store) -> None:
+    grant = await store.lease_acquire("main", "a", LEASE)
+    assert grant is not None
+    fence = Fence("main", "a", grant.token)
+    assert await store.claim_run(claim(fence=fence)) is not None
+    await store.upsert_schedule(ScheduleRow("job", "cron", "* * * * *"))
+    assert await store.cas_watermark("job", None, T0, fence=fence)
+    rows = await raw_fetchall(store, "SELECT fence_token FROM job_run")
+    assert [int(r[0]) for r in rows] == [grant.token]
+
+
+async def test_fenced_claim_after_losing_the_lease_raises_lease_lost_and_writes_nothing(store: Store) -> None:
+    grant = await store.lease_acquire("main", "a", timedelta(milliseconds=50))
+    assert grant is not None
+    await asyncio.sleep(0.12)
+    assert await store.lease_acquire("main", "b", LEASE) is not None
+    stale = Fence("main", "a", grant.token)
+    with pytest.raises(LeaseLost):
+        await store.claim_run(claim(fence=stale))
+    await store.upsert_schedule(ScheduleRow("job", "cron", "* * * * *"))
+    with pytest.raises(LeaseLost):
+        await store.cas_watermark("job", None, T0, fence=stale)
+    assert await store.recent_runs() == []
+    assert await store.get_watermark("job") is None
+    assert await store.claim_run(claim()) is not None  # the slot's lock was not taken
+
+
+async def test_fenced_claim_after_release_raises_lease_lost(store: Store) -> None:
+    grant = await store.lease_acquire("main", "a", LEASE)
+    assert grant is not None
+    await store.lease_release("main", "a", grant.token)
+    with pytest.raises(LeaseLost):
+        await store.claim_run(claim(fence=Fence("main", "a", grant.token)))
+
+
+# -- the SQL sink ------------------------------------------------------------------------------
+async def test_upsert_rows_inserts_then_updates_by_key(store: Store) -> None:
+    await raw_execute(store, "CREATE TABLE sink_t (k VARCHAR(50) NOT NULL, part INTEGER NOT NULL, "
+                             "v INTEGER NULL, at DATETIME(6) NULL, PRIMARY KEY (k, part))")
+    rows = [{"k": "a", "part": 1, "v": 1, "at": T0}, {"k": "b", "part": 1, "v": 2, "at": None}]
+    assert await store.upsert_rows("sink_t", ["k", "part"], rows) == 2
+    assert await store.upsert_rows("sink_t", ["k", "part"], [{"k": "a", "part": 1, "v": 10, "at": T0}]) == 1
+    assert await store.upsert_rows("sink_t", ["k", "part"], []) == 0
+    got = await raw_fetchall(store, "SELECT k, part, v FROM sink_t ORDER BY k")
+    assert [tuple(r) for r in got] == [("a", 1, 10), ("b", 1, 2)]
+
+
+async def test_upsert_rows_of_key_columns_only_keeps_existing_rows(store: Store) -> None:
+    await raw_execute(store, "CREATE TABLE sink_k (k VARCHAR(50) NOT NULL PRIMARY KEY)")
+    assert await store.upsert_rows("sink_k", ["k"], [{"k": "a"}, {"k": "a"}, {"k": "b"}]) == 3
+    assert sorted(r[0] for r in await raw_fetchall(store, "SELECT k FROM sink_k")) == ["a", "b"]
+
+
+async def test_upsert_rows_refuses_names_that_are_not_plain_identifiers(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.upsert_rows("t; DROP TABLE job_run", ["k"], [{"k": 1}])
+    with pytest.raises(StoreError):
+        await store.upsert_rows("t", ["k"], [{"k`": 1}])
