@@ -164,9 +164,10 @@ class PikoApp:
             row = spec.default_schedule_row()
             if row is not None:
                 await store.insert_schedule_if_absent(row)
-        if self._writer is not None:
-            await self._writer.start()
-            stack.push_async_callback(lambda: self._writer.stop(self._remaining()))
+        if self._writer is not None:  # sinks were registered: start it (it replays earlier spills first)
+            writer = self._writer
+            await writer.start()
+            stack.push_async_callback(lambda: writer.stop(self._remaining()))
         if self._cpu is not None:
             stack.push_async_callback(lambda: self._cpu.close(self._remaining()))
         self.leader = build_leader(self, s, instance.instance_id)

@@ -194,6 +194,10 @@ def build_leader(app: PikoApp, s: Settings, holder: str) -> Any:
         if app.kernel is not None:
             app.kernel.leadership_changed(is_leader)
         log.info("this instance is now %s", "the leader" if is_leader else "a standby")
+        if not is_leader and app.runner is not None:
+            cancelled = app.runner.cancel_running()  # runs must not go on unfenced after our term ended
+            if cancelled:
+                log.warning("leadership lost: cancelled %d running job(s)", cancelled)
 
     return LeaderElector(app.store, name=s.leader_name, holder=holder, lease_s=s.leader_lease_s,
                          renew_interval_s=s.leader_renew_interval_s, clock=app.clock, on_change=changed,

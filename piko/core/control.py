@@ -9,6 +9,7 @@ to a full read; a full read also runs every `full_every` ticks as a safety net.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -19,6 +20,7 @@ from piko.core.types import ConfigRow, ScheduleRow
 from piko.ports import Clock, Store, Trigger
 
 log = logging.getLogger("piko.reconcile")
+CHANGE_LOG_KEEP = timedelta(days=1)  # far longer than any poll interval, so no instance misses a change
 
 
 class ControlPlane:
@@ -58,6 +60,8 @@ class ControlPlane:
         return result
 
     async def _full(self) -> TickResult:
+        if self._cursor is not None:  # a periodic safety read: also drop change-log rows nobody needs
+            await self._store.prune_changes(self._clock.now() - CHANGE_LOG_KEEP)
         cursor = await self._store.change_cursor()  # read first: changes made during the load are seen next tick
         rows = await self._store.load_schedules()
         result = self._apply(diff(self.book.applied, rows, self._is_registered))

@@ -55,6 +55,7 @@ class Runner:
         self._running: Counter[str] = Counter()
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._fenced_tasks: set[asyncio.Task[Any]] = set()  # runs started under a leader term
         self._active: set[asyncio.Task[Any]] = set()  # tasks inside _execute (fires and manual runs)
         self._is_closing = False
 
@@ -85,6 +86,13 @@ class Runner:
         lock = scheduled_time is not None if take_lock is None else take_lock
         return await self._execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
                                    config_value=config_value, data_interval=data_interval)
+
+    def cancel_running(self) -> int:
+        """Cancel every run started under the lost leader term; each is recorded CANCELLED."""
+        tasks = list(self._fenced_tasks)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
 
     def is_idle(self) -> bool:
         """No fire is being handled and no run is in progress."""
@@ -159,7 +167,8 @@ class Runner:
             if run_id is None:
                 return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
                                   "another instance holds this scheduled time")
-            outcome = await self._invoke(spec, opts, run_id, scheduled_at, attempt, config_value, data_interval)
+            outcome = await self._invoke(spec, opts, run_id, scheduled_at, attempt, config_value, data_interval,
+                                         is_fenced=claim.fence is not None)
             await self._finish(run_id, outcome)
         finally:
             self._running[job_id] -= 1
@@ -199,7 +208,7 @@ class Runner:
 
     # -- the handler -------------------------------------------------------------------
     async def _invoke(self, spec: JobSpec, opts: JobOptions, run_id: int, scheduled_at: datetime, attempt: int,
-                      config_value: Any, data_interval: DataInterval | None) -> RunOutcome:
+                      config_value: Any, data_interval: DataInterval | None, *, is_fenced: bool = False) -> RunOutcome:
         ctx: dict[str, Any] = {
             "run_id": run_id, "job_id": spec.job_id, "attempt": attempt, "scheduled_time": scheduled_at,
             "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
@@ -211,10 +220,13 @@ class Runner:
         self._gauge_running(spec.job_id, +1)
         task = asyncio.create_task(self._call(spec, ctx), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
+        if is_fenced:
+            self._fenced_tasks.add(task)
         try:
             outcome = await self._await_handler(task, spec, opts, run_id, scheduled_at)
         finally:
             self._job_tasks.discard(task)
+            self._fenced_tasks.discard(task)
             self._gauge_running(spec.job_id, -1)
         self._observe_duration(spec.job_id, self._clock.monotonic() - started)
         return outcome

@@ -1,0 +1,77 @@
+"""The writer as jobs use it through the app (seed examples 10 and 11)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from piko import PikoApp
+from piko.persistence.intent import WriteIntent
+from piko.persistence.sink_base import ResultSink, TypedSink, on
+from piko.settings import Settings
+
+
+class ListSink(ResultSink):
+    def __init__(self) -> None:
+        super().__init__(name="mem")
+        self.items: list[WriteIntent] = []
+
+    async def write_batch(self, batch):
+        self.items.extend(batch)
+
+
+@dataclass
+class User:
+    id: int
+
+
+@dataclass
+class Order:
+    id: int
+
+
+class Typed(TypedSink):
+    def __init__(self) -> None:
+        super().__init__(name="typed")
+        self.users: list[User] = []
+        self.orders: list[Order] = []
+
+    @on(User)
+    async def write_users(self, users):
+        self.users.extend(users)
+
+    @on(Order)
+    async def write_orders(self, orders):
+        self.orders.extend(orders)
+
+
+def test_job_output_reaches_its_sink_and_flush_waits_for_the_runs_own_intents(tmp_path):
+    sink, typed = ListSink(), Typed()
+
+    async def scenario():
+        s = Settings(db_path=str(tmp_path / "p.db"), http_enabled=False, leader_enabled=False,
+                     persist_spill_dir=str(tmp_path / "spill"))
+        app = PikoApp("w", settings=s)
+        app.writer.register_sink(sink)  # at import time, before any loop runs, as in the seed
+        app.writer.register_sink(typed)
+
+        @app.job("produce")
+        async def produce(ctx, scheduled_time):
+            for i in range(1000):
+                await app.writer.enqueue(WriteIntent(sink="mem", key=str(i), payload={"i": i}, job_id=ctx["job_id"],
+                                                     run_id=ctx["run_id"], scheduled_time=scheduled_time))
+            await app.writer.enqueue(WriteIntent(sink="typed", key="u1", payload=User(1), job_id=ctx["job_id"],
+                                                 run_id=ctx["run_id"], scheduled_time=scheduled_time))
+            await app.writer.enqueue(WriteIntent(sink="typed", key="o1", payload=Order(2), job_id=ctx["job_id"],
+                                                 run_id=ctx["run_id"], scheduled_time=scheduled_time))
+            await app.writer.flush()
+            assert len(sink.items) == 1000
+
+        async with app:
+            outcome = await app.run_job("produce")
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.status.value == "SUCCESS", outcome.error_message
+    assert sorted(int(i.key) for i in sink.items) == list(range(1000))
+    assert typed.users == [User(1)] and typed.orders == [Order(2)]
