@@ -63,3 +63,11 @@ class WriterFull(PikoError):
 
 class OffloadError(PikoError):
     """A call sent to the CPU pool could not complete (unpicklable, worker died, timeout)."""
+
+
+class WriterClosed(PikoError, RuntimeError):
+    """The persistence writer is not running (before start() or after stop())."""
+
+
+class UnknownSink(PikoError, LookupError):
+    """A write intent names a sink nobody registered."""

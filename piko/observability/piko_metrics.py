@@ -55,7 +55,7 @@ class PikoMetrics:
         self.persistence_recovery_total = r.counter(
             "piko_persistence_recovery_total", "Spilled write intents recovered from disk.")
         self.persistence_recovery_failure_total = r.counter(
-            "piko_persistence_recovery_failure_total", "Spill files that could not be recovered.")
+            "piko_persistence_recovery_failure_total", "Spill records that could not be recovered.")
         self.build_info = r.gauge("piko_build_info", "Always 1; the label names the piko version.",
                                   ("version",))
         self.build_info.labels(version=version).set(1)

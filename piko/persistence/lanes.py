@@ -1,0 +1,260 @@
+"""Per-sink lanes: batch a sink's intents, write them, retry, spill, dead-letter.
+
+Rules. A lane's worker sends a batch when it is full, its oldest intent is old enough, or
+a flush/stop is waiting. A failing batch is split once; if part of it gets through, the rest
+is bisected until each intent that fails alone is dead-lettered. A batch where nothing gets
+through means the sink is down: capped exponential backoff with jitter, then spill.
+The writer owns the queue bookkeeping and is told through `finish`; this module must not
+import piko.persistence.writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from piko.persistence import spill as spill_files
+from piko.persistence.codec import CodecError
+from piko.persistence.intent import WriteIntent
+from piko.persistence.journal import Segment
+from piko.persistence.sink_base import RejectedIntents
+from piko.ports import Clock, Sink
+
+log = logging.getLogger("piko.persistence")
+_FOREVER = 3600.0
+
+
+class Envelope:
+    """An accepted intent; `is_live` ones hold lane room and count for flush()."""
+
+    __slots__ = ("intent", "segment", "is_live", "is_done")
+
+    def __init__(self, intent: WriteIntent, is_live: bool = True) -> None:
+        self.intent = intent
+        self.segment: Segment | None = None
+        self.is_live = is_live
+        self.is_done = False
+
+
+class Lane:
+    """One sink's queue, worker and health; asyncio parts are made by `activate()`."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink, self.name = sink, sink.name
+        registered = getattr(sink, "registered_types", None)
+        self.types: dict[str, type] = registered() if callable(registered) else {}
+        self.pending: deque[Envelope] = deque()
+        self.in_flight: list[Envelope] = []
+        self.held = 0  # pending + in flight + being spilled: what counts against `cap`
+        self.cap = self.batch_max = 1
+        self.first_at: float | None = None  # monotonic arrival of the oldest pending intent
+        self.write_started: float | None = None
+        self.is_failing = False
+        self.worker: asyncio.Task[None] | None = None
+
+    def activate(self) -> None:
+        self.has_work, self.has_room = asyncio.Event(), asyncio.Event()
+        self.write_lock = asyncio.Lock()
+
+
+@dataclass(frozen=True)
+class LanePolicy:
+    """How long lanes wait, how often they retry and when a write counts as hung."""
+
+    batch_timeout_s: float
+    retry_max: int
+    retry_base_s: float
+    retry_cap_s: float
+    write_timeout_s: float
+    stall_s: float
+
+
+Finish = Callable[[Lane, list[Envelope]], None]
+
+
+class LaneDriver:
+    """Runs every lane's worker and carries its envelopes to the sink, a spill file or the dead letters.
+
+    `is_draining` (stop() has begun), `urgent` (flush() calls waiting) and `stopping` are set
+    by the writer; `finish` marks envelopes done, `on_recovered` says a failing sink is back.
+    """
+
+    def __init__(self, policy: LanePolicy, clock: Clock, spill: spill_files.SpillDir, metrics: Any,
+                 finish: Finish, on_recovered: Callable[[], None], on_change: Callable[[], None]) -> None:
+        self._policy, self._clock, self._spill, self._metrics = policy, clock, spill, metrics
+        self._finish, self._on_recovered, self._on_change = finish, on_recovered, on_change
+        self.is_draining = False
+        self.urgent = 0  # lanes send what they have without waiting for age
+        self.stopping: asyncio.Event | None = None
+
+    def is_stalled(self, lane: Lane) -> bool:
+        started = lane.write_started
+        return lane.is_failing or (started is not None and self._clock.monotonic() - started > self._policy.stall_s)
+
+    # -- the lane worker ---------------------------------------------------------------
+    def start_worker(self, lane: Lane) -> None:
+        lane.worker = asyncio.create_task(self._lane_loop(lane), name=f"piko-writer-{lane.name}")
+
+    async def _lane_loop(self, lane: Lane) -> None:
+        while batch := await self._next_batch(lane):
+            lane.in_flight = batch
+            try:
+                await self._deliver(lane, batch)
+            except Exception:  # the disk failed us too: keep the intents queued and wait
+                log.exception("persistence: cannot spill or dead-letter for sink %r; retrying", lane.name)
+                self._requeue(lane, batch)
+                await self._clock.wait(self.stopping, self._policy.retry_cap_s)
+            lane.in_flight = []
+            self._on_change()
+
+    def _requeue(self, lane: Lane, envelopes: list[Envelope]) -> None:
+        lane.pending.extendleft(reversed([e for e in envelopes if not e.is_done]))
+        lane.first_at = lane.first_at or self._clock.monotonic()
+
+    async def _next_batch(self, lane: Lane) -> list[Envelope]:
+        """Wait until the lane has a full batch, its oldest intent is old enough, or a flush/stop."""
+        while True:
+            size = len(lane.pending)
+            if size >= lane.batch_max or (size and (self.is_draining or self.urgent)):
+                break
+            if not size and self.is_draining:
+                return []
+            now = self._clock.monotonic()
+            wait = (lane.first_at or now) + self._policy.batch_timeout_s - now if size else _FOREVER
+            if wait <= 0:
+                break
+            lane.has_work.clear()
+            await self._clock.wait(lane.has_work, wait)
+        take = min(size, lane.batch_max)
+        batch = [lane.pending.popleft() for _ in range(take)]
+        if not lane.pending:
+            lane.first_at = None
+        return batch
+
+    # -- delivery ----------------------------------------------------------------------
+    async def _deliver(self, lane: Lane, batch: list[Envelope]) -> None:
+        """Write with retries and capped exponential backoff; spill what the sink never takes."""
+        policy = self._policy
+        attempt = 0
+        while batch:
+            batch = await self.write_round(lane, batch)
+            if not batch:
+                return
+            attempt += 1
+            if attempt > policy.retry_max or self.is_draining:
+                await self.spill(lane, batch)
+                return
+            if self._metrics is not None:
+                self._metrics.persistence_retried_total.labels(sink=lane.name).inc()
+            delay = backoff_s(attempt, policy.retry_base_s, policy.retry_cap_s)
+            await self._clock.wait(self.stopping, delay * random.uniform(0.5, 1.0))  # jitter: no herd
+
+    async def write_round(self, lane: Lane, batch: list[Envelope]) -> list[Envelope]:
+        """Write once, isolating poison intents; returns the batch if the sink looks down."""
+        if await self._attempt(lane, batch) is None:
+            return []
+        if len(batch) == 1:
+            return batch
+        mid = len(batch) // 2
+        errors = [(half, await self._attempt(lane, half)) for half in (batch[:mid], batch[mid:])]
+        failed = [(half, err) for half, err in errors if err is not None]
+        if len(failed) == 2:
+            return batch
+        for half, err in failed:  # the sink took the other half: this one holds poison
+            await self._bisect(lane, half, err)
+        return []
+
+    async def _bisect(self, lane: Lane, part: list[Envelope], error: Exception) -> None:
+        if len(part) == 1:
+            await self._dead_letter(lane, [(part[0], error)])
+            return
+        mid = len(part) // 2
+        for half in (part[:mid], part[mid:]):
+            err = await self._attempt(lane, half)
+            if err is not None:
+                await self._bisect(lane, half, err)
+
+    async def _attempt(self, lane: Lane, batch: list[Envelope]) -> Exception | None:
+        """One write_batch call: None when the batch is done (rejected intents are dead-lettered)."""
+        rejected: dict[int, Exception] = {}
+        async with lane.write_lock:
+            lane.write_started = self._clock.monotonic()
+            try:
+                await asyncio.wait_for(lane.sink.write_batch([e.intent for e in batch]),
+                                       self._policy.write_timeout_s)
+            except RejectedIntents as exc:
+                rejected = {id(intent): _as_error(err) for intent, err in exc.rejected}
+            except Exception as exc:
+                level = logging.DEBUG if lane.is_failing else logging.WARNING  # once per outage
+                lane.is_failing = True
+                if self._metrics is not None:
+                    self._metrics.persistence_sink_failure_total.labels(sink=lane.name).inc()
+                log.log(level, "persistence: sink %r failed a batch of %d: %r", lane.name, len(batch), exc)
+                return exc
+            finally:
+                lane.write_started = None
+        written = [e for e in batch if id(e.intent) not in rejected]
+        self._finish(lane, written)
+        if self._metrics is not None:
+            self._metrics.persistence_written_total.labels(sink=lane.name).inc(len(written))
+        if lane.is_failing:
+            lane.is_failing = False
+            self._on_recovered()  # the sink is back: deliver its spill files now
+        if rejected:
+            await self._dead_letter(lane, [(e, rejected[id(e.intent)]) for e in batch if id(e.intent) in rejected])
+        return None
+
+    # -- spill and dead letters --------------------------------------------------------
+    async def spill_backlog(self, lane: Lane) -> None:
+        """A stalled lane's queue goes to disk, so its producers go on (they wait if the disk fails)."""
+        backlog = list(lane.pending)
+        lane.pending.clear()
+        lane.first_at = None
+        try:
+            await self.spill(lane, backlog)
+        except OSError:
+            log.exception("persistence: cannot spill the backlog of sink %r", lane.name)
+            self._requeue(lane, backlog)
+            await self._clock.wait(self.stopping, self._policy.retry_cap_s)
+
+    async def spill(self, lane: Lane, envelopes: list[Envelope]) -> None:
+        """Write envelopes to a spill file (OSError if the disk fails: nothing is marked done)."""
+        bodies: list[bytes] = []
+        spilled: list[Envelope] = []
+        unencodable: list[tuple[Envelope, Exception]] = []
+        for env in envelopes:
+            try:
+                bodies.append(spill_files.intent_body(env.intent))
+                spilled.append(env)
+            except CodecError as exc:  # a dead letter keeps its repr and says why
+                unencodable.append((env, exc))
+        if bodies:
+            await asyncio.to_thread(self._spill.spill, lane.name, bodies)
+        self._finish(lane, spilled)
+        if self._metrics is not None:
+            self._metrics.persistence_fallback_total.inc(len(spilled))
+        if unencodable:
+            await self._dead_letter(lane, unencodable)
+        self._on_change()
+
+    async def _dead_letter(self, lane: Lane, items: list[tuple[Envelope, Exception]]) -> None:
+        bodies = [spill_files.intent_body(env.intent, err) for env, err in items]
+        for env, err in items:
+            log.error("persistence: sink %r cannot take intent %r, dead-lettered: %r",
+                      lane.name, env.intent.key, err)
+        await asyncio.to_thread(self._spill.dead_letter, lane.name, bodies)
+        self._finish(lane, [env for env, _ in items])
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Capped exponential backoff before retry `attempt` (1-based), before jitter."""
+    return min(cap_s, base_s * 2 ** (attempt - 1))
+
+
+def _as_error(err: BaseException) -> Exception:
+    return err if isinstance(err, Exception) else RuntimeError(repr(err))

@@ -1,0 +1,134 @@
+"""Built-in sinks: JsonlFileSink (one JSON object per line) and SqlSink (upsert by key).
+
+JsonlFileSink appends and fsyncs once per batch; if the file ends in a line cut short by
+a crash, the first write starts a new line so every later line stays readable.
+SqlSink writes through the app's Store (`upsert_rows`: INSERT ... ON CONFLICT on SQLite,
+ON DUPLICATE KEY on MySQL), so replays and retries overwrite instead of duplicating.
+Within one batch the last intent for a key wins. Intents it can never write (a delete, a
+row_fn error) are rejected one by one, not the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from piko.errors import ConfigError
+from piko.persistence import codec
+from piko.persistence.intent import WriteIntent
+from piko.persistence.sink_base import RejectedIntents, ResultSink
+from piko.ports import Store
+
+Row = Mapping[str, Any]
+
+SQLITE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    key TEXT PRIMARY KEY, payload TEXT NOT NULL, job_id TEXT, run_id TEXT,
+    scheduled_time TEXT, op_type TEXT NOT NULL, idempotency_key TEXT)"""
+"""A table for SqlSink's default rows (MySQL: use VARCHAR(255) for key and a JSON payload)."""
+
+
+def intent_record(intent: WriteIntent) -> dict[str, Any]:
+    """An intent as a JSON-ready dict; the payload uses piko's codec (tagged non-JSON values)."""
+    scheduled = intent.scheduled_time
+    return {
+        "key": intent.key, "payload": codec.encode(intent.payload), "job_id": intent.job_id,
+        "run_id": intent.run_id, "scheduled_time": scheduled.isoformat() if scheduled else None,
+        "op_type": intent.op_type, "idempotency_key": intent.idempotency_key,
+    }
+
+
+class JsonlFileSink(ResultSink):
+    """Appends one JSON object per intent to `path` (created 0600), fsynced per batch."""
+
+    def __init__(self, name: str, path: str | os.PathLike[str]) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    async def write_batch(self, batch: list[WriteIntent]) -> None:
+        lines = [json.dumps(intent_record(i), separators=(",", ":"), ensure_ascii=False) for i in batch]
+        await asyncio.to_thread(self._append, ("\n".join(lines) + "\n").encode("utf-8"))
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            await asyncio.to_thread(os.close, fd)
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # isolate a line a crash cut short
+            self._fd = fd
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+
+    @staticmethod
+    def read(path: str | os.PathLike[str], types: Mapping[str, type] | None = None) -> list[dict[str, Any]]:
+        """The records of a JSONL file, payloads decoded; lines cut short by a crash are skipped."""
+        records = []
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                record["payload"] = codec.decode(record.get("payload"), types)
+                records.append(record)
+        return records
+
+
+def default_row(intent: WriteIntent) -> dict[str, Any]:
+    """SqlSink's row: key, payload as JSON text, and the intent's identity columns."""
+    return {
+        "key": str(intent.key), "payload": codec.dumps(intent.payload).decode("utf-8"),
+        "job_id": intent.job_id, "run_id": None if intent.run_id is None else str(intent.run_id),
+        "scheduled_time": intent.scheduled_time, "op_type": intent.op_type,
+        "idempotency_key": intent.idempotency_key,
+    }
+
+
+class SqlSink(ResultSink):
+    """Upserts one row per intent into `table` through the app's store."""
+
+    def __init__(self, name: str, table: str, *, store: Store, key_columns: Sequence[str] = ("key",),
+                 row_fn: Callable[[WriteIntent], Row] | None = None) -> None:
+        super().__init__(name)
+        if not key_columns:
+            raise ConfigError(f"SqlSink {name!r} needs at least one key column")
+        self.table, self.key_columns = table, tuple(key_columns)
+        self._store = store
+        self._row_fn = row_fn or default_row
+
+    async def write_batch(self, batch: list[WriteIntent]) -> None:
+        rows: dict[tuple[Any, ...], Row] = {}
+        rejected: list[tuple[WriteIntent, BaseException]] = []
+        for intent in batch:
+            try:
+                row = self._row(intent)
+            except Exception as exc:
+                rejected.append((intent, exc))
+                continue
+            rows[tuple(row[c] for c in self.key_columns)] = row
+        if rows:
+            await self._store.upsert_rows(self.table, self.key_columns, list(rows.values()))
+        if rejected:
+            raise RejectedIntents(rejected)
+
+    def _row(self, intent: WriteIntent) -> Row:
+        if intent.op_type == "delete":
+            raise ConfigError(f"SqlSink {self.name!r} upserts rows; it cannot apply op_type 'delete'")
+        row = self._row_fn(intent)
+        missing = [c for c in self.key_columns if c not in row]
+        if missing:
+            raise ConfigError(f"SqlSink {self.name!r}: row for key {intent.key!r} lacks key column(s) "
+                              f"{', '.join(missing)}")
+        return row

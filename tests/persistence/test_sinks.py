@@ -1,0 +1,90 @@
+"""Built-in sinks: JSON-lines file and SQL upsert through the app's store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from piko.persistence.intent import WriteIntent
+from piko.persistence.sink_base import RejectedIntents
+from piko.persistence.sinks import SQLITE_TABLE_DDL, JsonlFileSink, SqlSink
+from piko.store.sqlite import SqliteStore
+from tests.persistence.conftest import SCHEDULED_AT, intent
+
+
+async def test_jsonl_sink_appends_one_object_per_intent_in_a_0600_file(tmp_path: Path) -> None:
+    sink = JsonlFileSink("out", tmp_path / "out.jsonl")
+    await sink.write_batch([intent(1, payload={"amount": Decimal("9.90")}), intent(2)])
+    await sink.write_batch([intent(3)])
+    await sink.close()
+    records = JsonlFileSink.read(tmp_path / "out.jsonl")
+    assert [r["key"] for r in records] == ["1", "2", "3"]
+    assert records[0]["payload"] == {"amount": Decimal("9.90")}
+    assert records[0]["scheduled_time"] == SCHEDULED_AT.isoformat()
+    assert stat.S_IMODE(os.stat(tmp_path / "out.jsonl").st_mode) == 0o600
+
+
+async def test_jsonl_sink_starts_a_new_line_after_a_line_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"key":"1","payload":1}\n{"key":"2","pay')
+    sink = JsonlFileSink("out", path)
+    await sink.write_batch([intent(3)])
+    await sink.close()
+    assert [r["key"] for r in JsonlFileSink.read(path)] == ["1", "3"]
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...], list[Mapping[str, Any]]]] = []
+
+    async def upsert_rows(self, table: str, key_columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> int:
+        self.calls.append((table, tuple(key_columns), list(rows)))
+        return len(rows)
+
+
+async def test_sql_sink_upserts_default_rows_last_intent_per_key_wins() -> None:
+    store = FakeStore()
+    sink = SqlSink("sql", "results", store=store)  # type: ignore[arg-type]
+    await sink.write_batch([intent(1, payload={"v": 1}), intent(2), intent(1, payload={"v": 2})])
+    [(table, keys, rows)] = store.calls
+    assert (table, keys) == ("results", ("key",))
+    assert [(r["key"], r["payload"]) for r in rows] == [("1", '{"v":2}'), ("2", '{"n":2}')]
+    assert rows[0]["run_id"] == "1" and rows[0]["scheduled_time"] == SCHEDULED_AT
+
+
+async def test_sql_sink_rejects_deletes_and_bad_rows_one_by_one() -> None:
+    store = FakeStore()
+    sink = SqlSink("sql", "results", store=store, key_columns=("id",),  # type: ignore[arg-type]
+                   row_fn=lambda i: {"id": i.key} if i.key != "bad" else {"other": 1})
+    delete = WriteIntent("sql", "d", None, "j", 1, None, op_type="delete")
+    with pytest.raises(RejectedIntents) as caught:
+        await sink.write_batch([intent("ok"), delete, intent("bad")])
+    assert [r["id"] for r in store.calls[0][2]] == ["ok"]
+    assert [str(e) for _, e in caught.value.rejected] == [
+        "SqlSink 'sql' upserts rows; it cannot apply op_type 'delete'",
+        "SqlSink 'sql': row for key 'bad' lacks key column(s) id",
+    ]
+
+
+async def test_sql_sink_writes_through_the_real_sqlite_store_idempotently(tmp_path: Path) -> None:
+    db = tmp_path / "piko.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(SQLITE_TABLE_DDL.format(table="results"))
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        sink = SqlSink("sql", "results", store=store)
+        await sink.write_batch([intent(i) for i in range(3)])
+        await sink.write_batch([intent(1, payload={"again": True})])  # a replay overwrites
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT key, payload FROM results ORDER BY key").fetchall()
+    assert rows == [("0", '{"n":0}'), ("1", '{"again":true}'), ("2", '{"n":2}')]
