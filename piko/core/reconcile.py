@@ -8,6 +8,7 @@ a row for a job no code registers is reported once. Neither stops the loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -106,10 +107,16 @@ BuildTrigger = Callable[[ScheduleRow, str], Trigger]
 
 
 def build_trigger(row: ScheduleRow, default_tz: str) -> Trigger:
+    """The row's trigger. Triggers are immutable values, so rows with the same schedule share one."""
+    anchor = row.created_at if row.schedule_type == "interval" else None  # only intervals depend on it
+    return _cached_trigger(row.schedule_type, row.schedule_expr, row.timezone or default_tz, anchor)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_trigger(kind: str, expr: str, tz: str, anchor: datetime | None) -> Trigger:
     from piko.triggers import trigger_from_stored
 
-    return trigger_from_stored(row.schedule_type, row.schedule_expr, row.timezone or default_tz,
-                               default_start=row.created_at)
+    return trigger_from_stored(kind, expr, tz, default_start=anchor)
 
 
 @dataclass
