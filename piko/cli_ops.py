@@ -132,21 +132,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def print_next(args: argparse.Namespace) -> int:
     from piko.triggers import make_trigger
-    from piko.triggers.preview import next_fire_times
+    from piko.triggers.preview import next_fire_times, trigger_from_text
 
-    text = args.expr.strip()
-    spec: Any = text
-    if text.startswith("{"):
-        try:
-            spec = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"expression looks like JSON but is not valid JSON: {exc}") from None
-    kind = args.kind or ("interval" if isinstance(spec, dict) and not {"run_date"} & set(spec) and
-                         {"weeks", "days", "hours", "minutes", "seconds"} & set(spec) and
-                         not {"hour", "minute", "second", "day", "day_of_week", "month", "year", "week"} & set(spec)
-                         else "date" if isinstance(spec, dict) and "run_date" in spec else "cron")
     after = _parse_time(args.after, "--after") if args.after else SystemClock().now()
-    trigger = make_trigger(kind, spec, tz=args.tz, default_start=after)
+    if args.kind:
+        text = args.expr.strip()
+        spec: Any = json.loads(text) if text.startswith("{") else text
+        trigger = make_trigger(args.kind, spec, tz=args.tz, default_start=after)
+    else:
+        trigger = trigger_from_text(args.expr, args.tz, default_start=after)
     times = next_fire_times(trigger, after, args.n)
     for t in times:
         print(t.isoformat())

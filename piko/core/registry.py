@@ -93,7 +93,7 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
         raise RegistrationError(f"job {job_id!r}: resources= must be a dict of name -> resource")
     options["resources"] = dict(resources)
-    kind, spec = next(iter(schedules.items()), (None, None))
+    kind, spec = next(iter(schedules.items()), (None, None))  # type: tuple[str | None, Any]
     spec_obj = JobSpec(job_id=job_id, func=func, schedule_type=kind, schedule_spec=spec, **options)
     if kind is not None:
         from piko.triggers import make_trigger

@@ -1,0 +1,131 @@
+"""From matching wall times to fire instants: every cron flavour's DST rule, in one place.
+
+Plain wall-clock matching (6-field crontab, APScheduler dicts, 5-field wildcard jobs): an
+instant fires when its wall time matches; a wall time skipped by a gap never fires and a
+repeated wall time fires in both passes. Debian cron's fixed-time rule (5-field jobs whose
+minute and hour fields do not start with '*'): matching wall times inside a gap fire once,
+at the first instant after the gap; in a repeated hour only the first pass fires.
+
+Why looking near `after` is enough: wall time only runs backwards at a fall-back, so the
+only instants after `after` whose wall time is earlier than after's are in the second pass
+of an overlap `after` is in. Every other candidate is the first matching wall time w after
+after's; transitions between them only skip or repeat wall times before w, none of which
+match. So one search, plus a look at w itself (unique, repeated or skipped), decides.
+Fixed-offset zones skip all of this: wall time is elapsed time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone, tzinfo
+
+from piko.triggers.wallclock import WallCalendar, WallTime
+from piko.triggers.zones import Zone, transition_after
+
+_UTC = timezone.utc
+_MAX_STEPS = 64  # each step passes one gap or one repeated wall time; a few suffice
+Candidate = tuple[datetime, WallTime, int]  # (naive UTC instant, wall time, fold)
+
+
+def next_instant(
+    calendar: WallCalendar, zone: Zone, after: datetime, is_debian_fixed: bool = False
+) -> datetime | None:
+    """The first instant strictly after `after` whose wall time in `zone` fires."""
+    if after.tzinfo is None:
+        raise ValueError(f"after must be an aware datetime, got naive {after!r}")
+    tz = zone.tzinfo
+    try:
+        if zone.is_fixed:
+            local = after.astimezone(tz)
+            wall = calendar.next_wall(
+                local.year, local.month, local.day, local.hour, local.minute, local.second + 1
+            )
+            return None if wall is None else datetime(*wall, 0, tz)
+        found = _next_in_zone(calendar, tz, after, is_debian_fixed)
+    except OverflowError:  # within a day of datetime.min / datetime.max
+        return None
+    if found is None:
+        return None
+    _, wall, fold = found
+    return datetime(*wall, tzinfo=tz, fold=fold)
+
+
+def _next_in_zone(
+    calendar: WallCalendar, tz: tzinfo, after: datetime, is_debian_fixed: bool
+) -> Candidate | None:
+    local = after if after.tzinfo is tz else after.astimezone(tz)
+    own, other = local.utcoffset(), tz.utcoffset(_naive(local, 1 - local.fold))
+    if other != own and after.tzinfo is tz:  # maybe a wall time in a gap: read it as an instant
+        local = after.astimezone(_UTC).astimezone(tz)
+        own, other = local.utcoffset(), tz.utcoffset(_naive(local, 1 - local.fold))
+    assert own is not None and other is not None
+    start: WallTime = (
+        local.year, local.month, local.day, local.hour, local.minute, local.second + 1
+    )
+    if other == own:  # the usual case: `after` is not inside a repeated hour
+        return _first_from(calendar, tz, start, None, is_debian_fixed)
+    after_utc = local.replace(tzinfo=None) - own
+    if other > own:  # in the second pass
+        if is_debian_fixed:  # skip the rest of it
+            change_at = transition_after(tz, after_utc - (other - own), after_utc)
+            start = max(start, _fields(change_at + other))
+        return _first_from(calendar, tz, start, after_utc, is_debian_fixed)
+    candidate = _first_from(calendar, tz, start, after_utc, is_debian_fixed)
+    if is_debian_fixed:
+        return candidate
+    second_pass = _in_coming_second_pass(calendar, tz, after_utc, own, other, start)
+    if second_pass is None or (candidate is not None and candidate[0] < second_pass[0]):
+        return candidate
+    return second_pass
+
+
+def _in_coming_second_pass(
+    calendar: WallCalendar, tz: tzinfo, after_utc: datetime, own: timedelta, other: timedelta,
+    start: WallTime,
+) -> Candidate | None:
+    """Wall times already passed in the first pass of an overlap, repeating after it."""
+    change_at = transition_after(tz, after_utc, after_utc + (own - other))
+    wall = calendar.next_wall(*_fields(change_at + other))
+    if wall is None or wall >= start:
+        return None
+    return datetime(*wall) - other, wall, 1
+
+
+def _first_from(
+    calendar: WallCalendar, tz: tzinfo, start: WallTime, after_utc: datetime | None,
+    is_debian_fixed: bool,
+) -> Candidate | None:
+    """The first fire from the first matching wall time >= start.
+
+    after_utc None: `after` is in no repeated hour, so every instant of a wall time >= start
+    is later than it and needs no comparison.
+    """
+    for _ in range(_MAX_STEPS):
+        wall = calendar.next_wall(*start)
+        if wall is None:
+            return None
+        naive = datetime(*wall)
+        first = tz.utcoffset(naive)
+        second = tz.utcoffset(datetime(*wall, fold=1))
+        assert first is not None and second is not None
+        if first >= second:  # a unique or a repeated wall time
+            if after_utc is None or naive - first > after_utc:
+                return naive - first, wall, 0
+            if first > second and not is_debian_fixed and naive - second > after_utc:
+                return naive - second, wall, 1
+            start = (*wall[:5], wall[5] + 1)
+            continue
+        change_at = transition_after(tz, naive - second, naive - first)  # a skipped wall time
+        resume = _fields(change_at + second)
+        if is_debian_fixed and (after_utc is None or change_at > after_utc):
+            return change_at, resume, 0
+        start = resume
+    return None
+
+
+def _naive(local: datetime, fold: int) -> datetime:
+    return datetime(local.year, local.month, local.day, local.hour, local.minute, local.second,
+                    local.microsecond, fold=fold)
+
+
+def _fields(wall: datetime) -> WallTime:
+    return wall.year, wall.month, wall.day, wall.hour, wall.minute, wall.second

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from piko.triggers import CronFieldsTrigger, make_trigger, trigger_from_stored
+from tests.triggers.conftest import NEW_YORK, fires, wall
+
+UTC = timezone.utc
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def fields(spec: dict, tz: object = "UTC") -> CronFieldsTrigger:
+    trigger = make_trigger("cron", spec, tz)
+    assert isinstance(trigger, CronFieldsTrigger)
+    return trigger
+
+
+# -- defaults as APScheduler 3 ------------------------------------------------------
+
+
+def test_minute_alone_fires_every_hour_at_zero_seconds() -> None:
+    assert fires(fields({"minute": 0}), utc(2026, 1, 1, 0, 0, 1), 2) == [
+        "2026-01-01 01:00:00 UTC", "2026-01-01 02:00:00 UTC"]
+
+
+def test_fields_between_given_ones_stay_star() -> None:
+    # {"day": 1, "minute": 30}: every hour at :30:00 on the 1st
+    assert fires(fields({"day": 1, "minute": 30}), utc(2026, 1, 1, 22), 3) == [
+        "2026-01-01 22:30:00 UTC", "2026-01-01 23:30:00 UTC", "2026-02-01 00:30:00 UTC"]
+
+
+def test_month_alone_fires_at_midnight_on_the_first() -> None:
+    assert fires(fields({"month": "jun"}), utc(2026, 1, 1), 2) == [
+        "2026-06-01 00:00:00 UTC", "2027-06-01 00:00:00 UTC"]
+
+
+def test_day_of_week_alone_defaults_time_but_not_day() -> None:
+    assert fires(fields({"day_of_week": "mon"}), utc(2026, 1, 1), 2) == [
+        "2026-01-05 00:00:00 UTC", "2026-01-12 00:00:00 UTC"]
+
+
+def test_week_alone_fires_every_day_of_that_iso_week() -> None:
+    assert fires(fields({"week": 1}), utc(2026, 1, 3), 3) == [
+        "2026-01-04 00:00:00 UTC", "2027-01-04 00:00:00 UTC", "2027-01-05 00:00:00 UTC"]
+
+
+def test_year_alone_fires_once_at_new_year() -> None:
+    trigger = fields({"year": 2030})
+    assert fires(trigger, utc(2026, 1, 1), 2) == ["2030-01-01 00:00:00 UTC"]
+
+
+def test_none_values_count_as_not_given() -> None:
+    assert fields({"minute": 5, "hour": None}) == fields({"minute": 5})
+
+
+def test_equal_by_effective_fields() -> None:
+    assert fields({"minute": 0}) == fields({"minute": "0", "second": 0})
+    assert hash(fields({"minute": 0})) == hash(fields({"minute": "0", "second": "0"}))
+
+
+# -- day expressions ----------------------------------------------------------------
+
+
+def test_all_fields_are_anded() -> None:
+    # the 13th only when it is a Friday (crontab would OR these)
+    assert fires(fields({"day": 13, "day_of_week": "fri"}), utc(2026, 1, 1), 2) == [
+        "2026-02-13 00:00:00 UTC", "2026-03-13 00:00:00 UTC"]
+
+
+def test_last_day_of_month() -> None:
+    assert fires(fields({"day": "last", "hour": 23}), utc(2028, 1, 31, 23), 3) == [
+        "2028-02-29 23:00:00 UTC", "2028-03-31 23:00:00 UTC", "2028-04-30 23:00:00 UTC"]
+
+
+def test_nth_and_last_weekday_list() -> None:
+    assert fires(fields({"day": "2nd tue,last thu", "hour": 9}), utc(2026, 1, 1), 4) == [
+        "2026-01-13 09:00:00 UTC", "2026-01-29 09:00:00 UTC", "2026-02-10 09:00:00 UTC",
+        "2026-02-26 09:00:00 UTC"]
+
+
+def test_fifth_weekday_skips_months_without_one() -> None:
+    assert fires(fields({"day": "5th fri"}), utc(2026, 1, 1), 3) == [
+        "2026-01-30 00:00:00 UTC", "2026-05-29 00:00:00 UTC", "2026-07-31 00:00:00 UTC"]
+
+
+def test_day_of_week_zero_is_monday_and_names_work() -> None:
+    assert fields({"day_of_week": 0}).next_fire_time(utc(2026, 1, 1)) == utc(2026, 1, 5)
+    assert fields({"day_of_week": "SUN"}).next_fire_time(utc(2026, 1, 1)) == utc(2026, 1, 4)
+
+
+def test_start_step_a_slash_n_runs_to_the_maximum() -> None:
+    assert fires(fields({"minute": "50/5"}), utc(2026, 1, 1), 3) == [
+        "2026-01-01 00:50:00 UTC", "2026-01-01 00:55:00 UTC", "2026-01-01 01:50:00 UTC"]
+
+
+def test_february_29th_on_a_monday_is_decades_apart() -> None:
+    trigger = fields({"month": 2, "day": 29, "day_of_week": "mon"})
+    assert fires(trigger, utc(2026, 1, 1), 2) == ["2044-02-29 00:00:00 UTC", "2072-02-29 00:00:00 UTC"]
+
+
+def test_impossible_combination_returns_none() -> None:
+    assert fields({"month": 2, "day": 30}).next_fire_time(utc(2026, 1, 1)) is None
+    assert fields({"year": 2027, "month": 2, "day": 29}).next_fire_time(utc(2026, 1, 1)) is None
+
+
+# -- start and end -------------------------------------------------------------------
+
+
+def test_start_and_end_dates_are_inclusive_wall_times_in_the_zone() -> None:
+    trigger = fields({"hour": "*/6", "start_date": "2026-01-01 06:00:00",
+                      "end_date": "2026-01-01 18:00:00"}, "Asia/Shanghai")
+    assert fires(trigger, utc(2025, 1, 1), 5) == [
+        "2026-01-01 06:00:00 CST", "2026-01-01 12:00:00 CST", "2026-01-01 18:00:00 CST"]
+
+
+def test_timezone_key_in_the_dict_overrides_tz() -> None:
+    trigger = fields({"hour": 9, "timezone": "Asia/Tokyo"}, "UTC")
+    assert trigger.next_fire_time(utc(2025, 12, 31, 12)) == utc(2026, 1, 1, 0)
+
+
+def test_jitter_is_carried_not_applied() -> None:
+    trigger = fields({"minute": 0, "jitter": 30})
+    assert trigger.jitter == timedelta(seconds=30)
+    assert trigger.next_fire_time(utc(2026, 1, 1)) == utc(2026, 1, 1, 1)
+
+
+# -- DST: plain wall-clock matching ----------------------------------------------------
+
+
+def test_skipped_wall_time_never_fires() -> None:
+    trigger = fields({"hour": 2, "minute": 30}, "America/New_York")
+    assert wall(trigger.next_fire_time(datetime(2026, 3, 8, 1, tzinfo=NEW_YORK))) == "2026-03-09 02:30:00 EDT"
+
+
+def test_repeated_wall_time_fires_in_both_passes() -> None:
+    trigger = fields({"hour": 1, "minute": 30}, "America/New_York")
+    assert fires(trigger, datetime(2026, 11, 1, 1, tzinfo=NEW_YORK), 3) == [
+        "2026-11-01 01:30:00 EDT", "2026-11-01 01:30:00 EST", "2026-11-02 01:30:00 EST"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "after", "expected"),
+    [
+        # the day after a transition is not skipped (APScheduler issue #606 class)
+        ({"hour": 2, "minute": 30}, datetime(2026, 3, 8, 3, 30, tzinfo=NEW_YORK), "2026-03-09 02:30:00 EDT"),
+        ({"hour": 1, "minute": 30}, datetime(2026, 11, 1, 1, 45, tzinfo=NEW_YORK, fold=1),
+         "2026-11-02 01:30:00 EST"),
+        # nor the next month
+        ({"day": 8, "hour": 2, "minute": 30}, datetime(2026, 3, 8, 1, tzinfo=NEW_YORK),
+         "2026-04-08 02:30:00 EDT"),
+        ({"day": "last", "hour": 0}, datetime(2026, 10, 31, 12, tzinfo=NEW_YORK), "2026-11-30 00:00:00 EST"),
+    ],
+)
+def test_no_carry_across_offset_changes(spec: dict, after: datetime, expected: str) -> None:
+    assert wall(fields(spec, "America/New_York").next_fire_time(after)) == expected
+
+
+def test_sub_hour_fields_keep_firing_through_the_gap() -> None:
+    trigger = fields({"minute": "*/30"}, "America/New_York")
+    assert fires(trigger, datetime(2026, 3, 8, 1, 15, tzinfo=NEW_YORK), 3) == [
+        "2026-03-08 01:30:00 EST", "2026-03-08 03:00:00 EDT", "2026-03-08 03:30:00 EDT"]
+
+
+# -- stored forms --------------------------------------------------------------------
+
+
+def test_stored_json_object_of_fields() -> None:
+    stored = trigger_from_stored("cron", '{"day_of_week": "mon-fri", "hour": 9}', "Europe/Berlin")
+    assert stored == fields({"day_of_week": "mon-fri", "hour": 9}, "Europe/Berlin")
+
+
+def test_describe_and_repr_show_given_fields() -> None:
+    trigger = fields({"day_of_week": "mon-fri", "hour": 9}, "Europe/Berlin")
+    assert trigger.describe() == "cron {day_of_week='mon-fri', hour='9'} Europe/Berlin"
+    assert repr(trigger) == "CronFieldsTrigger(day_of_week='mon-fri', hour='9', tz='Europe/Berlin')"
