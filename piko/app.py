@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
-from piko.app_parts import LiveState, build_http, build_leader, job_defaults
+from piko.app_parts import LiveState, build_http, build_leader
 from piko.clock import SystemClock
 from piko.core import runner as runner_module
 from piko.core.configs import validate_config

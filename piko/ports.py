@@ -7,8 +7,8 @@ implementation (memory-free: real SQLite and real MySQL). Imports only pure modu
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from piko.core.types import (

@@ -135,13 +135,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     from_env = isinstance(value, str) and source.startswith("environment")
     try:
         if "bool" in kind:
-            if isinstance(value, bool):
-                return value
-            if from_env and value.strip().lower() in {"1", "true", "yes", "on"}:
-                return True
-            if from_env and value.strip().lower() in {"0", "false", "no", "off", ""}:
-                return False
-            raise TypeError
+            return _as_bool(value, from_env)
         if "None" in kind and (value is None or (from_env and value.strip().lower() in {"", "none", "null"})):
             return None
         if kind.startswith("int"):
@@ -158,6 +152,17 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     except (TypeError, ValueError):
         expected = kind.replace(" | None", " or empty")
         raise ConfigError(f"setting {key!r} from {source}: {value!r} is not a valid {expected}") from None
+
+
+def _as_bool(value: Any, from_env: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if from_env else None
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise TypeError
 
 
 def _fail() -> Any:

@@ -135,6 +135,7 @@ def test_seed_000_api_job_and_job_runner_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(FIXTURES))
     import seed000_jobs
+
     from piko.core.runner import job_runner
 
     async def main():

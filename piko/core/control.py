@@ -9,8 +9,8 @@ to a full read; a full read also runs every `full_every` ticks as a safety net.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from collections.abc import Callable, Collection
+from datetime import timedelta
 from typing import Any
 
 from piko.core.configs import ConfigBook

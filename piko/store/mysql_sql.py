@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from piko.core.types import ScheduleRow
 from piko.errors import ConfigError, StoreError
 from piko.observability.logging import mask_dsn
 from piko.store import sql
-from piko.store.codec import from_db
 
 NOW = "UTC_TIMESTAMP(6)"
 
@@ -172,14 +170,7 @@ def upsert_rows_statement(table: str, columns: Sequence[str], key_columns: Seque
 
 
 # -- row mapping (same shapes as the SQLite store) ----------------------------------------
-def schedule_row(r: Sequence[Any]) -> ScheduleRow:
-    return ScheduleRow(
-        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
-        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
-        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
 
 
-def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
-    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
-            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
-            row.jitter_s, row.version)
+schedule_row = sql.schedule_row  # shared with the SQLite store
+schedule_params = sql.schedule_params

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.types import RunClaim, RunRecord, RunStatus
+from piko.core.types import RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.store.codec import from_db
 
 SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, misfire_grace_s, `coalesce`, "
                     "max_instances, jitter_s, version")
@@ -87,3 +88,16 @@ def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[st
         seq = max(seq, int(row_seq))
         (schedules if table == "scheduled_job" else configs).add(job_id)
     return seq, schedules, configs
+
+
+def schedule_row(r: Sequence[Any]) -> ScheduleRow:
+    return ScheduleRow(
+        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
+        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
+        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
+
+
+def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
+    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
+            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
+            row.jitter_s, row.version)

@@ -35,10 +35,6 @@ NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-def _opt_bool(value: Any) -> bool | None:
-    return None if value is None else bool(value)
-
-
 class SqliteStore:
     dialect = "sqlite"
 
@@ -83,16 +79,16 @@ class SqliteStore:
     # -- control plane -------------------------------------------------------------------
     async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
         rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
-        return [_schedule_row(r) for r in rows]
+        return [sql.schedule_row(r) for r in rows]
 
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
-        params = _schedule_params(row)
+        params = sql.schedule_params(row)
         return bool(await self._worker.call(
             lambda c: c.execute(sql.INSERT_SCHEDULE.format(ignore="OR IGNORE"), params).rowcount,
             is_write=True))
 
     async def upsert_schedule(self, row: ScheduleRow) -> None:
-        params = _schedule_params(row)
+        params = sql.schedule_params(row)
         await self._worker.call(lambda c: c.execute(sql.UPSERT_SCHEDULE_SQLITE, params), is_write=True)
 
     async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool:
@@ -232,19 +228,6 @@ def _select_for(conn: sqlite3.Connection, base: str, job_ids: Collection[str] | 
         return run(None)
     ids = list(job_ids)
     return [row for start in range(0, len(ids), 500) for row in run(ids[start:start + 500])]
-
-
-def _schedule_row(r: Sequence[Any]) -> ScheduleRow:
-    return ScheduleRow(
-        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
-        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=_opt_bool(r[6]), max_instances=r[7],
-        jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
-
-
-def _schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
-    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
-            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
-            row.jitter_s, row.version)
 
 
 def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
