@@ -12,6 +12,7 @@ import heapq
 import itertools
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 UTC = timezone.utc
 
@@ -78,7 +79,7 @@ class FakeClock:
             return event is not None and event.is_set()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._mono + max(0.0, timeout), next(self._seq), fut))
-        waiters: list[asyncio.Future[object]] = [fut]
+        waiters: list[asyncio.Future[Any]] = [fut]
         ev_task = None
         if event is not None:
             ev_task = asyncio.ensure_future(event.wait())

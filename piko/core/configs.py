@@ -39,7 +39,7 @@ def validate_config(schema: Any, data: Any, *, job_id: str) -> Any:
             known = {f.name for f in dataclasses.fields(schema)}
             unknown = sorted(set(data) - known)
             if unknown:
-                raise ConfigError(f"job {job_id!r}: unknown config keys {unknown} for {schema.__name__} "
+                raise ConfigError(f"job {job_id!r}: unknown config keys {unknown} for {getattr(schema, '__name__', schema)} "
                                   f"(allowed: {sorted(known)})")
         return schema(**data)
     except ConfigError:

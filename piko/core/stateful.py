@@ -37,7 +37,7 @@ class Watermarks:
         self._trigger_for = trigger_for
         self._fence = fence
         self._max_windows = max_windows
-        self._catching_up: dict[str, asyncio.Task[None]] = {}
+        self._catching_up: dict[str, asyncio.Task[int]] = {}
 
     async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
         return backfill.window_for(self._trigger_for(spec.job_id), at, None)
@@ -68,7 +68,8 @@ class Watermarks:
             return
         task = asyncio.create_task(self.catch_up(spec), name=f"piko-catch-up-{spec.job_id}")
         self._catching_up[spec.job_id] = task
-        task.add_done_callback(lambda _t, j=spec.job_id: self._catching_up.pop(j, None))
+        job_id = spec.job_id
+        task.add_done_callback(lambda _t: self._catching_up.pop(job_id, None))
 
     _run: Callable[..., Any] | None = None
 
