@@ -40,7 +40,11 @@ class Watermarks:
         self._catching_up: dict[str, asyncio.Task[int]] = {}
 
     async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
-        return backfill.window_for(self._trigger_for(spec.job_id), at, None)
+        trigger = self._trigger_for(spec.job_id)
+        if trigger is not None and backfill.previous_fire(trigger, at) is not None:
+            return backfill.window_for(trigger, at, None)
+        # no earlier fire (a date job, or the first fire): the window starts at the watermark
+        return backfill.window_for(None, at, await self._store.get_watermark(spec.job_id))
 
     async def advance(self, spec: JobSpec, window: DataInterval) -> bool:
         """Move the watermark after a successful window; True if it moved."""

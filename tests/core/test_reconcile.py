@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from piko.core.reconcile import diff, options_for
+from piko.core.registry import JobSpec
+from piko.core.types import JobOptions, ScheduleRow
+
+
+async def _f(ctx, t):
+    pass
+
+
+def row(job_id, expr="* * * * *", **kw):
+    return ScheduleRow(job_id, "cron", expr, **kw)
+
+
+def registered(job_id):
+    return not job_id.startswith("ghost")
+
+
+def test_new_changed_and_removed_rows_become_upserts_and_stops():
+    applied = {"same": row("same"), "edited": row("edited"), "gone": row("gone"), "off": row("off")}
+    rows = [row("same"), row("edited", "*/5 * * * *"), row("off", enabled=False), row("new"), row("ghost1")]
+    plan = diff(applied, rows, registered)
+    assert [r.job_id for r in plan.upsert] == ["edited", "new"]
+    assert plan.stop == ("gone", "off") and plan.unknown == ("ghost1",)
+
+
+def test_a_version_bump_alone_is_not_a_change_and_an_edit_without_one_is():
+    applied = {"a": row("a", version=1)}
+    assert diff(applied, [row("a", version=7)], registered).is_empty
+    assert diff(applied, [row("a", "5 * * * *", version=1)], registered).upsert
+
+
+def test_scoped_diff_only_stops_jobs_named_by_the_change_log():
+    applied = {"a": row("a"), "b": row("b")}
+    plan = diff(applied, [], registered, scope=["a"])
+    assert plan.stop == ("a",)
+
+
+def test_options_take_the_row_then_the_code_then_the_defaults():
+    spec = JobSpec("j", _f, misfire_grace_time=5, max_instances=2, timeout=9)
+    opts = options_for(spec, row("j", max_instances=4), JobOptions())
+    assert (opts.misfire_grace_s, opts.max_instances, opts.timeout_s, opts.coalesce) == (5, 4, 9, True)
+    date_row = ScheduleRow("j", "date", '{"run_date": "2026-01-01"}')
+    assert options_for(spec, date_row, JobOptions()).is_one_shot
