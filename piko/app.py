@@ -189,7 +189,11 @@ class PikoApp:
         return Runner(registry=self.registry, store=self.store, clock=self.clock, instance_id=instance_id,
                       resources=self.resources, options_for=self.live.options_for, config_for=self.config_for,
                       window_for=self.live.window_for, on_finish=self.live.on_finish, fence=self.live.fence,
-                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks())
+                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue)
+
+    def _requeue(self, job_id: str, at: datetime) -> None:
+        if self.kernel is not None:
+            self.kernel.requeue(job_id, at)
 
     def _remaining(self) -> float:
         return max(0.0, self._deadline - self.clock.monotonic())

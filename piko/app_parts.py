@@ -242,8 +242,10 @@ def run_blocking(app: PikoApp) -> None:
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
+        uvloop = None  # run outside the except block, so job tracebacks do not chain this ImportError
+    if uvloop is None:
         asyncio.run(main())
     else:
-        uvloop.run(main())  # type: ignore[attr-defined]
+        uvloop.run(main())
 
 

@@ -298,3 +298,36 @@ def test_seed_style_sql_insert_schedules_a_code_registered_job(db_path):
             await wait_until(lambda: len(done) == 1)
 
     asyncio.run(scenario())
+
+
+def test_a_fire_that_cannot_be_recorded_is_requeued_and_recorded_when_the_store_is_back(db_path):
+    from piko.errors import StoreError
+
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("j", interval={"seconds": 60, "start_date": "2026-03-01 12:00:00"})
+        async def j(ctx, scheduled_time):
+            pass
+
+        async with app:
+            real = app.store.claim_run
+            outage = {"on": True}
+
+            async def flaky(claim):
+                if outage["on"]:
+                    raise StoreError("database is down")
+                return await real(claim)
+
+            app.store.claim_run = flaky
+            await tick(clock, 60)
+            await wait_until(lambda: idle(app))
+            assert _count_status(db_path, "SUCCESS") == 0
+            outage["on"] = False
+            await tick(clock, 1)
+            await wait_until(lambda: _count_status(db_path, "SUCCESS") == 1 and idle(app))
+            return await runs(app)
+
+    (run,) = asyncio.run(scenario())
+    assert run.scheduled_at == T0 + timedelta(seconds=60)

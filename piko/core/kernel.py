@@ -55,9 +55,12 @@ class Kernel:
         self._seq = itertools.count()
         self._gen = itertools.count(1)
         self._standby: deque[tuple[str, datetime]] = deque()
+        self._requeued: deque[tuple[str, datetime]] = deque()  # fires whose run could not be recorded
+        self._requeue_window = timedelta(seconds=max(standby_window_s, 3600.0))
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._offset: float | None = None  # wall - monotonic, to notice clock steps
+        self._next_replay = 0.0
         self.fires_dispatched = 0
 
     # -- schedule table --------------------------------------------------------------
@@ -106,6 +109,32 @@ class Kernel:
         for job_id, times in pending.items():
             self._dispatch(job_id, sorted(times), False)
 
+    def requeue(self, job_id: str, at: datetime) -> None:
+        """A fire the runner could not record (store down, term lost): offer it again later.
+
+        Replayed about once a second while leader; the runner then runs it, or records it
+        MISSED when it is too late. Kept for max(standby window, 1 h), then dropped with an error.
+        """
+        self._requeued.append((job_id, at))
+
+    def _replay_requeued(self) -> None:
+        if not self.is_leader():  # the new leader replays what it saw while standing by
+            cutoff = self._clock.now() - self._standby_window
+            while self._requeued and self._requeued[0][1] < cutoff:
+                self._requeued.popleft()
+            return
+        cutoff = self._clock.now() - self._requeue_window
+        pending: dict[str, list[datetime]] = {}
+        while self._requeued:
+            job_id, at = self._requeued.popleft()
+            if at < cutoff:
+                log.error("job %s: fire at %s could not be recorded for over %s; giving up on it",
+                          job_id, at.isoformat(), self._requeue_window)
+            elif job_id in self._entries:
+                pending.setdefault(job_id, []).append(at)
+        for job_id, times in pending.items():
+            self._dispatch(job_id, sorted(set(times)), False)
+
     # -- the loop ------------------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
         self._task = asyncio.create_task(self.run_loop(), name="piko-kernel")
@@ -128,6 +157,9 @@ class Kernel:
             now = self._clock.now()
             self._notice_clock_step(now)
             self.fire_due(now)
+            if self._requeued and self._clock.monotonic() >= self._next_replay:
+                self._next_replay = self._clock.monotonic() + self._max_sleep_s
+                self._replay_requeued()
             delay = self._max_sleep_s
             if self._heap:
                 delay = min(delay, max(0.0, (self._heap[0][0] - now).total_seconds()))

@@ -10,6 +10,7 @@ nothing is dropped silently. Imports no component and not the app.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections import Counter
@@ -27,6 +28,10 @@ from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
 
 log = logging.getLogger("piko.runner")
+# The leader term a fire was dispatched in: every claim for that fire (its retries too) carries
+# it, so a deposed leader cannot record a late retry unfenced. Manual runs read it at claim time.
+_FIRE_FENCE: contextvars.ContextVar[object] = contextvars.ContextVar("piko_fire_fence")
+_UNSET = object()
 RunHook = Callable[[Mapping[str, Any]], None]
 CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
 
@@ -38,7 +43,8 @@ class Runner:
                  window_for: Callable[[JobSpec, datetime], Awaitable[DataInterval | None]] | None = None,
                  on_finish: Callable[[JobSpec, RunOutcome, DataInterval | None, str], Awaitable[None]] | None = None,
                  fence: Callable[[], Fence | None] = lambda: None, metrics: Any = None,
-                 run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None) -> None:
+                 run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None,
+                 requeue: Callable[[str, datetime], None] | None = None) -> None:
         self._registry = registry
         self._store = store
         self._clock = clock
@@ -51,6 +57,8 @@ class Runner:
         self._fence = fence
         self._metrics = metrics
         self._run_hooks = list(run_hooks)
+        self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
+        self._unrecorded: set[tuple[str, datetime]] = set()
         self._rng = rng or random.Random()
         self._running: Counter[str] = Counter()
         self._fire_tasks: set[asyncio.Task[Any]] = set()
@@ -121,6 +129,7 @@ class Runner:
             log.error("fire for job %r, which no code registers; ignored", job_id)
             return
         opts = self._options_for(job_id)
+        _FIRE_FENCE.set(self._fence())
         now = self._clock.now()
         if overflow:
             log.warning("job %s: more than %d fire times were due at once; the oldest %d are recorded",
@@ -160,7 +169,7 @@ class Runner:
             if spec.stateful and data_interval is None and self._window_for is not None:
                 data_interval = await self._window_for(spec, scheduled_at)
             claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
-                             attempt=attempt, kind=kind, take_lock=take_lock, fence=self._fence(),
+                             attempt=attempt, kind=kind, take_lock=take_lock, fence=self._current_fence(),
                              data_start=data_interval.start if data_interval else None,
                              data_end=data_interval.end if data_interval else None)
             run_id = await self._claim(claim)
@@ -186,20 +195,34 @@ class Runner:
                                        take_lock=False, config_value=config_value, data_interval=data_interval)
         return outcome
 
+    def _current_fence(self) -> Fence | None:
+        value = _FIRE_FENCE.get(_UNSET)
+        return self._fence() if value is _UNSET else value  # type: ignore[return-value]
+
     async def _claim(self, claim: RunClaim) -> int | None:
+        """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
+        key = (claim.job_id, claim.scheduled_at)
         try:
-            return await self._store.claim_run(claim)
+            run_id = await self._store.claim_run(claim)
+            self._unrecorded.discard(key)
+            return run_id
         except LeaseLost as exc:
-            log.warning("job %s at %s not started: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
+            log.warning("job %s at %s not started here: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
         except (StoreError, OSError) as exc:
-            log.error("job %s at %s could not be recorded, so it did not run: %s", claim.job_id,
-                      claim.scheduled_at.isoformat(), exc)
+            if key not in self._unrecorded:  # once per fire, not once per retry
+                log.error("job %s at %s could not be recorded, so it did not run yet (will retry): %s",
+                          claim.job_id, claim.scheduled_at.isoformat(), exc)
+        self._unrecorded.add(key)
+        if len(self._unrecorded) > 100_000:
+            self._unrecorded.clear()
+        if claim.kind == "schedule" and claim.attempt == 1 and self._requeue is not None:
+            self._requeue(claim.job_id, claim.scheduled_at)  # tried again, or recorded as missed, later
         return None
 
     async def _record_final(self, spec: JobSpec, at: datetime, status: RunStatus, error_type: str,
                             reason: str | None, *, take_lock: bool = True) -> int | None:
         claim = RunClaim(spec.job_id, at, status, self._clock.now(), self.instance_id, take_lock=take_lock,
-                         fence=self._fence(), error_type=error_type, error_message=reason)
+                         fence=self._current_fence(), error_type=error_type, error_message=reason)
         run_id = await self._claim(claim)
         if run_id is not None:
             log.warning("job %s at %s %s: %s", spec.job_id, at.isoformat(), status.value, reason)

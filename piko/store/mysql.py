@@ -10,12 +10,10 @@ retried with bounded backoff. Must not import store/sqlite.py.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from piko.core.types import (
     ConfigRow,
@@ -32,57 +30,31 @@ from piko.observability.logging import mask_dsn
 from piko.store import mysql_sql as my
 from piko.store import sql
 from piko.store.codec import from_db, to_naive_utc, to_param
+from piko.store.mysql_pool import MysqlConnections, Op, T
 from piko.store.schema import SCHEMA_TABLE, migrations, optional_statements, render
 
 log = logging.getLogger("piko.store.mysql")
-T = TypeVar("T")
-Op = Callable[[Any], Awaitable[T]]  # receives an aiomysql cursor
-
-# time_zone: CURRENT_TIMESTAMP defaults and any NOW() a user writes are UTC, like the data.
-INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 10"
-
-
-def _driver() -> Any:
-    try:
-        import aiomysql
-    except ImportError:
-        raise StoreUnavailable(
-            "the MySQL store needs the aiomysql package: pip install 'piko[mysql]'") from None
-    return aiomysql
-
 
 class MysqlStore:
     """The Store protocol on MySQL 8 or MariaDB (tested on 10.11); see docs/mysql.md."""
 
     dialect = "mysql"
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, pool_recycle: float = 3600,
+    def __init__(self, dsn: str, *, pool_size: int = 10, pool_recycle: int = 3600,
                  retry_attempts: int = 4) -> None:
         self._connect_args = my.parse_dsn(dsn)
         if pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1, got {pool_size}")
         self.description = f"MySQL {mask_dsn(dsn)}"
-        self._pool_size = pool_size
-        self._pool_recycle = pool_recycle
-        self._attempts = max(1, retry_attempts)
-        self._pool: Any = None
+        self._db = MysqlConnections(self._connect_args, self.description, pool_size=pool_size,
+                                    pool_recycle=pool_recycle, attempts=retry_attempts)
         self._seeded_leases: set[str] = set()
-        self._aiomysql = _driver()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
-        from pymysql.constants import CLIENT  # installed with aiomysql
-
-        if self._pool is not None:
+        if self._db.is_open:
             return
-        try:
-            # FOUND_ROWS: rowcount counts matched rows, as in SQLite (a CAS to the same value is a hit).
-            self._pool = await self._aiomysql.create_pool(
-                minsize=1, maxsize=self._pool_size, pool_recycle=self._pool_recycle, autocommit=True,
-                init_command=INIT_COMMAND, client_flag=CLIENT.FOUND_ROWS, cursorclass=_quiet_cursor(self._aiomysql),
-                **self._connect_args)
-        except Exception as exc:
-            raise StoreUnavailable(f"cannot connect to {self.description}: {my.reason(exc)}") from exc
+        await self._db.open()
         try:
             await self._migrate()
         except BaseException:
@@ -90,14 +62,7 @@ class MysqlStore:
             raise
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        pool.close()
-        try:
-            await asyncio.wait_for(pool.wait_closed(), 5.0)
-        except asyncio.TimeoutError:
-            pool.terminate()
+        await self._db.close()
 
     async def __aenter__(self) -> MysqlStore:
         await self.open()
@@ -146,44 +111,10 @@ class MysqlStore:
                 await cur.execute(my.MIGRATION_UNLOCK, (lock_name,))
         await self._call(migrate)
 
-    # -- the one way SQL runs: a pooled connection, optional transaction, bounded retries ----
-    async def _call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None) -> T:
-        attempts = attempts or self._attempts
-        delay = 0.05
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._once(op, is_tx)
-            except Exception as exc:
-                code = my.error_code(exc)
-                if code is None:
-                    raise
-                if code not in my.TRANSIENT:
-                    raise StoreError(f"{self.description}: {my.reason(exc)}") from exc
-                if attempt == attempts:
-                    kind = StoreUnavailable if code in my.CONNECTION_LOST else StoreError
-                    raise kind(f"{self.description}: {my.reason(exc)} (after {attempts} attempts)") from exc
-                log.debug("retrying after transient MySQL error %s (attempt %d)", code, attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
-        raise AssertionError("unreachable")
-
-    async def _once(self, op: Op[T], is_tx: bool) -> T:
-        if self._pool is None:
-            raise StoreError(f"{self.description} is not open")
-        async with self._pool.acquire() as conn, conn.cursor() as cur:
-            if not is_tx:
-                return await op(cur)
-            await conn.begin()
-            try:
-                result = await op(cur)
-                await conn.commit()
-            except BaseException:
-                try:
-                    await conn.rollback()
-                except Exception:  # the connection is gone; the server rolls back for us
-                    conn.close()
-                raise
-            return result
+    # -- the one way SQL runs: see mysql_pool.py ------------------------------------------------
+    async def _call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None,
+                    is_urgent: bool = False) -> T:
+        return await self._db.call(op, is_tx=is_tx, attempts=attempts, is_urgent=is_urgent)
 
     async def _execute(self, statement: str, params: Any = (), *, is_tx: bool = False) -> int:
         """Run one statement; its rowcount."""
@@ -282,8 +213,12 @@ class MysqlStore:
         return RunStatus(rows[0][0]) if rows else None
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
-        await self._execute(my.HEARTBEAT, (instance.instance_id, instance.host, instance.pid,
-                                           to_naive_utc(instance.started_at), to_naive_utc(now)))
+        params = (instance.instance_id, instance.host, instance.pid, to_naive_utc(instance.started_at),
+                  to_naive_utc(now))
+
+        async def beat(cur: Any) -> None:
+            await cur.execute(my.HEARTBEAT, params)
+        await self._call(beat, is_urgent=True)  # never queued behind a burst of claims
 
     async def list_instances(self) -> list[InstanceInfo]:
         rows = await self._fetchall(my.SELECT_INSTANCES)
@@ -341,15 +276,16 @@ class MysqlStore:
             await cur.execute(my.ACQUIRE_LEASE, args)
             if cur.rowcount != 1:
                 return None
-            token = int(cur.lastrowid)
-            await cur.execute(my.READ_GRANT, (name,))
-            is_new_term, expires_at = await cur.fetchone()
-            return LeaseGrant(token, bool(is_new_term), from_db(expires_at))
+            await cur.execute(my.READ_GRANT, (name,))  # not lastrowid: a trigger's insert would reset it
+            token, is_new_term, expires_at = await cur.fetchone()
+            return LeaseGrant(int(token), bool(is_new_term), from_db(expires_at))
         # Few attempts: a failed renew is "not leader" and the elector retries on its own interval.
-        return await self._call(acquire, is_tx=True, attempts=2)
+        return await self._call(acquire, is_tx=True, attempts=2, is_urgent=True)
 
     async def lease_release(self, name: str, holder: str, token: int) -> None:
-        await self._execute(my.RELEASE_LEASE, (name, holder, token))
+        async def release(cur: Any) -> None:
+            await cur.execute(my.RELEASE_LEASE, (name, holder, token))
+        await self._call(release, is_urgent=True)
 
 
 async def _check_fence(cur: Any, fence: Fence | None) -> None:
@@ -383,14 +319,3 @@ async def _create_optional(cur: Any) -> bool:
             log.warning("change log unavailable, reconcile will read every row each tick: %s", exc)
             return False
     return True
-
-
-def _quiet_cursor(aiomysql: Any) -> type:
-    """A cursor that skips aiomysql's SHOW WARNINGS round trip after every statement with a note.
-
-    INSERT IGNORE on a taken lock, CREATE TABLE IF NOT EXISTS and VALUES() on MySQL 8 all
-    raise notes by design; fetching them costs a round trip and each becomes a Python warning.
-    """
-    async def no_warnings(self: Any, conn: Any) -> None:
-        return None
-    return type("QuietCursor", (aiomysql.Cursor,), {"_show_warnings": no_warnings})

@@ -105,7 +105,7 @@ ACQUIRE_LEASE = (
     f"holder = %(me)s, renewed_at = {NOW}, "
     f"expires_at = {NOW} + INTERVAL %(ttl_us)s MICROSECOND, renewals = renewals + 1 "
     f"WHERE name = %(name)s AND (holder = %(me)s OR holder = '' OR expires_at <= {NOW})")
-READ_GRANT = "SELECT acquired_at = renewed_at, expires_at FROM piko_lease WHERE name = %s"
+READ_GRANT = "SELECT token, acquired_at = renewed_at, expires_at FROM piko_lease WHERE name = %s"
 RELEASE_LEASE = (f"UPDATE piko_lease SET holder = '', expires_at = LEAST(expires_at, {NOW}), "
                  "renewals = renewals + 1 WHERE name = %s AND holder = %s AND token = %s")
 # A shared lock on the lease row: a takeover (X lock) waits until the fenced write commits.

@@ -149,7 +149,7 @@ class SqliteStore:
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
-        await self._worker.call(lambda c: c.execute(sql.HEARTBEAT_SQLITE, params), is_write=True)
+        await self._worker.call(lambda c: c.execute(sql.HEARTBEAT_SQLITE, params), is_write=True, is_urgent=True)
 
     async def list_instances(self) -> list[InstanceInfo]:
         rows = await self._worker.call(lambda c: c.execute(sql.SELECT_INSTANCES).fetchall(), is_write=False)
@@ -199,12 +199,13 @@ class SqliteStore:
     async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
         ttl_ms = max(1, int(ttl.total_seconds() * 1000))
         return await self._worker.call(lambda c: _acquire(c, name, holder, ttl_ms),  # type: ignore[no-any-return]
-                                       is_write=True)
+                                       is_write=True, is_urgent=True)
 
     async def lease_release(self, name: str, holder: str, token: int) -> None:
         statement = (f"UPDATE piko_lease SET holder = '', expires_at = MIN(expires_at, {NOW_MS}), "
                      "renewals = renewals + 1 WHERE name = ? AND holder = ? AND token = ?")
-        await self._worker.call(lambda c: c.execute(statement, (name, holder, token)), is_write=True)
+        await self._worker.call(lambda c: c.execute(statement, (name, holder, token)), is_write=True,
+                                is_urgent=True)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

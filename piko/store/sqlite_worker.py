@@ -9,6 +9,7 @@ after the commit, so an awaited write is durable. Must not import asyncio-facing
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from piko.errors import StoreError, StoreUnavailable
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
+_WAKE = object()  # an urgent call is waiting
 
 
 @dataclass
@@ -36,6 +38,7 @@ class SqliteWorker:
         self._busy_timeout_s = busy_timeout_s
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent: collections.deque[_Call] = collections.deque()  # lease and heartbeat: never behind a burst
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
@@ -54,12 +57,18 @@ class SqliteWorker:
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
         self._thread = None
 
-    async def call(self, fn: Op, *, is_write: bool) -> Any:
+    async def call(self, fn: Op, *, is_write: bool, is_urgent: bool = False) -> Any:
+        """Run fn(conn) on the thread. Urgent calls jump the queue (they wait one batch at most)."""
         if self._thread is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Call(fn, is_write, fut, loop))
+        call = _Call(fn, is_write, fut, loop)
+        if is_urgent:
+            self._urgent.append(call)
+            self._queue.put(_WAKE)
+        else:
+            self._queue.put(call)
         return await fut
 
     # -- the thread ------------------------------------------------------------------
@@ -84,7 +93,7 @@ class SqliteWorker:
                 first = self._queue.get()
                 if first is _STOP:
                     return
-                batch = [first]
+                batch = [] if first is _WAKE else [first]
                 while len(batch) < self._batch_max:
                     try:
                         item = self._queue.get_nowait()
@@ -93,10 +102,20 @@ class SqliteWorker:
                     if item is _STOP:
                         self._queue.put(_STOP)
                         break
-                    batch.append(item)
-                self._run_batch(conn, batch)
+                    if item is not _WAKE:
+                        batch.append(item)
+                self._run_urgent(conn)
+                if batch:
+                    self._run_batch(conn, batch)
         finally:
             conn.close()
+
+    def _run_urgent(self, conn: sqlite3.Connection) -> None:
+        urgent = []
+        while self._urgent:
+            urgent.append(self._urgent.popleft())
+        if urgent:
+            self._run_batch(conn, urgent)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Call]) -> None:
         results: list[tuple[_Call, bool, Any]] = []

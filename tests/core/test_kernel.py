@@ -143,3 +143,29 @@ def test_wall_clock_step_forward_fires_the_due_times():
     jumps, fired = asyncio.run(scenario())
     assert jumps and jumps[0] > 100
     assert [len(d) for _, d, _ in fired] == [3]
+
+
+def test_requeued_fire_is_offered_again_while_leader():
+    async def scenario():
+        clock = FakeClock(T0)
+        kernel, fired = make(clock)
+        kernel.schedule("a", Every(600, T0))
+        async with kernel:
+            await asyncio.sleep(0)
+            kernel.requeue("a", T0)
+            clock.advance(1)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        return fired
+
+    assert asyncio.run(scenario()) == [("a", [T0], False)]
+
+
+def test_requeued_fire_is_left_to_the_new_leader_when_standing_by():
+    clock = FakeClock(T0)
+    kernel, fired = make(clock, is_leader=lambda: False, standby_window_s=30)
+    kernel.schedule("a", Every(600, T0))
+    kernel.requeue("a", T0)
+    clock.advance(60)
+    kernel._replay_requeued()
+    assert fired == [] and not kernel._requeued
