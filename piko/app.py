@@ -168,8 +168,6 @@ class PikoApp:
             writer = self._writer
             await writer.start()
             stack.push_async_callback(lambda: writer.stop(self._remaining()))
-        if self._cpu is not None:
-            stack.push_async_callback(lambda: self._cpu.close(self._remaining()))
         self.leader = build_leader(self, s, instance.instance_id)
         if self.leader is not None:
             await stack.enter_async_context(self.leader)
@@ -205,6 +203,9 @@ class PikoApp:
         self._is_started = False
         if stack is not None:
             await stack.aclose()
+        if self._cpu is not None:  # created on first use, often inside a run: closed after runs drained
+            await self._cpu.close(self._remaining())
+        if stack is not None:
             log.info("piko app %r stopped", self.name)
         await self.resources.aclose()
         if self._manual_lock is not None and self.runner is not None and stack is None:
