@@ -9,6 +9,7 @@ down, drain the writer, close the store. A failure while starting unwinds what s
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -146,6 +147,8 @@ class PikoApp:
             raise
         self._stack = stack
         self._is_started = True
+        if s.tune_gc:
+            _tune_gc()
         log.info("piko app %r started with %d job(s); data in %s", self.name, len(self.registry),
                  self.store.description)
 
@@ -253,6 +256,19 @@ class PikoApp:
                       data_interval: DataInterval | None = None) -> Any:
         runner = await self.manual_runner()
         return await runner.run_job(job_id, scheduled_time, config, data_interval=data_interval)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the run path (tune_gc = false leaves the process's GC alone).
+
+    At 10,000 fires a second the loop holds ~10,000 pending tasks; with the default gen-0
+    threshold (700) the collector re-scans them constantly, about half the loop's time
+    (measured). The job table, triggers and stores live as long as the app: frozen, never scanned.
+    """
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    if 0 < gen0 < 10_000:
+        gc.set_threshold(10_000, gen1, gen2)
 
 
 _default_app: PikoApp | None = None

@@ -47,6 +47,8 @@ class LiveState:
         self.configs = ConfigBook()
         self._lag_monitor: Any = None
         self.http_port: int | None = None  # the bound port, once serving
+        self._options: dict[str, tuple[Any, Any, JobOptions]] = {}
+        self._defaults: JobOptions | None = None
         self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
         self._watermarks: Watermarks | None = None
 
@@ -87,8 +89,16 @@ class LiveState:
 
     # -- options, configs, windows -----------------------------------------------------
     def options_for(self, job_id: str) -> JobOptions:
-        return options_for(self._app.registry.get(job_id), self.book.applied.get(job_id),
-                           job_defaults(self._app.settings))
+        """The options in force, cached per (row, spec) object: asked several times per run."""
+        spec, row = self._app.registry.get(job_id), self.book.applied.get(job_id)
+        cached = self._options.get(job_id)
+        if cached is not None and cached[0] is row and cached[1] is spec:
+            return cached[2]
+        if self._defaults is None:
+            self._defaults = job_defaults(self._app.settings)
+        opts = options_for(spec, row, self._defaults)
+        self._options[job_id] = (row, spec, opts)
+        return opts
 
     def trigger_for(self, job_id: str) -> Trigger | None:
         return self.book.triggers.get(job_id)

@@ -17,6 +17,7 @@ from piko.core.types import (
     InstanceInfo,
     LeaseGrant,
     RunClaim,
+    RunFinish,
     RunRecord,
     RunStatus,
     ScheduleRow,
@@ -71,6 +72,8 @@ class Store(Protocol):
 
     # -- run records ---------------------------------------------------------------
     async def claim_run(self, claim: RunClaim) -> int | None: ...
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]: ...  # one transaction, one fence
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None: ...
     async def finish_run(
         self,
         run_id: int,

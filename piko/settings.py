@@ -73,6 +73,8 @@ class Settings:
     # CPU offload
     cpu_workers: int = 0  # 0 = cores - 1, at least 1
     cpu_per_job_cap: int = 0  # 0 = no cap
+    # process
+    tune_gc: bool = True  # freeze long-lived objects and raise the gen-0 GC threshold at start
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -312,15 +312,15 @@ def test_a_fire_that_cannot_be_recorded_is_requeued_and_recorded_when_the_store_
             pass
 
         async with app:
-            real = app.store.claim_run
+            real = app.store.claim_runs
             outage = {"on": True}
 
-            async def flaky(claim):
+            async def flaky(claims):
                 if outage["on"]:
                     raise StoreError("database is down")
-                return await real(claim)
+                return await real(claims)
 
-            app.store.claim_run = flaky
+            app.store.claim_runs = flaky
             await tick(clock, 60)
             await wait_until(lambda: idle(app))
             assert _count_status(db_path, "SUCCESS") == 0

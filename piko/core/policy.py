@@ -31,6 +31,8 @@ def decide_fires(
     """Decide each due fire time (oldest first) of one job."""
     if not scheduled:
         return []
+    if len(scheduled) == 1 and (grace is None or now - scheduled[0] <= grace):
+        return [FireDecision(scheduled[0], RunStatus.RUNNING)]  # the common case, on the hot path
     out: list[FireDecision] = []
     ordered = sorted(scheduled)
     newest = ordered[-1]

@@ -19,10 +19,12 @@ from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
+from piko.core.batching import Batcher
 from piko.core.policy import decide_fires, retry_delay
 from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
-from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunOutcome, RunStatus
+from piko.core.run_metrics import JobMetrics
+from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
 from piko.errors import JobTimeout, LeaseLost, StoreError, UnknownJobError
 from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
@@ -58,6 +60,9 @@ class Runner:
         self._metrics = metrics
         self._run_hooks = list(run_hooks)
         self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
+        self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: self._store.claim_runs(claims))
+        self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
+        self._job_metrics: dict[str, JobMetrics] = {}
         self._unrecorded: set[tuple[str, datetime]] = set()
         self._rng = rng or random.Random()
         self._running: Counter[str] = Counter()
@@ -203,7 +208,7 @@ class Runner:
         """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
         key = (claim.job_id, claim.scheduled_at)
         try:
-            run_id = await self._store.claim_run(claim)
+            run_id = await self._claims.submit(claim, group=claim.fence)
             self._unrecorded.discard(key)
             return run_id
         except LeaseLost as exc:
@@ -240,26 +245,61 @@ class Runner:
         if spec.stateful:
             ctx["data_interval"] = data_interval
         started = self._clock.monotonic()
+        me = asyncio.current_task()
+        if opts.timeout_s is None and me is not None and me in self._fire_tasks:
+            self._gauge_running(spec.job_id, +1)
+            try:
+                outcome = await self._run_inline(me, spec, ctx, run_id, scheduled_at, is_fenced)
+            finally:
+                self._gauge_running(spec.job_id, -1)
+        else:
+            outcome = await self._run_in_task(spec, opts, ctx, run_id, scheduled_at, is_fenced)
+        elapsed = self._clock.monotonic() - started
+        self._observe_duration(spec.job_id, elapsed)
+        outcome.duration_s = elapsed
+        return outcome
+
+    async def _run_inline(self, me: asyncio.Task[Any], spec: JobSpec, ctx: dict[str, Any], run_id: int,
+                          scheduled_at: datetime, is_fenced: bool) -> RunOutcome:
+        """No timeout to enforce: the handler runs in the fire's own task (one task less per run)."""
+        self._job_tasks.add(me)
+        if is_fenced:
+            self._fenced_tasks.add(me)
+        try:
+            result = await self._call(spec, ctx)
+        except asyncio.CancelledError:  # shutdown or a lost term cancelled this fire's task: record it
+            return _outcome(run_id, spec, scheduled_at, RunStatus.CANCELLED,
+                            asyncio.CancelledError("cancelled (shutdown or lost leadership)"))
+        except Exception as exc:
+            return self._failed(run_id, spec, scheduled_at, exc)
+        finally:
+            self._job_tasks.discard(me)
+            self._fenced_tasks.discard(me)
+        return _outcome(run_id, spec, scheduled_at, RunStatus.SUCCESS, result=result)
+
+    def _failed(self, run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseException) -> RunOutcome:
+        run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
+                                              exc_info=(type(exc), exc, exc.__traceback__))
+        return _outcome(run_id, spec, scheduled_at, RunStatus.FAILED, exc)
+
+    async def _run_in_task(self, spec: JobSpec, opts: JobOptions, ctx: dict[str, Any], run_id: int,
+                           scheduled_at: datetime, is_fenced: bool) -> RunOutcome:
         self._gauge_running(spec.job_id, +1)
         task = asyncio.create_task(self._call(spec, ctx), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
         if is_fenced:
             self._fenced_tasks.add(task)
         try:
-            outcome = await self._await_handler(task, spec, opts, run_id, scheduled_at)
+            return await self._await_handler(task, spec, opts, run_id, scheduled_at)
         finally:
             self._job_tasks.discard(task)
             self._fenced_tasks.discard(task)
             self._gauge_running(spec.job_id, -1)
-        self._observe_duration(spec.job_id, self._clock.monotonic() - started)
-        return outcome
 
     async def _await_handler(self, task: asyncio.Task[Any], spec: JobSpec, opts: JobOptions, run_id: int,
                              scheduled_at: datetime) -> RunOutcome:
         def outcome(status: RunStatus, exc: BaseException | None = None, result: Any = None) -> RunOutcome:
-            etype = type(exc).__name__ if exc is not None else None
-            text = " ".join(str(exc).split())[:2000] if exc is not None else None
-            return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
+            return _outcome(run_id, spec, scheduled_at, status, exc, result)
 
         try:
             done, _ = await asyncio.wait({task}, timeout=opts.timeout_s)
@@ -275,14 +315,14 @@ class Runner:
             return outcome(RunStatus.CANCELLED, asyncio.CancelledError("cancelled (shutdown or lost leadership)"))
         exc = task.exception()
         if exc is not None:
-            run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
-                                                  exc_info=(type(exc), exc, exc.__traceback__))
-            return outcome(RunStatus.FAILED, exc)
+            return self._failed(run_id, spec, scheduled_at, exc)
         return outcome(RunStatus.SUCCESS, result=task.result())
 
     async def _call(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
         for hook in self._run_hooks:
             hook(ctx)
+        if not spec.resources:  # no exit stack to build on the hot path
+            return await spec.func(ctx, ctx["scheduled_time"])
         async with AsyncExitStack() as stack:
             injected = await self._resources.enter_all(stack, spec.resources, ctx)
             return await spec.func(ctx, ctx["scheduled_time"], **injected)
@@ -290,55 +330,56 @@ class Runner:
     async def _finish(self, run_id: int, outcome: RunOutcome) -> None:
         for attempt in range(5):
             try:
-                await self._store.finish_run(run_id, outcome.status, self._clock.now(), outcome.error_type,
-                                             outcome.error_message)
+                await self._finishes.submit(RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type,
+                                                      outcome.error_message, outcome.duration_s))
                 break
             except (StoreError, OSError) as exc:  # keep trying briefly: the run already happened
                 log.warning("recording the end of run %s failed (try %d): %s", run_id, attempt + 1, exc)
                 await asyncio.sleep(0.2 * (attempt + 1))
         self._count(outcome.job_id, outcome.status)
 
+    async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
+        await self._store.finish_runs(finishes)
+        return [None] * len(finishes)
+
     # -- metrics -----------------------------------------------------------------------
+    def _metrics_for(self, job_id: str) -> JobMetrics | None:
+        if self._metrics is None:
+            return None
+        found = self._job_metrics.get(job_id)
+        if found is None:
+            found = self._job_metrics[job_id] = JobMetrics(self._metrics, job_id)
+        return found
+
     def _count(self, job_id: str, status: RunStatus) -> None:
-        if self._metrics is not None:
-            self._metrics.job_run_total.labels(job_id=job_id, status=status.value).inc()
+        m = self._metrics_for(job_id)
+        if m is not None:
+            m.count(status)
 
     def _observe_duration(self, job_id: str, seconds: float) -> None:
-        if self._metrics is not None:
-            self._metrics.job_duration_seconds.labels(job_id=job_id).observe(seconds)
+        m = self._metrics_for(job_id)
+        if m is not None:
+            m.duration.observe(seconds)
 
     def _observe_lateness(self, job_id: str, late: timedelta) -> None:
-        if self._metrics is not None:
-            self._metrics.job_lateness_seconds.labels(job_id=job_id).observe(max(0.0, late.total_seconds()))
+        m = self._metrics_for(job_id)
+        if m is not None:
+            m.lateness.observe(max(0.0, late.total_seconds()))
 
     def _gauge_running(self, job_id: str, delta: int) -> None:
-        if self._metrics is not None:
-            self._metrics.jobs_running.labels(job_id=job_id).inc(delta)
+        m = self._metrics_for(job_id)
+        if m is not None:
+            m.running.inc(delta)
 
 
+def _outcome(run_id: int, spec: JobSpec, scheduled_at: datetime, status: RunStatus,
+             exc: BaseException | None = None, result: Any = None) -> RunOutcome:
+    etype = type(exc).__name__ if exc is not None else None
+    text = " ".join(str(exc).split())[:2000] if exc is not None else None
+    return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
 
 
-_default_app_factory: Callable[[], Any] | None = None
+# The older module-level API (`from piko.core.runner import job_runner`) lives in default_runner.py.
+from piko.core.default_runner import DefaultJobRunner, job_runner, set_default_app_factory  # noqa: E402
 
-
-def set_default_app_factory(factory: Callable[[], Any]) -> None:
-    """Installed by piko.app: builds the app that the module-level job_runner serves."""
-    global _default_app_factory
-    _default_app_factory = factory
-
-
-class DefaultJobRunner:
-    """`job_runner.run_job(...)` from earlier piko releases, bound to the default app."""
-
-    async def run_job(self, job_id: str, config: Any = None, scheduled_time: datetime | None = None,
-                      **options: Any) -> RunOutcome:
-        if _default_app_factory is None:  # loading PikoApp loads piko.app, which installs it
-            import piko
-
-            piko.PikoApp  # noqa: B018
-        app = _default_app_factory()  # type: ignore[misc]
-        runner = await app.manual_runner()
-        return await runner.run_job(job_id, scheduled_time, config, **options)
-
-
-job_runner = DefaultJobRunner()
+__all__ = ["DefaultJobRunner", "Runner", "job_runner", "set_default_app_factory"]

@@ -103,6 +103,18 @@ class RunClaim:
 
 
 @dataclass(frozen=True)
+class RunFinish:
+    """The end of a run, as written by finish_runs."""
+
+    run_id: int
+    status: RunStatus
+    finished_at: datetime
+    error_type: str | None = None
+    error_message: str | None = None
+    duration_s: float | None = None  # measured on the monotonic clock; else finished_at - started_at
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """A row of `job_run` as read back."""
 
@@ -155,7 +167,7 @@ class JobOptions:
     is_one_shot: bool = False  # a date schedule: disabled after its run succeeds
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunOutcome:
     """What a run ended as, returned by manual runs."""
 
@@ -166,3 +178,4 @@ class RunOutcome:
     error_type: str | None = None
     error_message: str | None = None
     result: object = None
+    duration_s: float | None = None

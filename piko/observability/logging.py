@@ -97,5 +97,11 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
+_JOB_LOGGERS: dict[str, logging.Logger] = {}
+
+
 def run_logger(job_id: str, run_id: int | None) -> RunLogger:
-    return RunLogger(logging.getLogger(f"piko.job.{job_id}"), {"job_id": job_id, "run_id": run_id})
+    base = _JOB_LOGGERS.get(job_id)
+    if base is None:
+        base = _JOB_LOGGERS[job_id] = logging.getLogger(f"piko.job.{job_id}")
+    return RunLogger(base, {"job_id": job_id, "run_id": run_id})

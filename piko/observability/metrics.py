@@ -79,21 +79,25 @@ class GaugeChild(CounterChild):
 
 
 class HistogramChild:
-    __slots__ = ("_bounds", "_counts", "_sum", "_prefixes", "_sum_prefix", "_count_prefix", "_text")
+    __slots__ = ("_bounds", "_counts", "_sum", "_spec", "_prefixes", "_text")
 
     def __init__(self, name: str, label_names: Sequence[str], values: Sequence[str],
                  bounds: Sequence[float]) -> None:
         self._bounds = bounds  # sorted upper bounds, the last is +Inf
         self._counts = [0] * len(bounds)  # per bucket, not cumulative
         self._sum: float = 0
-        names = (*label_names, "le")
-        self._prefixes = [
-            f"{name}_bucket{format_labels(names, (*values, format_value(b)))} " for b in bounds
-        ]
-        plain = format_labels(label_names, values)
-        self._sum_prefix = f"{name}_sum{plain} "
-        self._count_prefix = f"{name}_count{plain} "
+        self._spec = (name, label_names, values)
+        self._prefixes: list[str] | None = None  # formatted at the first render, not on the run path
         self._text: str | None = None
+
+    def _line_prefixes(self) -> list[str]:
+        if self._prefixes is None:
+            name, label_names, values = self._spec
+            names = (*label_names, "le")
+            plain = format_labels(label_names, values)
+            self._prefixes = [f"{name}_bucket{format_labels(names, (*values, format_value(b)))} "
+                              for b in self._bounds] + [f"{name}_sum{plain} ", f"{name}_count{plain} "]
+        return self._prefixes
 
     def observe(self, value: float) -> None:
         self._counts[bisect.bisect_left(self._bounds, value)] += 1
@@ -111,13 +115,14 @@ class HistogramChild:
     def _render(self) -> str:
         text = self._text
         if text is None:
+            *buckets, sum_prefix, count_prefix = self._line_prefixes()
             lines = []
             total = 0
-            for prefix, n in zip(self._prefixes, self._counts, strict=True):
+            for prefix, n in zip(buckets, self._counts, strict=True):
                 total += n
                 lines.append(f"{prefix}{total}\n")
-            lines.append(f"{self._sum_prefix}{format_value(self._sum)}\n")
-            lines.append(f"{self._count_prefix}{total}\n")
+            lines.append(f"{sum_prefix}{format_value(self._sum)}\n")
+            lines.append(f"{count_prefix}{total}\n")
             text = self._text = "".join(lines)
         return text
 

@@ -21,6 +21,7 @@ from piko.core.types import (
     InstanceInfo,
     LeaseGrant,
     RunClaim,
+    RunFinish,
     RunRecord,
     RunStatus,
     ScheduleRow,
@@ -195,6 +196,37 @@ class MysqlStore:
             await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
             return int(cur.lastrowid)
         return await self._call(claim_tx, is_tx=True)
+
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]:
+        """Every claim of the batch in one transaction (one fence check, one commit)."""
+        fences = {c.fence for c in claims}
+        if len(fences) > 1:
+            raise StoreError("claim_runs: every claim of one batch must carry the same fence")
+        fence = next(iter(fences), None)
+        token = fence.token if fence else None
+
+        async def claim_tx(cur: Any) -> list[int | None]:
+            await _check_fence(cur, fence)
+            ids: list[int | None] = []
+            for claim in claims:
+                if claim.take_lock:
+                    await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at),
+                                                     claim.instance_id, token, to_naive_utc(claim.started_at)))
+                    if cur.rowcount != 1:
+                        ids.append(None)
+                        continue
+                await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
+                ids.append(int(cur.lastrowid))
+            return ids
+        return await self._call(claim_tx, is_tx=True)
+
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
+        rows = [(f.status.value, to_naive_utc(f.finished_at), f.duration_s, to_naive_utc(f.finished_at),
+                 f.error_type, f.error_message, f.run_id) for f in finishes]
+
+        async def write(cur: Any) -> None:
+            await cur.executemany(my.FINISH_RUN_MEASURED, rows)
+        await self._call(write, is_tx=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None) -> None:

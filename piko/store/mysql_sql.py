@@ -83,6 +83,9 @@ LATEST_STATUS = q(sql.LATEST_STATUS)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
                "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
+FINISH_RUN_MEASURED = q("UPDATE job_run SET status = ?, finished_at = ?, "
+                        "duration_s = COALESCE(?, ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6)), "
+                        "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
 HEARTBEAT = q("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
               "VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)")
 SELECT_INSTANCES = q(sql.SELECT_INSTANCES)

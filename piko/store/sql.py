@@ -42,7 +42,8 @@ UPSERT_CONFIG_SQLITE = ("INSERT INTO job_config (job_id, schema_version, config_
 
 RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fence_token, started_at, "
                "finished_at, duration_s, error_type, error_message, data_start, data_end")
-INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
 SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
 LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                  "ORDER BY run_id DESC LIMIT 1")

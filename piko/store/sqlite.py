@@ -21,12 +21,14 @@ from piko.core.types import (
     InstanceInfo,
     LeaseGrant,
     RunClaim,
+    RunFinish,
     RunRecord,
     RunStatus,
     ScheduleRow,
 )
 from piko.errors import LeaseLost, StoreError
 from piko.store import sql
+from piko.store import sqlite_batch as batch
 from piko.store.codec import from_db, to_param, to_text
 from piko.store.schema import SCHEMA_TABLE, migrations, render
 from piko.store.sqlite_worker import SqliteWorker
@@ -128,6 +130,12 @@ class SqliteStore:
     # -- run records -------------------------------------------------------------------
     async def claim_run(self, claim: RunClaim) -> int | None:
         return await self._worker.call(lambda c: _claim(c, claim), is_write=True)  # type: ignore[no-any-return]
+
+    async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]:
+        return await self._worker.call(lambda c: _claim_many(c, claims), is_write=True)  # type: ignore[no-any-return]
+
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
+        await self._worker.call(lambda c: batch.finish_runs(c, finishes, to_text), is_write=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None) -> None:
@@ -252,6 +260,20 @@ def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
             return None
     cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
     return int(cur.lastrowid)  # type: ignore[arg-type]
+
+
+def _claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int | None]:
+    fences = {c.fence for c in claims}
+    if len(fences) > 1:
+        raise StoreError("claim_runs: every claim of one batch must carry the same fence")
+    fence = next(iter(fences))
+    _check_fence(conn, fence)
+    token = fence.token if fence else None
+    locked = [c for c in claims if c.take_lock]
+    got = iter(batch.take_locks(conn, locked, to_text, token)) if locked else iter(())
+    keep = [not c.take_lock or next(got) for c in claims]
+    ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], to_text, token))
+    return [next(ids) if k else None for k in keep]
 
 
 def _acquire(conn: sqlite3.Connection, name: str, holder: str, ttl_ms: int) -> LeaseGrant | None:
