@@ -163,10 +163,8 @@ class PikoApp:
         instance = new_instance(self.clock)
         await stack.enter_async_context(InstanceKeeper(store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s,
                                                        orphan_after_s=s.orphan_after_s))
-        for spec in self.registry:
-            row = spec.default_schedule_row()
-            if row is not None:
-                await store.insert_schedule_if_absent(row)
+        defaults = [row for row in (spec.default_schedule_row() for spec in self.registry) if row is not None]
+        await store.insert_schedules_if_absent(defaults)  # the stored row wins where there is one
         if self._writer is not None:  # sinks were registered: start it (it replays earlier spills first)
             writer = self._writer
             await writer.start()

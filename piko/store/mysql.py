@@ -149,6 +149,17 @@ class MysqlStore:
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
         return await self._execute(my.INSERT_SCHEDULE_IF_ABSENT, my.schedule_params(row)) == 1
 
+    async def insert_schedules_if_absent(self, rows: Sequence[ScheduleRow]) -> int:
+        params = [my.schedule_params(row) for row in rows]
+
+        async def insert(cur: Any) -> int:
+            inserted = 0
+            for start in range(0, len(params), 1000):  # executemany folds these into multi-row INSERTs
+                await cur.executemany(my.INSERT_SCHEDULE_IF_ABSENT, params[start:start + 1000])
+                inserted += max(0, int(cur.rowcount))
+            return inserted
+        return await self._call(insert, is_tx=True) if params else 0
+
     async def upsert_schedule(self, row: ScheduleRow) -> None:
         await self._execute(my.UPSERT_SCHEDULE, my.schedule_params(row))
 

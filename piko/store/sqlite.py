@@ -89,6 +89,13 @@ class SqliteStore:
             lambda c: c.execute(sql.INSERT_SCHEDULE.format(ignore="OR IGNORE"), params).rowcount,
             is_write=True))
 
+    async def insert_schedules_if_absent(self, rows: Sequence[ScheduleRow]) -> int:
+        params = [sql.schedule_params(row) for row in rows]
+
+        def insert(c: sqlite3.Connection) -> int:  # rowcount sums the rows inserted, without trigger rows
+            return int(c.executemany(sql.INSERT_SCHEDULE.format(ignore="OR IGNORE"), params).rowcount)
+        return int(await self._worker.call(insert, is_write=True)) if params else 0
+
     async def upsert_schedule(self, row: ScheduleRow) -> None:
         params = sql.schedule_params(row)
         await self._worker.call(lambda c: c.execute(sql.UPSERT_SCHEDULE_SQLITE, params), is_write=True)

@@ -45,6 +45,17 @@ async def test_insert_schedule_if_absent_inserts_once_and_keeps_the_first_row(st
     assert (row.schedule_type, row.schedule_expr, row.version) == ("cron", "* * * * *", 1)
 
 
+async def test_bulk_insert_schedules_if_absent_counts_new_rows_and_keeps_existing_ones(store: Store) -> None:
+    await store.upsert_schedule(ScheduleRow("kept", "cron", "0 * * * *"))
+    rows = [ScheduleRow(f"job{i}", "interval", "60") for i in range(2500)] + [ScheduleRow("kept", "interval", "5")]
+    assert await store.insert_schedules_if_absent(rows) == 2500
+    assert await store.insert_schedules_if_absent(rows) == 0
+    assert await store.insert_schedules_if_absent([]) == 0
+    stored = {r.job_id: r for r in await store.load_schedules()}
+    assert len(stored) == 2501
+    assert (stored["kept"].schedule_type, stored["kept"].schedule_expr) == ("cron", "0 * * * *")
+
+
 async def test_schedule_round_trips_every_field_with_an_aware_utc_created_at(store: Store) -> None:
     written = ScheduleRow("b", "interval", "90", timezone="Europe/Paris", enabled=False, misfire_grace_s=2.5,
                           coalesce=True, max_instances=3, jitter_s=0.5)
