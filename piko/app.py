@@ -118,7 +118,10 @@ class PikoApp:
             from piko.http.asgi import OpsAsgiApp
             from piko.http.routes import OpsRoutes
 
-            self._api_app = OpsAsgiApp(OpsRoutes(self.live, self.metrics), on_startup=self.start,
+            async def startup() -> None:  # the ASGI server serves the routes: no second server on http_port
+                await self.start(serve_http=False)
+
+            self._api_app = OpsAsgiApp(OpsRoutes(self.live, self.metrics), on_startup=startup,
                                        on_shutdown=self.stop)
         return self._api_app
 
@@ -130,18 +133,27 @@ class PikoApp:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    def adopt_default_jobs(self) -> None:
+        """Add the jobs registered with the module-level `@job` (the older API) to this app.
+
+        A job id registered both ways by different functions is an error, as within one app.
+        """
+        if self.registry is default_registry:
+            return
+        for spec in default_registry:
+            self.registry.add(spec)
+
+    async def start(self, *, serve_http: bool = True) -> None:
+        """Start every part; `serve_http=False` when an ASGI server serves the ops routes instead."""
         if self._is_started:
             return
-        for spec in default_registry:  # jobs registered with the module-level @job decorator
-            if spec.job_id not in self.registry:
-                self.registry.add(spec)
+        self.adopt_default_jobs()
         s = self.settings
         if not logging.getLogger("piko").handlers and not logging.getLogger().handlers:
             configure_logging(s.log_level, s.log_json)  # embedded apps keep their own logging setup
         stack = AsyncExitStack()
         try:
-            await self._start_parts(stack, s)
+            await self._start_parts(stack, s, serve_http=serve_http)
         except BaseException:
             await stack.aclose()
             raise
@@ -152,13 +164,13 @@ class PikoApp:
         log.info("piko app %r started with %d job(s); data in %s", self.name, len(self.registry),
                  self.store.description)
 
-    async def _start_parts(self, stack: AsyncExitStack, s: Settings) -> None:
+    async def _start_parts(self, stack: AsyncExitStack, s: Settings, *, serve_http: bool) -> None:
         from piko.core.instances import InstanceKeeper, new_instance
 
         store = self.store
         await store.open()
         stack.push_async_callback(store.close)
-        if s.http_enabled:
+        if s.http_enabled and serve_http:
             await stack.enter_async_context(build_http(self, s))
         instance = new_instance(self.clock)
         await stack.enter_async_context(InstanceKeeper(store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s,
@@ -241,13 +253,13 @@ class PikoApp:
             self._manual_lock = asyncio.Lock()
         async with self._manual_lock:
             if self.runner is None:
-                for spec in default_registry:
-                    if spec.job_id not in self.registry:
-                        self.registry.add(spec)
+                self.adopt_default_jobs()
                 await self.store.open()
                 from piko.core.instances import new_instance
 
-                self.runner = self._build_runner(new_instance(self.clock).instance_id)
+                runner = self._build_runner(new_instance(self.clock).instance_id)
+                await self.live.load_stored_state(runner)  # stored options, schedules and configs apply
+                self.runner = runner
         return self.runner
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,

@@ -14,8 +14,9 @@ import logging
 import os
 import random
 import signal
+import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from piko.core.configs import ConfigBook
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from piko.app import PikoApp
 
 log = logging.getLogger("piko.app")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SIGNAL_DEBOUNCE_S = 0.25  # a second signal sooner than this is the first one delivered twice
 
 
 def job_defaults(s: Settings) -> JobOptions:
@@ -101,7 +104,17 @@ class LiveState:
         return opts
 
     def trigger_for(self, job_id: str) -> Trigger | None:
-        return self.book.triggers.get(job_id)
+        """The applied schedule's trigger, else the code's default one (manual runs before any start)."""
+        found = self.book.triggers.get(job_id)
+        if found is not None or job_id in self.book.applied:
+            return found
+        spec = self._app.registry.get(job_id)
+        row = spec.default_schedule_row() if spec is not None else None
+        if row is None:
+            return None
+        from piko.core.reconcile import build_trigger
+
+        return build_trigger(row, self._app.settings.timezone)
 
     async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
         return await self.watermarks.window_for(spec, at)
@@ -112,7 +125,8 @@ class LiveState:
                 await self.watermarks.after_run(spec, window, outcome.status)
             elif outcome.status is RunStatus.SUCCESS and window is not None:
                 await self.watermarks.advance(spec, window)
-        if outcome.status is RunStatus.SUCCESS and kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
+        is_done = outcome.status in (RunStatus.SUCCESS, RunStatus.MISSED)  # a one-shot's one fire is over
+        if is_done and kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
             await self._app.store.set_schedule_enabled(spec.job_id, False)
             if self._app.kernel is not None:
                 self._app.kernel.unschedule(spec.job_id)
@@ -137,12 +151,24 @@ class LiveState:
         assert kernel is not None and runner is not None
 
         def schedule(job_id: str, trigger: Trigger, row: ScheduleRow) -> None:
-            kernel.schedule(job_id, trigger, jitter_s=row.jitter_s or 0.0)
+            # A one-shot whose time has passed still fires once: the runner runs it within its grace
+            # time or records it MISSED (the run lock makes a restart's second try a no-op).
+            after = _EPOCH if row.schedule_type == "date" else None
+            kernel.schedule(job_id, trigger, jitter_s=row.jitter_s or 0.0, after=after)
 
         self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
                                     configs=self.configs, default_tz=app.settings.timezone, schedule=schedule,
                                     unschedule=kernel.unschedule, metrics=app.piko_metrics)
         self.watermarks.bind_runner(runner.run_job)
+
+    async def load_stored_state(self, runner: Any) -> None:
+        """For manual runs without a started app: read schedules and configs once, schedule nothing."""
+        app = self._app
+        self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
+                                    configs=self.configs, default_tz=app.settings.timezone,
+                                    schedule=lambda *_: None, unschedule=lambda _: None, metrics=app.piko_metrics)
+        self.watermarks.bind_runner(runner.run_job)
+        await self.control.tick()
 
     async def reconcile_once(self) -> None:
         result = await self.control.tick()
@@ -198,6 +224,7 @@ def build_http(app: PikoApp, s: Settings) -> Any:
 def build_leader(app: PikoApp, s: Settings, holder: str) -> Any:
     if not s.leader_enabled:
         return None
+    from piko.core.instances import is_dead_local_instance
     from piko.leader import LeaderElector
 
     def changed(is_leader: bool) -> None:
@@ -211,7 +238,7 @@ def build_leader(app: PikoApp, s: Settings, holder: str) -> Any:
 
     return LeaderElector(app.store, name=s.leader_name, holder=holder, lease_s=s.leader_lease_s,
                          renew_interval_s=s.leader_renew_interval_s, clock=app.clock, on_change=changed,
-                         metrics=app.piko_metrics)
+                         metrics=app.piko_metrics, is_holder_dead=is_dead_local_instance)
 
 
 def build_writer(app: PikoApp) -> Any:
@@ -234,13 +261,16 @@ def run_blocking(app: PikoApp) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        hits = {"n": 0}
+        first_at: list[float] = []
 
         def on_signal(signum: int) -> None:
-            hits["n"] += 1
-            if hits["n"] > 1:
+            now = time.monotonic()
+            if first_at and now - first_at[0] < SIGNAL_DEBOUNCE_S:
+                return  # the same stop, delivered twice (`timeout` signals the child and its group)
+            if first_at:
                 log.warning("second signal: exiting at once")
                 os._exit(128 + signum)
+            first_at.append(now)
             log.info("signal %s: stopping (running jobs get up to %.0fs; signal again to exit at once)",
                      signal.Signals(signum).name, s.shutdown_timeout_s)
             stop.set()

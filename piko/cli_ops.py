@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -68,6 +69,31 @@ def _bare(args: argparse.Namespace) -> Any:
     return _bare_app(args)
 
 
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _log_like_run(app: Any) -> None:
+    """Commands that run jobs log as `piko run` does: same level and format, secrets masked."""
+    from piko.observability.logging import configure_logging
+
+    configure_logging(app.settings.log_level, app.settings.log_json)
+
+
+def _require_existing(app: Any) -> None:
+    """Read-only commands do not create a database: a missing SQLite file is an error."""
+    path = getattr(app.store, "path", None)
+    if path is not None and app.store.dialect == "sqlite" and not os.path.exists(path):
+        raise ConfigError(f"no piko database at {os.path.abspath(path)}: run `piko db init` or `piko run FILE` "
+                          f"first, or name it with --dsn")
+
+
 async def _with_store(app: Any, fn: Callable[[Any], Any]) -> Any:
     store = app.store
     await store.open()
@@ -79,6 +105,8 @@ async def _with_store(app: Any, fn: Callable[[Any], Any]) -> Any:
 
 def cmd_db(args: argparse.Namespace) -> int:
     app = _bare(args)
+    if args.action == "check":
+        _require_existing(app)
 
     async def go(store: Any) -> None:
         from piko.store.schema import latest_version
@@ -92,12 +120,14 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     app = _bare(args)
+    _require_existing(app)
     runs = asyncio.run(_with_store(app, lambda s: s.recent_runs(args.job_id, args.limit)))
     print(f"{'run_id':>7} {'job_id':<24} {'scheduled (UTC)':<26} {'status':<10} {'att':>3} {'secs':>8}  error")
     for r in runs:
         secs = f"{r.duration_s:.3f}" if r.duration_s is not None else "-"
         err = f"{r.error_type}: {r.error_message}" if r.error_type else ""
-        print(f"{r.run_id:>7} {r.job_id[:24]:<24} {r.scheduled_at.isoformat()[:26]:<26} {r.status.value:<10} "
+        when = r.scheduled_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]  # one width for every row
+        print(f"{r.run_id:>7} {r.job_id[:24]:<24} {when:<26} {r.status.value:<10} "
               f"{r.attempt:>3} {secs:>8}  {err[:100]}")
     if not runs:
         print("(no runs recorded yet)")
@@ -111,7 +141,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from piko.triggers.preview import next_fire_times
 
     app = _app(args)
-    rows = {r.job_id: r for r in asyncio.run(_with_store(app, lambda s: s.load_schedules()))}
+    path = getattr(app.store, "path", None)
+    is_missing = path is not None and app.store.dialect == "sqlite" and not os.path.exists(path)
+    rows = {} if is_missing else {r.job_id: r for r in asyncio.run(_with_store(app, lambda s: s.load_schedules()))}
     now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
         row = rows.get(spec.job_id) or spec.default_schedule_row()
@@ -137,7 +169,7 @@ def print_next(args: argparse.Namespace) -> int:
     after = _parse_time(args.after, "--after") if args.after else SystemClock().now()
     if args.kind:
         text = args.expr.strip()
-        spec: Any = json.loads(text) if text.startswith("{") else text
+        spec: Any = _json_object(text, "the expression") if text.startswith("{") else text
         trigger = make_trigger(args.kind, spec, tz=args.tz, default_start=after)
     else:
         trigger = trigger_from_text(args.expr, args.tz, default_start=after)
@@ -153,7 +185,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from piko.cli import _app
 
     app = _app(args)
-    config = json.loads(args.config) if args.config else None
+    config = _json_object(args.config, "--config") if args.config else None
+    _log_like_run(app)
 
     async def go() -> Any:
         try:
@@ -202,12 +235,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from piko.core.types import ConfigRow
 
-    try:
-        value = json.loads(args.json)
-    except ValueError as exc:
-        raise ConfigError(f"config is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("config must be a JSON object")
+    value = _json_object(args.json, "config")
     when = _parse_time(args.effective_from, "--effective-from") if args.effective_from else None
     app = _bare(args)
     row = ConfigRow(args.job_id, json.dumps(value, sort_keys=True), effective_from=when)
@@ -223,6 +251,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     app = _app(args)
     start, end = _parse_time(args.start, "--start"), _parse_time(args.end, "--end")
+    if end <= start:
+        raise ConfigError(f"--end {args.end!r} must be after --start {args.start!r}")
+    _log_like_run(app)
 
     async def go() -> int:
         runner = await app.manual_runner()
@@ -234,6 +265,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             if row is None:
                 raise ConfigError(f"job {args.job_id!r} has no schedule to derive windows from")
             windows, extra = windows_between(build_trigger(row, app.settings.timezone), start, end, 100_000)
+            if not windows:
+                print(f"{args.job_id}: no data window ends between {start.isoformat()} and {end.isoformat()}")
             failed = 0
             for w in windows:
                 out = await runner.run_job(args.job_id, w.end, kind="backfill", data_interval=w)

@@ -39,7 +39,7 @@ class LeaderElector:
 
     def __init__(self, store: Store, *, name: str, holder: str, lease_s: float, renew_interval_s: float,
                  clock: Clock, on_change: Callable[[bool], Any] | None = None, metrics: Any = None,
-                 host: str | None = None) -> None:
+                 host: str | None = None, is_holder_dead: Callable[[str], bool] | None = None) -> None:
         if not 0 < renew_interval_s < lease_s:
             raise ValueError(f"renew_interval_s must be > 0 and below lease_s ({lease_s}), "
                              f"got {renew_interval_s}; about a third of the lease is usual")
@@ -59,6 +59,8 @@ class LeaderElector:
         self._task: asyncio.Task[None] | None = None
         self._errors = 0
         self._last_error_log = float("-inf")
+        self._is_holder_dead = is_holder_dead  # e.g. same host and its pid is gone: no need to wait it out
+        self._waiting_for: str | None = None  # the holder we last said we wait for
         if self._gauge is not None:
             self._gauge.set(0)
 
@@ -148,7 +150,35 @@ class LeaderElector:
             self._note_error(exc)  # keeps the current deadline: an error never extends a term
             return
         self._note_recovery()
+        if grant is None and await self._evict_dead_holder():
+            await self._campaign_once()  # its term is over: ask again at once
+            return
         self._apply(grant, sent_at)
+
+    async def _evict_dead_holder(self) -> bool:
+        """End the term of a holder whose process is known dead; True if one was ended.
+
+        Safe: lease_release ends exactly that holder's term (holder and token must match), and
+        fencing would refuse its writes anyway. Only used where death is certain (same host, no pid).
+        """
+        try:
+            current = await self.store.lease_holder(self.name)
+        except Exception as exc:
+            self._note_error(exc)
+            return False
+        if current is None:
+            return False
+        holder, token = current
+        if self._is_holder_dead is not None and self._is_holder_dead(holder):
+            log.warning("leader lease %r: holder %s (term %d) is gone (its process died); ending its term",
+                        self.name, holder, token)
+            await self.store.lease_release(self.name, holder, token)
+            return True
+        if self._waiting_for != holder:
+            self._waiting_for = holder
+            log.info("leader lease %r is held by %s; standing by (taking over if it is not renewed within "
+                     "%.0fs)", self.name, holder, self.lease_s)
+        return False
 
     def _apply(self, grant: LeaseGrant | None, sent_at: float) -> None:
         if grant is None:

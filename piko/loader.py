@@ -6,10 +6,11 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
-from piko.errors import ConfigError
+from piko.errors import ConfigError, PikoError
 
 
 def _import_file(path: Path) -> Any:
@@ -22,15 +23,26 @@ def _import_file(path: Path) -> Any:
         raise ConfigError(f"cannot load {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except PikoError:
+        raise  # a bad registration already says which job and why
+    except SyntaxError as exc:
+        raise ConfigError(f"{exc.filename or path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # the user's module failed while importing: one line, where and why
+        raise ConfigError(f"importing {path} failed{_where(exc, path)}: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """' at FILE:LINE' of the innermost frame in the jobs file (or the innermost frame at all)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()] or frames[-1:]
+    return f" at {mine[-1].filename}:{mine[-1].lineno}" if mine else ""
 
 
 def load_app(target: str) -> Any:
     """Import the target and return its PikoApp (the `app` attribute, or the only PikoApp in it)."""
-    from piko.app import PikoApp, default_app
-    from piko.core.registry import default_registry
-
     where, _, attr = target.partition(":")
     path = Path(where)
     if where.endswith(".py") or path.is_file():
@@ -42,8 +54,21 @@ def load_app(target: str) -> Any:
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(where)
+        except PikoError:
+            raise
         except ModuleNotFoundError as exc:
             raise ConfigError(f"cannot import {where!r}: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from None
+    app = _find_app(module, target, where, attr)
+    app.adopt_default_jobs()  # jobs of the older module-level @job count too (and clash loudly)
+    return app
+
+
+def _find_app(module: Any, target: str, where: str, attr: str) -> Any:
+    from piko.app import PikoApp, default_app
+    from piko.core.registry import default_registry
+
     if attr:
         app = getattr(module, attr, None)
         if not isinstance(app, PikoApp):

@@ -105,6 +105,7 @@ class Store(Protocol):
     # -- leader lease (database clock only) ------------------------------------------
     async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None: ...
     async def lease_release(self, name: str, holder: str, token: int) -> None: ...
+    async def lease_holder(self, name: str) -> tuple[str, int] | None: ...  # (holder, token) of a valid term
 
 
 class Sink(Protocol):

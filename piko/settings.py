@@ -94,12 +94,12 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 def _validate(s: Settings) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise ConfigError(f"setting {key!r} = {getattr(s, key)!r}: {what}")
+            raise _setting_error(key, f"setting {key!r} = {getattr(s, key)!r}: {what}")
 
     for name in _FIELDS:
         value = getattr(s, name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"setting {name!r} = {value!r}: must be a finite number")
+            raise _setting_error(name, f"setting {name!r} = {value!r}: must be a finite number")
         if name.endswith("_s") and isinstance(value, (int, float)):
             need(value >= 0, name, "must be >= 0 seconds")
     need(s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, "log_level",
@@ -123,8 +123,15 @@ def _check_timezone(name: str) -> None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"setting 'timezone' = {name!r}: unknown time zone (use an IANA name such as "
-                          f"'UTC' or 'Europe/Berlin')") from exc
+        raise _setting_error("timezone", f"setting 'timezone' = {name!r}: unknown time zone (use an IANA name "
+                                         f"such as 'UTC' or 'Europe/Berlin')") from exc
+
+
+def _setting_error(key: str, message: str) -> ConfigError:
+    """A rejected value; load_settings adds where it came from (file, environment, arguments)."""
+    error = ConfigError(message)
+    error.setting = key  # type: ignore[attr-defined]
+    return error
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -237,12 +244,24 @@ def load_settings(
     env = os.environ if env is None else env
     base = Path(cwd) if cwd is not None else Path.cwd()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def put(key: str, value: Any, source: str) -> None:
+        values[key] = _coerce(key, value, source)
+        sources[key] = source
+
     for file in settings_files(base, path, env):
         for key, value in _read_toml(file).items():
-            values[key] = _coerce(key, value, f"settings file {file}")
+            put(key, value, f"settings file {file}")
     for key, (value, source) in _env_values(env).items():
-        values[key] = _coerce(key, value, source)
+        put(key, value, source)
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = _coerce(key, value, "arguments")
-    return Settings(**values)
+            put(key, value, "arguments")
+    try:
+        return Settings(**values)
+    except ConfigError as exc:
+        bad = getattr(exc, "setting", None)
+        if bad in sources:
+            raise ConfigError(f"{exc} (from {sources[bad]})") from None
+        raise

@@ -268,6 +268,92 @@ def test_date_job_runs_once_then_disables_its_schedule(db_path):
     asyncio.run(scenario())
 
 
+def test_a_date_row_whose_time_just_passed_still_runs_once(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock, misfire_grace_s=60)
+        done = []
+
+        @app.job("late_once", date={"run_date": "2026-03-01 11:59:40"})  # 20 s ago: inside the grace time
+        async def late_once(ctx, scheduled_time):
+            done.append(scheduled_time)
+
+        async with app:
+            await wait_until(lambda: done == [T0 - timedelta(seconds=20)])
+            await wait_until(lambda: _rows(db_path) == [("late_once", 0)])
+        async with make_app(db_path, clock, misfire_grace_s=60) as again:  # a restart runs nothing twice
+            await asyncio.sleep(0.05)
+            assert again.kernel.scheduled_jobs() == []
+        assert _count_status(db_path, "SUCCESS") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_date_row_long_past_is_recorded_missed_once_and_disabled(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock, misfire_grace_s=60)
+
+        @app.job("stale_once", date={"run_date": "2026-02-01 12:00:00"})
+        async def stale_once(ctx, scheduled_time):
+            raise AssertionError("must not run a month late")
+
+        async with app:
+            await wait_until(lambda: _count_status(db_path, "MISSED") == 1)
+            await wait_until(lambda: _rows(db_path) == [("stale_once", 0)])
+
+    asyncio.run(scenario())
+
+
+def test_a_job_id_registered_by_the_app_and_by_the_older_job_decorator_is_refused(db_path):
+    from piko.core import registry as registry_module
+    from piko.errors import RegistrationError
+
+    async def scenario():
+        app = make_app(db_path, FakeClock(T0))
+
+        @app.job("twice")
+        async def one(ctx, scheduled_time):
+            pass
+
+        saved = registry_module.default_registry._jobs.copy()
+        try:
+            @registry_module.job("twice")
+            async def other(ctx, scheduled_time):
+                pass
+
+            with pytest.raises(RegistrationError, match="'twice' is already registered"):
+                await app.start()
+        finally:
+            registry_module.default_registry._jobs = saved
+        await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_manual_runs_of_an_app_that_is_not_started_use_the_stored_config_and_options(db_path):
+    from piko.core.types import ConfigRow, ScheduleRow
+
+    async def scenario():
+        app = make_app(db_path, FakeClock(T0))
+        seen = []
+
+        @app.job("cfg_job")
+        async def cfg_job(ctx, scheduled_time):
+            seen.append(ctx["config"])
+
+        store = app.store
+        await store.open()
+        await store.upsert_schedule(ScheduleRow("cfg_job", "interval", '{"hours": 1}'))
+        await store.upsert_config(ConfigRow("cfg_job", '{"x": 1}'))
+        await store.close()
+        outcome = await app.run_job("cfg_job")
+        await app.stop()
+        assert outcome.status is RunStatus.SUCCESS and seen == [{"x": 1}]
+
+    asyncio.run(scenario())
+
+
 def _rows(db_path):
     conn = sqlite3.connect(db_path)
     try:

@@ -91,7 +91,7 @@ def test_second_signal_exits_at_once(tmp_path):
     try:
         wait_for_line(proc, "started")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.5)  # past the debounce: a human's second Ctrl+C
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
@@ -99,6 +99,40 @@ def test_second_signal_exits_at_once(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode != 0
+
+
+def test_one_signal_delivered_twice_at_once_still_drains(tmp_path):
+    """GNU `timeout` signals the child and then its process group: that is one stop, not two."""
+    proc = start_run(tmp_path, env={"PIKO_TEST_JOB_SECONDS": "1"})
+    try:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert statuses(tmp_path / "piko.db")[-1] == "SUCCESS"
+
+
+def test_a_restart_after_kill_9_leads_at_once_instead_of_waiting_out_the_lease(tmp_path):
+    """The dead instance's lease (30 s) is ended as soon as its pid is seen gone on this host."""
+    env = {"PIKO_LEADER_ENABLED": "true", "PIKO_LEADER_LEASE_S": "30", "PIKO_LEADER_RENEW_INTERVAL_S": "10"}
+    first = start_run(tmp_path, env=env)
+    try:
+        wait_for_line(first, "started")
+        first.kill()
+        first.wait(timeout=10)
+        t0 = time.monotonic()
+        second = start_run(tmp_path, env=env)
+        try:
+            wait_for_line(second, "started", timeout=25)
+            assert time.monotonic() - t0 < 15  # far below the 30 s lease it would otherwise wait out
+        finally:
+            second.kill()
+            second.communicate(timeout=10)
+    finally:
+        first.kill()
 
 
 def test_db_init_and_check_then_runs_lists_recorded_runs(tmp_path):
@@ -152,3 +186,48 @@ def test_seed_000_api_job_and_job_runner_work(tmp_path, monkeypatch):
 def test_config_command_rejects_bad_json(tmp_path, bad):
     r = piko("config", "job", bad, cwd=tmp_path)
     assert r.returncode == 2 and "JSON" in r.stderr
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+def test_a_broken_jobs_file_is_one_line_naming_the_file_and_line(tmp_path):
+    (tmp_path / "syntax.py").write_text("from piko import PikoApp\napp = PikoApp()\ndef broken(:\n")
+    _one_line_error(piko("jobs", "syntax.py", cwd=tmp_path), "syntax.py:3", "syntax error")
+    (tmp_path / "missing_dep.py").write_text("import not_a_real_module_xyz\n")
+    _one_line_error(piko("run", "missing_dep.py", cwd=tmp_path), "missing_dep.py:1", "not_a_real_module_xyz")
+    (tmp_path / "typo.py").write_text("from piko import PikoApp\napp = PikoApp()\n"
+                                      "@app.job('j', retires=3)\nasync def j(ctx, t):\n    pass\n")
+    _one_line_error(piko("jobs", "typo.py", cwd=tmp_path), "unknown option(s) retires", "retries")
+
+
+def test_bad_json_arguments_and_read_commands_on_a_missing_database_are_one_line(tmp_path):
+    _one_line_error(piko("trigger", str(FIXTURES / "signal_jobs.py"), "slow", "--config", "{bad", cwd=tmp_path),
+                    "--config is not valid JSON")
+    _one_line_error(piko("next", "{bad", "--type", "interval", cwd=tmp_path), "not valid JSON")
+    _one_line_error(piko("db", "check", cwd=tmp_path), "no piko database")
+    _one_line_error(piko("runs", cwd=tmp_path), "no piko database")
+    assert not (tmp_path / "piko.db").exists()
+
+
+def test_jobs_and_run_count_jobs_of_the_older_decorator_beside_an_app(tmp_path):
+    (tmp_path / "mixed.py").write_text(
+        "from piko import PikoApp\nfrom piko.core.registry import job\napp = PikoApp('m')\n"
+        "@app.job('new_style', cron='0 * * * *')\nasync def a(ctx, t):\n    pass\n"
+        "@job('old_style', cron='30 * * * *')\nasync def b(ctx, t):\n    pass\n")
+    r = piko("jobs", "mixed.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "new_style: cron" in r.stdout and "old_style: cron" in r.stdout and "no code registers" not in r.stdout
+
+
+def test_backfill_with_no_window_in_range_says_so(tmp_path):
+    (tmp_path / "hourly.py").write_text(
+        "from piko import PikoApp\napp = PikoApp('h')\n"
+        "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    pass\n")
+    r = piko("backfill", "hourly.py", "h", "--start", "2026-01-01T10:10:00Z", "--end", "2026-01-01T10:20:00Z",
+             cwd=tmp_path)
+    assert r.returncode == 0 and "no data window ends between" in r.stdout, (r.stdout, r.stderr)

@@ -53,6 +53,9 @@ class FakeLeaseStore:
         if (self.holder, self.token) == (holder, token):
             self.holder, self.expires = "", min(self.expires, self.clock.monotonic())
 
+    async def lease_holder(self, name: str) -> tuple[str, int] | None:
+        return (self.holder, self.token) if self.holder and self.expires > self.clock.monotonic() else None
+
 
 async def settle() -> None:
     for _ in range(30):
@@ -164,6 +167,20 @@ def test_losing_the_lease_to_another_holder_steps_down_at_the_next_renew() -> No
             assert not e.is_leader() and changes == [True, False]
         assert store.released == []  # nothing of ours to release
     asyncio.run(scenario())
+
+
+def test_a_holder_known_to_be_dead_is_evicted_and_a_live_one_is_waited_for() -> None:
+    async def body() -> None:
+        clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+        store = FakeLeaseStore(clock)
+        await store.lease_acquire("main", "crashed", timedelta(seconds=30))
+        async with elector(store, clock, holder="b", is_holder_dead=lambda h: h == "crashed") as e:
+            assert e.is_leader() and store.released == [("crashed", 1)]
+            assert e.fence().token == 2  # type: ignore[union-attr]
+        await store.lease_acquire("main", "alive", timedelta(seconds=30))
+        async with elector(store, clock, holder="c", is_holder_dead=lambda h: h == "crashed") as e:
+            assert not e.is_leader() and store.released[-1] != ("alive", 3)
+    asyncio.run(body())
 
 
 def test_store_errors_are_logged_rate_limited_and_retried_on_the_interval(caplog: pytest.LogCaptureFixture) -> None:

@@ -53,6 +53,20 @@ def fetch(db_path, statement, *params):
         conn.close()
 
 
+async def seed_watermark(db_path, job_id: str, cron_fields: str, mark: datetime) -> None:
+    """A stored cron row with its watermark, written before the app starts."""
+    from piko.core.types import ScheduleRow
+    from piko.store import make_store
+
+    store = make_store(f"sqlite:///{db_path}")
+    await store.open()
+    try:
+        await store.upsert_schedule(ScheduleRow(job_id, "cron", cron_fields))
+        assert await store.cas_watermark(job_id, None, mark)
+    finally:
+        await store.close()
+
+
 async def poll(app: PikoApp, clock: FakeClock) -> None:
     """One reconcile tick, and wait until it is applied."""
     await app.live.reconcile_once()
@@ -294,8 +308,8 @@ def test_failing_window_is_retried_and_the_watermark_does_not_move_past_it(db_pa
             if fail["on"] and ctx["data_interval"].end.hour == 10:
                 raise RuntimeError("source not ready")
 
+        await seed_watermark(db_path, "s", HOURLY, datetime(2026, 3, 1, 9, tzinfo=UTC))  # before start: no race
         async with app:
-            await app.store.cas_watermark("s", None, datetime(2026, 3, 1, 9, tzinfo=UTC))
             await tick(clock, 1)  # 10:00 fails
             await wait_until(lambda: calls == [10] and app.runner.is_idle())
             assert await app.store.get_watermark("s") == datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -347,6 +361,28 @@ def test_manual_run_with_scheduled_time_is_idempotent(db_path):
 
     first, second = asyncio.run(scenario())
     assert first.status is RunStatus.SUCCESS and second.run_id is None
+
+
+def test_a_manual_run_now_of_a_stateful_job_gets_the_latest_complete_window_and_moves_the_watermark(db_path):
+    async def scenario():
+        clock = FakeClock(datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+        app = make_app(db_path, clock)
+        windows = []
+
+        @app.job("sync", cron={"minute": 0}, stateful=True, backfill_policy=BackfillPolicy.CATCH_UP)
+        async def sync(ctx, scheduled_time):
+            windows.append((ctx["data_interval"].start.hour, ctx["data_interval"].end.hour))
+
+        await seed_watermark(db_path, "sync", HOURLY, datetime(2026, 3, 1, 11, tzinfo=UTC))
+        outcome = await app.run_job("sync")  # the app is not started: a manual run, as `piko trigger` does
+        mark = await app.store.get_watermark("sync")
+        await app.stop()
+        return outcome, windows, mark
+
+    outcome, windows, mark = asyncio.run(scenario())
+    assert outcome.status is RunStatus.SUCCESS
+    assert windows == [(11, 12)]  # aligned on the hourly schedule, not [12:00, 12:30)
+    assert mark == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def test_autodiscover_imports_every_jobs_module(tmp_path, monkeypatch):

@@ -74,3 +74,34 @@ def test_json_logs_carry_job_and_run_ids_and_mask_secrets(db_path):
     mine = [line for line in lines if line.get("job_id") == "talker"]
     assert mine and mine[0]["run_id"] == outcome.run_id
     assert "s3cret" not in stream.getvalue() and "app:***@db" in mine[0]["msg"]
+
+
+def test_the_asgi_app_starts_piko_without_a_second_server_on_http_port(db_path):
+    """`uvicorn app:api_app --port 8000` with default settings: piko must not bind 8000 itself."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+
+    async def scenario():
+        app = PikoApp("asgi", settings=Settings(db_path=db_path, http_port=port, leader_enabled=False))
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[dict] = []
+
+        async def receive():
+            await asyncio.sleep(0)
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        await app.api_app({"type": "lifespan"}, receive, send)
+        return [m["type"] for m in sent]
+
+    try:
+        events = asyncio.run(scenario())
+    finally:
+        taken.close()
+    assert events == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -48,6 +48,15 @@ def test_wrong_type_is_an_error_naming_key_and_source(tmp_path):
         load_settings(env={}, cwd=tmp_path)
 
 
+def test_out_of_range_values_name_where_they_came_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"'poll_interval_s' = 0.0: must be > 0 \(from environment variable "
+                                          r"PIKO_POLL_INTERVAL_S\)"):
+        load_settings(env={"PIKO_POLL_INTERVAL_S": "0"}, cwd=tmp_path)
+    (tmp_path / "piko.toml").write_text('[piko]\ntimezone = "Mars/Olympus"\n')
+    with pytest.raises(ConfigError, match=r"unknown time zone.*\(from settings file .*piko.toml\)"):
+        load_settings(env={}, cwd=tmp_path)
+
+
 def test_inconsistent_leader_timings_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="leader_renew_interval_s"):
         load_settings(env={"PIKO_LEADER_LEASE_S": "5", "PIKO_LEADER_RENEW_INTERVAL_S": "6"}, cwd=tmp_path)

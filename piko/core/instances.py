@@ -35,6 +35,13 @@ def pid_is_alive(pid: int) -> bool:
         return True
 
 
+def is_dead_local_instance(instance_id: str) -> bool:
+    """An instance id of ours ("host:pid:rand") whose process on this host is gone."""
+    host, _, rest = instance_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    return host == socket.gethostname() and pid_text.isdigit() and not pid_is_alive(int(pid_text))
+
+
 def new_instance(clock: Clock) -> InstanceInfo:
     host = socket.gethostname()
     pid = os.getpid()

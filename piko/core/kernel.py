@@ -40,8 +40,9 @@ class Kernel:
     def __init__(self, clock: Clock, on_fire: FireCallback, *, max_sleep_s: float = 1.0,
                  max_backlog: int = 1000, jump_threshold_s: float = 1.0, standby_window_s: float = 120.0,
                  is_leader: Callable[[], bool] = lambda: True, on_clock_jump: Callable[[float], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, burst_slice: int = 256) -> None:
         self._clock = clock
+        self._burst_slice = burst_slice
         self._on_fire = on_fire
         self._max_sleep_s = max_sleep_s
         self._max_backlog = max_backlog
@@ -156,7 +157,11 @@ class Kernel:
         while True:
             now = self._clock.now()
             self._notice_clock_step(now)
-            self.fire_due(now)
+            if self.fire_due(now, limit=self._burst_slice) >= self._burst_slice:
+                # A burst: let this slice's fires start (their claims go to the store) before the next
+                # slice is handed over, and let the lease, HTTP and reconcile tasks run in between.
+                await asyncio.sleep(0)
+                continue
             if self._requeued and self._clock.monotonic() >= self._next_replay:
                 self._next_replay = self._clock.monotonic() + self._max_sleep_s
                 self._replay_requeued()
@@ -166,10 +171,10 @@ class Kernel:
             self._wake.clear()
             await self._clock.wait(self._wake, delay)
 
-    def fire_due(self, now: datetime) -> int:
-        """Dispatch every entry due at `now`; return how many jobs fired."""
+    def fire_due(self, now: datetime, limit: int | None = None) -> int:
+        """Dispatch the entries due at `now` (at most `limit` jobs); return how many jobs fired."""
         fired = 0
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and (limit is None or fired < limit):
             _, _, job_id, gen = heapq.heappop(self._heap)
             entry = self._entries.get(job_id)
             if entry is None or entry.generation != gen or entry.scheduled_at is None:

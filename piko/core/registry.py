@@ -64,6 +64,10 @@ def _check_number(job_id: str, name: str, value: Any, *, minimum: float, integer
         raise RegistrationError(f"job {job_id!r}: {name}={value!r} must be {kind} >= {minimum}")
 
 
+_OPTIONS = frozenset({"schema", "stateful", "backfill_policy", "resources", "cron", "interval", "date", "timezone",
+                      "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff"})
+
+
 def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     """Validate one registration; raise RegistrationError / TriggerSpecError with the job id."""
     if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > 191:
@@ -72,6 +76,10 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
         name = getattr(func, "__qualname__", repr(func))
         raise RegistrationError(f"job {job_id!r}: handler {name} must be an 'async def' function "
                                 f"(called as handler(ctx, scheduled_time, **resources))")
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise RegistrationError(f"job {job_id!r}: unknown option(s) {', '.join(unknown)}; "
+                                f"allowed: {', '.join(sorted(_OPTIONS))}")
     schedules = {k: options.pop(k) for k in ("cron", "interval", "date") if options.get(k) is not None}
     for k in ("cron", "interval", "date"):
         options.pop(k, None)

@@ -65,7 +65,8 @@ class Runner:
         self._job_metrics: dict[str, JobMetrics] = {}
         self._unrecorded: set[tuple[str, datetime]] = set()
         self._rng = rng or random.Random()
-        self._running: Counter[str] = Counter()
+        self._running: Counter[str] = Counter()  # fires of each job from claim to finish
+        self._in_handler: Counter[str] = Counter()  # of those, the ones whose handler runs
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._fenced_tasks: set[asyncio.Task[Any]] = set()  # runs started under a leader term
@@ -143,7 +144,11 @@ class Runner:
         for decision in decide_fires(due, now, grace, opts.coalesce):
             self._observe_lateness(job_id, now - decision.scheduled_at)
             if decision.status is RunStatus.MISSED:
-                await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire", decision.reason)
+                run_id = await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire",
+                                                  decision.reason)
+                if run_id is not None and self._on_finish is not None:  # e.g. a one-shot is over
+                    await self._on_finish(spec, RunOutcome(run_id, job_id, decision.scheduled_at, RunStatus.MISSED,
+                                                           "Misfire", decision.reason), None, "schedule")
             else:
                 await self._execute(spec, opts, decision.scheduled_at, kind="schedule")
 
@@ -165,7 +170,7 @@ class Runner:
                             data_interval: DataInterval | None) -> RunOutcome:
         job_id = spec.job_id
         if kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
-            reason = f"max_instances={opts.max_instances} reached: {self._running[job_id]} run(s) still going"
+            reason = self._busy_reason(job_id, opts.max_instances)
             run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
             return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
@@ -199,6 +204,13 @@ class Runner:
             return await self._execute(spec, opts, scheduled_at, kind="retry", attempt=attempt + 1,
                                        take_lock=False, config_value=config_value, data_interval=data_interval)
         return outcome
+
+    def _busy_reason(self, job_id: str, max_instances: int) -> str:
+        waiting = self._running[job_id] - self._in_handler[job_id]  # claimed but not yet recorded
+        if waiting > 0:
+            return (f"max_instances={max_instances} reached: {waiting} earlier fire(s) still waiting for their run "
+                    f"record (the store is slow or unavailable), {self._in_handler[job_id]} running")
+        return f"max_instances={max_instances} reached: {self._running[job_id]} run(s) still going"
 
     def _current_fence(self) -> Fence | None:
         value = _FIRE_FENCE.get(_UNSET)
@@ -247,11 +259,11 @@ class Runner:
         started = self._clock.monotonic()
         me = asyncio.current_task()
         if opts.timeout_s is None and me is not None and me in self._fire_tasks:
-            self._gauge_running(spec.job_id, +1)
+            self._mark_running(spec.job_id, +1)
             try:
                 outcome = await self._run_inline(me, spec, ctx, run_id, scheduled_at, is_fenced)
             finally:
-                self._gauge_running(spec.job_id, -1)
+                self._mark_running(spec.job_id, -1)
         else:
             outcome = await self._run_in_task(spec, opts, ctx, run_id, scheduled_at, is_fenced)
         elapsed = self._clock.monotonic() - started
@@ -284,7 +296,7 @@ class Runner:
 
     async def _run_in_task(self, spec: JobSpec, opts: JobOptions, ctx: dict[str, Any], run_id: int,
                            scheduled_at: datetime, is_fenced: bool) -> RunOutcome:
-        self._gauge_running(spec.job_id, +1)
+        self._mark_running(spec.job_id, +1)
         task = asyncio.create_task(self._call(spec, ctx), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
         if is_fenced:
@@ -294,7 +306,7 @@ class Runner:
         finally:
             self._job_tasks.discard(task)
             self._fenced_tasks.discard(task)
-            self._gauge_running(spec.job_id, -1)
+            self._mark_running(spec.job_id, -1)
 
     async def _await_handler(self, task: asyncio.Task[Any], spec: JobSpec, opts: JobOptions, run_id: int,
                              scheduled_at: datetime) -> RunOutcome:
@@ -366,7 +378,8 @@ class Runner:
         if m is not None:
             m.lateness.observe(max(0.0, late.total_seconds()))
 
-    def _gauge_running(self, job_id: str, delta: int) -> None:
+    def _mark_running(self, job_id: str, delta: int) -> None:
+        self._in_handler[job_id] += delta
         m = self._metrics_for(job_id)
         if m is not None:
             m.running.inc(delta)

@@ -40,8 +40,18 @@ class Watermarks:
         self._catching_up: dict[str, asyncio.Task[int]] = {}
 
     async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
+        """The window of a run at `at`: [previous fire, at) when `at` is a fire time of the schedule.
+
+        A manual run "now" (not a fire time) gets the latest complete window instead, the one
+        ending at the most recent fire: windows stay aligned, so the watermark can move past it.
+        """
         trigger = self._trigger_for(spec.job_id)
-        if trigger is not None and backfill.previous_fire(trigger, at) is not None:
+        prev = backfill.previous_fire(trigger, at) if trigger is not None else None
+        if trigger is not None and prev is not None:
+            if trigger.next_fire_time(prev) != at:  # not a fire time
+                before = backfill.previous_fire(trigger, prev)
+                if before is not None:
+                    return DataInterval(before, prev)
             return backfill.window_for(trigger, at, None)
         # no earlier fire (a date job, or the first fire): the window starts at the watermark
         return backfill.window_for(None, at, await self._store.get_watermark(spec.job_id))
@@ -70,7 +80,9 @@ class Watermarks:
     def start_catch_up(self, spec: JobSpec) -> None:
         if self._run is None or spec.job_id in self._catching_up:
             return
-        task = asyncio.create_task(self.catch_up(spec), name=f"piko-catch-up-{spec.job_id}")
+        # "now" is taken here, not after the store answers: fires after this instant are the kernel's,
+        # so a catch-up never races the scheduled fire of the window that is just ending.
+        task = asyncio.create_task(self.catch_up(spec, until=self._clock.now()), name=f"piko-catch-up-{spec.job_id}")
         self._catching_up[spec.job_id] = task
         job_id = spec.job_id
         task.add_done_callback(lambda _t: self._catching_up.pop(job_id, None))
@@ -81,13 +93,14 @@ class Watermarks:
         """`run(job_id, scheduled_time, *, kind, data_interval, take_lock)` -> RunOutcome."""
         self._run = run
 
-    async def catch_up(self, spec: JobSpec) -> int:
-        """Run the windows between the watermark and now; return how many ran."""
+    async def catch_up(self, spec: JobSpec, until: datetime | None = None) -> int:
+        """Run the windows between the watermark and `until` (default now); return how many ran."""
+        until = until or self._clock.now()
         trigger = self._trigger_for(spec.job_id)
         mark = await self._store.get_watermark(spec.job_id)
         if trigger is None or mark is None or self._run is None:
             return 0
-        windows, extra = backfill.windows_between(trigger, mark, self._clock.now(), self._max_windows)
+        windows, extra = backfill.windows_between(trigger, mark, until, self._max_windows)
         if spec.backfill_policy is BackfillPolicy.SKIP and len(windows) > 1:
             skipped = windows[:-1]
             log.warning("job %s (backfill SKIP): %d missed window(s) [%s, %s) not run; running the latest only",

@@ -330,6 +330,13 @@ class MysqlStore:
             await cur.execute(my.RELEASE_LEASE, (name, holder, token))
         await self._call(release, is_urgent=True)
 
+    async def lease_holder(self, name: str) -> tuple[str, int] | None:
+        async def read(cur: Any) -> tuple[str, int] | None:
+            await cur.execute(my.LEASE_HOLDER, (name,))
+            row = await cur.fetchone()
+            return (str(row[0]), int(row[1])) if row else None
+        return await self._call(read, is_urgent=True)
+
 
 async def _check_fence(cur: Any, fence: Fence | None) -> None:
     if fence is None:

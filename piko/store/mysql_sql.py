@@ -111,6 +111,7 @@ ACQUIRE_LEASE = (
 READ_GRANT = "SELECT token, acquired_at = renewed_at, expires_at FROM piko_lease WHERE name = %s"
 RELEASE_LEASE = (f"UPDATE piko_lease SET holder = '', expires_at = LEAST(expires_at, {NOW}), "
                  "renewals = renewals + 1 WHERE name = %s AND holder = %s AND token = %s")
+LEASE_HOLDER = f"SELECT holder, token FROM piko_lease WHERE name = %s AND holder != '' AND expires_at > {NOW}"
 # A shared lock on the lease row: a takeover (X lock) waits until the fenced write commits.
 CHECK_FENCE = (f"SELECT 1 FROM piko_lease WHERE name = %s AND holder = %s AND token = %s "
                f"AND expires_at > {NOW} LOCK IN SHARE MODE")

@@ -59,6 +59,7 @@ HEARTBEAT_SQLITE = ("INSERT INTO piko_instance (instance_id, host, pid, started_
 SELECT_INSTANCES = "SELECT instance_id, host, pid, started_at, heartbeat_at FROM piko_instance"
 
 GET_WATERMARK = "SELECT last_data_time FROM scheduled_job WHERE job_id = ?"
+SET_WATERMARK = "UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ?"
 CAS_WATERMARK = ("UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ? "
                  "AND (last_data_time = ? OR (last_data_time IS NULL AND ? IS NULL))")
 

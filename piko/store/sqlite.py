@@ -188,9 +188,13 @@ class SqliteStore:
     async def cas_watermark(self, job_id: str, expected: datetime | None, new: datetime,
                             fence: Fence | None = None) -> bool:
         def cas(c: sqlite3.Connection) -> bool:
+            # Compared as instants inside the write transaction, not as text: an operator may have
+            # typed '2026-12-01 15:00:00' or '...T15:00:00Z' by hand.
             _check_fence(c, fence)
-            return c.execute(sql.CAS_WATERMARK, (to_text(new), job_id, to_text(expected),
-                                                 to_text(expected))).rowcount == 1
+            row = c.execute(sql.GET_WATERMARK, (job_id,)).fetchone()
+            if row is None or from_db(row[0]) != expected:
+                return False
+            return c.execute(sql.SET_WATERMARK, (to_text(new), job_id)).rowcount == 1
         return bool(await self._worker.call(cas, is_write=True))
 
     # -- SQL sink ----------------------------------------------------------------------
@@ -221,6 +225,12 @@ class SqliteStore:
                      "renewals = renewals + 1 WHERE name = ? AND holder = ? AND token = ?")
         await self._worker.call(lambda c: c.execute(statement, (name, holder, token)), is_write=True,
                                 is_urgent=True)
+
+    async def lease_holder(self, name: str) -> tuple[str, int] | None:
+        statement = f"SELECT holder, token FROM piko_lease WHERE name = ? AND holder != '' AND expires_at >= {NOW_MS}"
+        row = await self._worker.call(lambda c: c.execute(statement, (name,)).fetchone(), is_write=False,
+                                      is_urgent=True)
+        return (str(row[0]), int(row[1])) if row else None
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -244,12 +244,34 @@ async def test_cas_watermark_moves_only_from_the_expected_value(store: Store) ->
     assert await store.get_watermark("w") == T0 + timedelta(hours=1)
 
 
+async def test_a_watermark_typed_by_hand_without_fraction_still_moves(store: Store) -> None:
+    await raw_execute(store, "INSERT INTO scheduled_job (job_id, schedule_type, schedule_expr, enabled, version, "
+                             "last_data_time) VALUES ('hand', 'cron', '{\"minute\": 0}', 1, 1, '2026-12-01 15:00:00')")
+    typed = datetime(2026, 12, 1, 15, tzinfo=UTC)
+    assert await store.get_watermark("hand") == typed
+    assert await store.cas_watermark("hand", typed, typed + timedelta(hours=1))
+    assert await store.get_watermark("hand") == typed + timedelta(hours=1)
+
+
 async def test_watermark_of_an_unknown_job_is_none_and_cannot_be_set(store: Store) -> None:
     assert await store.get_watermark("ghost") is None
     assert not await store.cas_watermark("ghost", None, T0)
 
 
 # -- leases --------------------------------------------------------------------------------------
+async def test_lease_holder_names_the_valid_term_only(store: Store) -> None:
+    assert await store.lease_holder("main") is None
+    grant = await store.lease_acquire("main", "a", LEASE)
+    assert grant is not None
+    assert await store.lease_holder("main") == ("a", grant.token)
+    await store.lease_release("main", "a", grant.token)
+    assert await store.lease_holder("main") is None
+    short = await store.lease_acquire("main", "b", timedelta(milliseconds=50))
+    assert short is not None and await store.lease_holder("main") == ("b", short.token)
+    await asyncio.sleep(0.1)
+    assert await store.lease_holder("main") is None  # expired: nobody holds it
+
+
 async def test_first_acquire_grants_a_new_term_and_renewal_keeps_the_token(store: Store) -> None:
     first = await store.lease_acquire("main", "a", LEASE)
     assert first is not None and first.is_new_term and first.token >= 1
