@@ -49,10 +49,10 @@ def serve_piko(jobs: int) -> None:
     from piko.observability.process import LoopLagMonitor, ProcessCollector
 
     registry = MetricsRegistry()
-    runs = registry.counter("piko_job_run_total", "Job runs by final status.", ("job_id", "status"))
-    running = registry.gauge("piko_jobs_running", "Runs in progress.", ("job_id",))
+    runs = registry.counter("piko_job_run_total", "Job runs by final status.", ("job_id", "status"), is_builtin=True)
+    running = registry.gauge("piko_jobs_running", "Runs in progress.", ("job_id",), is_builtin=True)
     duration = registry.histogram("piko_job_duration_seconds", "Wall time of finished job runs.",
-                                  ("job_id",), buckets=DURATION_BUCKETS)
+                                  ("job_id",), buckets=DURATION_BUCKETS, is_builtin=True)
     for i in range(jobs):
         job_id, n, r, d = job_values(i)
         runs.labels(job_id, "SUCCESS").inc(n)
@@ -260,9 +260,10 @@ def render_times(jobs: int) -> dict:
     from piko.observability.metrics import MetricsRegistry
 
     registry = MetricsRegistry()
-    runs = registry.counter("piko_job_run_total", "r", ("job_id", "status"))
-    running = registry.gauge("piko_jobs_running", "r", ("job_id",))
-    duration = registry.histogram("piko_job_duration_seconds", "d", ("job_id",), buckets=DURATION_BUCKETS)
+    runs = registry.counter("piko_job_run_total", "r", ("job_id", "status"), is_builtin=True)
+    running = registry.gauge("piko_jobs_running", "r", ("job_id",), is_builtin=True)
+    duration = registry.histogram("piko_job_duration_seconds", "d", ("job_id",), buckets=DURATION_BUCKETS,
+                                  is_builtin=True)
     for i in range(jobs):
         job_id, n, r, d = job_values(i)
         runs.labels(job_id, "SUCCESS").inc(n)

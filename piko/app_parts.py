@@ -215,7 +215,8 @@ def build_http(app: PikoApp, s: Settings) -> Any:
             server = await stack.enter_async_context(
                 HttpServer(OpsRoutes(app.live, app.metrics), s.http_host, s.http_port))
             app.live.http_port = server.port
-            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", s.http_host, server.port)
+            host = f"[{s.http_host}]" if ":" in s.http_host else s.http_host
+            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", host, server.port)
             yield
 
     return serve()

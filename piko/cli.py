@@ -62,14 +62,26 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["dsn"] = dsn if "://" in dsn else f"sqlite:///{dsn}"
     http = getattr(args, "http", None)
     if http:
-        if http.lower() in ("off", "no", "false", "0"):
-            out["http_enabled"] = False
-        else:
-            host, _, port = http.rpartition(":")
-            if not port.isdigit():
-                raise PikoError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8000, or 'off'")
-            out.update(http_enabled=True, http_host=host or "127.0.0.1", http_port=int(port))
+        out.update(_http_option(http))
     return out
+
+
+def _http_option(text: str) -> dict[str, Any]:
+    """--http HOST:PORT, [IPV6]:PORT, :PORT (127.0.0.1) or off -> settings overrides."""
+    if text.lower() in ("off", "no", "false", "0"):
+        return {"http_enabled": False}
+    usage = f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8000 or [::1]:8000, or 'off'"
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]:")
+        if not bracket or not host:
+            raise PikoError(usage)
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise PikoError(f"--http {text!r}: put an IPv6 address in brackets, e.g. [::1]:8000")
+    if not (port.isascii() and port.isdigit()):
+        raise PikoError(usage)
+    return {"http_enabled": True, "http_host": host or "127.0.0.1", "http_port": int(port)}
 
 
 def _app(args: argparse.Namespace) -> Any:

@@ -76,6 +76,36 @@ def test_json_logs_carry_job_and_run_ids_and_mask_secrets(db_path):
     assert "s3cret" not in stream.getvalue() and "app:***@db" in mine[0]["msg"]
 
 
+def test_lines_from_a_jobs_own_logger_carry_the_run_and_are_masked(db_path):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    from piko.observability.logging import JsonFormatter, MaskingFilter, RunContextFilter
+
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RunContextFilter())
+    handler.addFilter(MaskingFilter())
+    userlib = logging.getLogger("userlib")
+    userlib.addHandler(handler)
+    userlib.setLevel(logging.INFO)
+    try:
+        async def scenario():
+            app = PikoApp("logs", settings=Settings(db_path=db_path, http_enabled=False, leader_enabled=False))
+
+            @app.job("own_logger")
+            async def own_logger(ctx, scheduled_time):
+                userlib.info("token=abc123 fetched")
+
+            async with app:
+                return await app.run_job("own_logger")
+
+        outcome = asyncio.run(scenario())
+    finally:
+        userlib.removeHandler(handler)
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert (line["job_id"], line["run_id"]) == ("own_logger", outcome.run_id)
+    assert "abc123" not in line["msg"]
+
+
 def test_the_asgi_app_starts_piko_without_a_second_server_on_http_port(db_path):
     """`uvicorn app:api_app --port 8000` with default settings: piko must not bind 8000 itself."""
     import socket

@@ -26,7 +26,7 @@ from piko.core.resource import ResourcePool
 from piko.core.run_metrics import JobMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
 from piko.errors import JobTimeout, LeaseLost, StoreError, UnknownJobError
-from piko.observability.logging import run_logger
+from piko.observability.logging import bind_run_context, run_logger
 from piko.ports import Clock, Store
 
 log = logging.getLogger("piko.runner")
@@ -331,6 +331,7 @@ class Runner:
         return outcome(RunStatus.SUCCESS, result=task.result())
 
     async def _call(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
+        bind_run_context(spec.job_id, ctx["run_id"])  # the job's own loggers' lines carry job_id and run_id too
         for hook in self._run_hooks:
             hook(ctx)
         if not spec.resources:  # no exit stack to build on the hot path

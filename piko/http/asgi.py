@@ -1,8 +1,11 @@
 """The ops endpoints as a plain ASGI 3 callable, for `uvicorn app:api_app`.
 
-Serves the same OpsRoutes as the built-in server, so both answer identically. The
-lifespan protocol runs optional start/stop hooks (the app passes its own start and
-stop). No ASGI framework is imported; uvicorn is not a dependency of piko.
+Serves the same OpsRoutes as the built-in server, so both answer identically: the path is
+decoded from raw_path by wire.py's rules (bad escapes are 400 on both), and a body in
+pieces is sent piece by piece. The lifespan protocol starts a LoopLagMonitor for /healthz
+(the built-in server's monitor is not running when uvicorn serves) and runs optional
+start/stop hooks (the app passes its own start and stop). No ASGI framework is imported;
+uvicorn is not a dependency of piko.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from piko.http.routes import OpsRoutes, text_response
+from piko.http.routes import OpsRoutes, Response, text_response
+from piko.http.wire import ProtocolError, error_body, path_of
+from piko.observability.process import LoopLagMonitor
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,6 +30,7 @@ class OpsAsgiApp:
         self.routes = routes
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
+        self._lag_monitor: LoopLagMonitor | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -40,22 +46,39 @@ class OpsAsgiApp:
         if await _has_body(receive) and method in ("GET", "HEAD"):
             response = text_response(413, "413 Content Too Large: requests carry no body\n")
         else:
-            response = await self.routes.handle(method, scope["path"])
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        body = b"" if method == "HEAD" else response.body
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+            try:
+                path = _path(scope)
+            except ProtocolError as exc:
+                response = text_response(exc.status, error_body(exc.status, exc.reason).decode())
+            else:
+                response = await self.routes.handle(method, path)
+        await _send_response(response, send, has_body=method != "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                if not await self._run_hook(self.on_startup, "startup", send):
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self._start_lag_monitor()
+                    if not await self._run_hook(self.on_startup, "startup", send):
+                        return
+                elif message["type"] == "lifespan.shutdown":
+                    await self._run_hook(self.on_shutdown, "shutdown", send)
                     return
-            elif message["type"] == "lifespan.shutdown":
-                await self._run_hook(self.on_shutdown, "shutdown", send)
-                return
+        finally:
+            await self._stop_lag_monitor()
+
+    async def _start_lag_monitor(self) -> None:
+        if self._lag_monitor is None:
+            self._lag_monitor = await LoopLagMonitor().__aenter__()
+            self.routes.lag_source = self._lag_monitor
+
+    async def _stop_lag_monitor(self) -> None:
+        monitor, self._lag_monitor = self._lag_monitor, None
+        if monitor is not None:
+            if self.routes.lag_source is monitor:
+                self.routes.lag_source = None
+            await monitor.__aexit__(None, None, None)
 
     @staticmethod
     async def _run_hook(hook: Hook | None, phase: str, send: Send) -> bool:
@@ -67,6 +90,24 @@ class OpsAsgiApp:
             return False
         await send({"type": f"lifespan.{phase}.complete"})
         return True
+
+
+def _path(scope: Scope) -> str:
+    """The path by wire.py's rules from raw_path when the server gives it, else scope["path"]."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return path_of(raw.decode("latin-1"))
+    return str(scope["path"])
+
+
+async def _send_response(response: Response, send: Send, *, has_body: bool) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(response.content_length).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    chunks = response.chunks if has_body and response.chunks else (b"",)
+    last = len(chunks) - 1
+    for i, chunk in enumerate(chunks):
+        await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
 
 
 async def _has_body(receive: Receive) -> bool:

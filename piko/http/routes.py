@@ -3,8 +3,9 @@
 (method, path) -> Response; no framework, no sockets. /healthz answers while the loop
 runs; /readyz asks the app (and through it the store) with a short timeout so a hung store
 reads as "not ready" instead of a hung probe; /leader answers 200 only on the leader;
-/metrics renders the registry in pieces, yielding to the loop between them, and
-concurrent scrapes share one render.
+/metrics renders the registry in small pieces, yielding to the loop at least every
+YIELD_EVERY_S, and keeps the body in pieces (never one 20 MB join); concurrent scrapes
+share one render.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from piko.observability.metrics import CONTENT_TYPE, MetricsRegistry
 from piko.ports import OpsState
@@ -22,39 +24,62 @@ JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 ALLOWED_METHODS = ("GET", "HEAD")
 YIELD_EVERY_S = 0.002  # the longest stretch a metrics render may hold the loop
+PIECE_CHARS = 256 * 1024  # rendered text is encoded and kept in pieces of about this size
+# What a readiness check that never answered is called when no answer named the checks yet:
+# the app's one check besides "started" is the store ping.
+DEFAULT_CHECK_NAMES = ("store",)
 
 
 @dataclass(frozen=True)
 class Response:
     status: int
     headers: tuple[tuple[str, str], ...]
-    body: bytes
+    chunks: tuple[bytes, ...]  # the body in pieces, sent in order; Content-Length is their sum
+
+    @property
+    def content_length(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+    @property
+    def body(self) -> bytes:
+        """The whole body joined: for small responses and tests, not for writing /metrics."""
+        return b"".join(self.chunks)
+
+
+class LagSource(Protocol):
+    lag_s: float
 
 
 def json_response(status: int, payload: Mapping[str, object]) -> Response:
     body = (json.dumps(payload, separators=(",", ":")) + "\n").encode()
-    return Response(status, (("Content-Type", JSON), ("Cache-Control", "no-store")), body)
+    return Response(status, (("Content-Type", JSON), ("Cache-Control", "no-store")), (body,))
 
 
 def text_response(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, (("Content-Type", TEXT), *headers), text.encode())
+    return Response(status, (("Content-Type", TEXT), *headers), (text.encode(),))
 
 
 class OpsRoutes:
-    """GET/HEAD /healthz, /readyz, /leader, /metrics; 404 elsewhere, 405 for other methods."""
+    """GET/HEAD /healthz, /readyz, /leader, /metrics; 404 elsewhere, 405 for other methods.
+
+    `lag_source`, when set (the ASGI lifespan sets its own LoopLagMonitor), is what /healthz
+    reports; otherwise the app state's loop_lag_s.
+    """
 
     def __init__(self, state: OpsState, registry: MetricsRegistry, *, readiness_timeout_s: float = 2.0) -> None:
         self.state = state
         self.registry = registry
         self.readiness_timeout_s = readiness_timeout_s
+        self.lag_source: LagSource | None = None
         self._table = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/leader": self.leader,
             "/metrics": self.metrics,
         }
-        self._render: asyncio.Future[bytes] | None = None
+        self._render: asyncio.Future[tuple[bytes, ...]] | None = None
         self._readiness: asyncio.Future[dict[str, str | None]] | None = None
+        self._check_names: tuple[str, ...] = DEFAULT_CHECK_NAMES
 
     async def handle(self, method: str, path: str) -> Response:
         endpoint = self._table.get(path)
@@ -66,7 +91,9 @@ class OpsRoutes:
         return await endpoint()
 
     async def healthz(self) -> Response:
-        return json_response(200, {"status": "ok", "loop_lag_s": round(self.state.loop_lag_s(), 6)})
+        source = self.lag_source
+        lag_s = source.lag_s if source is not None else self.state.loop_lag_s()
+        return json_response(200, {"status": "ok", "loop_lag_s": round(lag_s, 6)})
 
     async def readyz(self) -> Response:
         role = self.state.role()
@@ -89,18 +116,26 @@ class OpsRoutes:
     async def metrics(self) -> Response:
         if self._render is None or self._render.done():
             self._render = asyncio.ensure_future(self._render_metrics())
-        body = await asyncio.shield(self._render)
-        return Response(200, (("Content-Type", CONTENT_TYPE),), body)
+        chunks = await asyncio.shield(self._render)
+        return Response(200, (("Content-Type", CONTENT_TYPE),), chunks)
 
-    async def _render_metrics(self) -> bytes:
-        parts: list[bytes] = []
+    async def _render_metrics(self) -> tuple[bytes, ...]:
+        pieces: list[bytes] = []
+        pending: list[str] = []
+        pending_chars = 0
         yielded_at = time.perf_counter()
-        for chunk in self.registry.render_chunks():
-            parts.append(chunk.encode())
+        for text in self.registry.render_chunks():
+            pending.append(text)
+            pending_chars += len(text)
+            if pending_chars >= PIECE_CHARS:
+                pieces.append(_encode(pending))
+                pending, pending_chars = [], 0
             if time.perf_counter() - yielded_at > YIELD_EVERY_S:
                 await asyncio.sleep(0)
                 yielded_at = time.perf_counter()
-        return b"".join(parts)
+        if pending:
+            pieces.append(_encode(pending))
+        return tuple(pieces)
 
     async def _shared_readiness(self) -> dict[str, str | None]:
         # Probes from several kubelets (or a flood) share one in-flight check of the store.
@@ -109,9 +144,22 @@ class OpsRoutes:
         return await asyncio.shield(self._readiness)
 
     async def _readiness_checks(self) -> dict[str, str | None]:
+        # The state answers all checks in one call, so a hang or an unexpected exception cannot
+        # be pinned on one check: it is reported under every check the state last named.
         try:
-            return await asyncio.wait_for(self.state.readiness_checks(), self.readiness_timeout_s)
+            checks = await asyncio.wait_for(self.state.readiness_checks(), self.readiness_timeout_s)
         except asyncio.TimeoutError:
-            return {"checks": f"no answer within {self.readiness_timeout_s:g} s"}
+            return self._all_failing(f"no answer within {self.readiness_timeout_s:g} s")
         except Exception as exc:  # a failing check is a reason to report, not a crash
-            return {"checks": f"{type(exc).__name__}: {exc}"}
+            return self._all_failing(f"{type(exc).__name__}: {exc}")
+        self._check_names = tuple(name for name in checks if name != "started") or DEFAULT_CHECK_NAMES
+        return checks
+
+    def _all_failing(self, reason: str) -> dict[str, str | None]:
+        return {name: reason for name in self._check_names}
+
+
+def _encode(texts: list[str]) -> bytes:
+    # exposition.py already made every string UTF-8-safe; backslashreplace is the last guard,
+    # so one bad string can never turn the whole scrape into a 500.
+    return "".join(texts).encode("utf-8", "backslashreplace")

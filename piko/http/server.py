@@ -3,9 +3,10 @@
 One asyncio.Protocol per connection feeds the sans-IO parser; one task per connection
 answers its requests in order (keep-alive, pipelining). Nothing a client sends may crash
 the server or stall the loop: requests are bounded (header_limit), slow or silent clients
-are timed out (header_timeout_s from a request's first byte, idle_timeout_s between
-requests), writes respect flow control, and over max_connections new connections get a
-503 and are closed at once.
+are timed out (header_timeout_s from a request's first byte, blank lines included, or
+from the connection's start; idle_timeout_s between requests), writes respect flow
+control, and over max_connections new connections get a 503 and are closed at once.
+A body in pieces (/metrics) is written piece by piece, never joined.
 """
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ class HttpServer:
         except OSError as exc:
             why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(
-                f"cannot serve HTTP on {self.host}:{self.port}: {why} (set http_port or --http HOST:PORT)"
+                f"cannot serve HTTP on {_url_host(self.host)}:{self.port}: {why}"
+                " (set http_port or --http HOST:PORT)"
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("ops HTTP server listening on http://%s:%s", self.host, self.port)
+        log.info("ops HTTP server listening on http://%s:%s", _url_host(self.host), self.port)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -122,8 +124,10 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
-        self.request_started_at = 0.0
-        self.is_first_request = True
+        # When the request being read started: the connection's start for the first one, else
+        # its first byte (a blank line counts); None between requests, while only idling.
+        self.request_started_at: float | None = None
+        self.has_request_bytes = False
         self.is_eof = False
         self.is_reading_paused = False
         self.is_lingering = False
@@ -141,14 +145,15 @@ class _Connection(asyncio.Protocol):
             self.close_gracefully()
             return
         transport.set_write_buffer_limits(high=WRITE_SLICE)
-        self.request_started_at = self.loop.time()
+        self.request_started_at = self.loop.time()  # a silent client gets header_timeout_s
         self.task = self.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         if self.is_lingering:
             return
-        if self.parser.buffered == 0:
+        if self.request_started_at is None:
             self.request_started_at = self.loop.time()
+        self.has_request_bytes = True
         self.parser.feed(data)
         if self.parser.buffered > READ_PAUSE_AT and self.transport is not None:
             self.transport.pause_reading()
@@ -181,7 +186,17 @@ class _Connection(asyncio.Protocol):
         transport.write_eof()
         if self.is_reading_paused:
             transport.resume_reading()
-        self._linger_timer = self.loop.call_later(LINGER_S, transport.close)
+        self._linger_timer = self.loop.call_later(LINGER_S, self._end_linger)
+
+    def _end_linger(self) -> None:
+        # close() would wait for the buffer to drain: a peer that stopped reading never lets it
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def pause_writing(self) -> None:
         self._writable = self.loop.create_future()
@@ -232,9 +247,9 @@ class _Connection(asyncio.Protocol):
         while True:
             request = self.parser.next_request()
             if request is not None:
-                if self.parser.buffered:  # a pipelined request: its clock starts now
-                    self.request_started_at = self.loop.time()
-                self.is_first_request = False
+                is_pipelined = self.parser.buffered > 0  # the next request's clock starts now
+                self.request_started_at = self.loop.time() if is_pipelined else None
+                self.has_request_bytes = is_pipelined
                 return request
             if self.is_reading_paused and self.transport is not None:
                 self.transport.resume_reading()
@@ -242,13 +257,13 @@ class _Connection(asyncio.Protocol):
             if self.is_eof:
                 return None
             if not await self._wait_for_data():
-                if self.parser.buffered:
+                if self.has_request_bytes:
                     raise ProtocolError(408, "the request headers did not arrive in time")
                 return None
 
     async def _wait_for_data(self) -> bool:
         server = self.server
-        if self.parser.buffered or self.is_first_request:
+        if self.request_started_at is not None:
             deadline = self.request_started_at + server.header_timeout_s
         else:
             deadline = self.loop.time() + server.idle_timeout_s
@@ -276,31 +291,39 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, response: Response, *, is_keep_alive: bool, has_body: bool) -> None:
         assert self.transport is not None
-        self.transport.write(self._head(response, is_keep_alive))
-        if has_body:
-            self.transport.write(response.body)
+        self.transport.write(self._head(response, is_keep_alive) + (response.body if has_body else b""))
 
     async def _write_async(self, response: Response, *, is_keep_alive: bool, has_body: bool) -> None:
         transport = self.transport
         assert transport is not None
-        body = response.body if has_body else b""
-        if len(body) <= WRITE_SLICE:
-            transport.write(self._head(response, is_keep_alive) + body)
+        head = self._head(response, is_keep_alive)
+        chunks = response.chunks if has_body else ()
+        if len(chunks) <= 1 and response.content_length <= WRITE_SLICE:
+            transport.write(head + b"".join(chunks))  # one segment for the small answers
         else:
-            transport.write(self._head(response, is_keep_alive))
-            view = memoryview(body)
-            for start in range(0, len(body), WRITE_SLICE):
-                transport.write(view[start : start + WRITE_SLICE])
-                await self._drain()
+            transport.write(head)
+            for chunk in chunks:
+                view = memoryview(chunk)
+                for start in range(0, len(chunk), WRITE_SLICE):
+                    transport.write(view[start : start + WRITE_SLICE])
+                    await self._drain(is_between_slices=True)
         await self._drain()
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, is_between_slices: bool = False) -> None:
         # A reader that stops reading is cut off after idle_timeout_s instead of pinning memory.
         if self._writable is not None:
             await asyncio.wait_for(asyncio.shield(self._writable), self.server.idle_timeout_s)
+        elif is_between_slices:
+            # A fast reader (loopback) never fills the buffer: without this turn a 20 MB body
+            # would go out in one loop step.
+            await asyncio.sleep(0)
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the peer went away")
 
     def _head(self, response: Response, is_keep_alive: bool) -> bytes:
-        return format_response_head(response.status, response.headers, len(response.body),
+        return format_response_head(response.status, response.headers, response.content_length,
                                     is_keep_alive=is_keep_alive, date=self.server.http_date(_WALL.now().timestamp()))
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address in a URL or HOST:PORT

@@ -4,7 +4,8 @@ Like h11, this module never touches a socket, a loop or a clock: the asyncio she
 (server.py) feeds it what arrived and writes what it returns, so every parsing rule is
 tested without a network. It speaks the small subset the ops endpoints need: HTTP/1.0 and
 1.1, keep-alive, pipelining, no request bodies. Anything else is a ProtocolError carrying
-the status to answer with, after which the connection is closed.
+the status to answer with, after which the connection is closed. Request.path is
+percent-decoded, as uvicorn decodes scope["path"], so both servers route alike.
 Imports nothing but the standard library.
 """
 
@@ -13,14 +14,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 DEFAULT_HEADER_LIMIT = 8192
+# RFC 9112 2.2 asks servers to ignore at least one empty line before a request line; a few
+# are allowed (old clients sent CRLF after a body), an endless stream of them is an attack.
+MAX_BLANK_LINES = 8
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")  # visible ASCII, no spaces or controls
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ABSOLUTE_FORM = re.compile(r"\Ahttps?://", re.IGNORECASE)
 
 
 class ProtocolError(Exception):
@@ -36,7 +43,7 @@ class ProtocolError(Exception):
 class Request:
     method: str
     target: str  # as sent
-    path: str  # the target's path, without query string or scheme://authority
+    path: str  # the target's path, percent-decoded, without query string or scheme://authority
     http_version: str  # "1.0" | "1.1"
     headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
     is_keep_alive: bool
@@ -55,6 +62,7 @@ class RequestParser:
     def __init__(self, header_limit: int = DEFAULT_HEADER_LIMIT) -> None:
         self.header_limit = header_limit
         self._buffer = bytearray()
+        self._blank_lines = 0  # skipped before the current request line
         self._failed: ProtocolError | None = None
 
     @property
@@ -78,8 +86,11 @@ class RequestParser:
 
     def _next_request(self) -> Request | None:
         buffer = self._buffer
-        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":  # RFC 9112 2.2: ignore leading blank lines
+        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
             del buffer[: 2 if buffer[:1] == b"\r" else 1]
+            self._blank_lines += 1
+            if self._blank_lines > MAX_BLANK_LINES:
+                raise ProtocolError(400, f"more than {MAX_BLANK_LINES} blank lines before the request line")
         end = _HEADER_END.search(buffer, 0, self.header_limit + 4)
         if end is None:
             self._check_incomplete(buffer)
@@ -88,6 +99,7 @@ class RequestParser:
             raise ProtocolError(431, f"request headers exceed {self.header_limit} bytes")
         head = bytes(buffer[: end.start()])
         del buffer[: end.end()]
+        self._blank_lines = 0
         return parse_head(head)
 
     def _check_incomplete(self, buffer: bytearray) -> None:
@@ -111,7 +123,7 @@ def parse_head(head: bytes) -> Request:
     return Request(
         method=method,
         target=target,
-        path=_path_of(target),
+        path=path_of(target),
         http_version=version,
         headers=headers,
         is_keep_alive=_is_keep_alive(version, headers),
@@ -168,12 +180,30 @@ def _is_keep_alive(version: str, headers: tuple[tuple[str, str], ...]) -> bool:
     return version == "1.1" or "keep-alive" in tokens
 
 
-def _path_of(target: str) -> str:
-    if "://" in target.partition("?")[0]:  # absolute-form: http://host/path
+def path_of(target: str) -> str:
+    """The decoded path of a request target (origin-form, or absolute-form http(s)://host/path).
+
+    Raises ProtocolError(400) for a bad percent-escape, or one that decodes to NUL or to
+    bytes that are not UTF-8: such a path names no endpoint and must not reach a log as text.
+    """
+    if _ABSOLUTE_FORM.match(target):  # only a scheme makes it absolute-form: /x://y/ is a path
         rest = target.split("://", 1)[1]
         slash = rest.find("/")
         target = rest[slash:] if slash >= 0 else "/"
-    return target.partition("?")[0].partition("#")[0]
+    raw = target.partition("?")[0].partition("#")[0]
+    return decode_path(raw) if "%" in raw else raw
+
+
+def decode_path(raw: str) -> str:
+    if _BAD_ESCAPE.search(raw):
+        raise ProtocolError(400, "the request path holds a '%' that is not followed by two hex digits")
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(400, "the request path decodes to bytes that are not UTF-8") from None
+    if "\x00" in path:
+        raise ProtocolError(400, "the request path decodes to a NUL byte")
+    return path
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 Pure: no asyncio, no I/O, no locks. The registry lives on the event loop thread; worker
 threads and processes never touch it. Rendering is on the scrape path with up to tens of
-thousands of series, so each child caches its formatted sample text and only re-formats
-after its value changed; `render_chunks` lets an async caller yield between metrics.
-Imports nothing from piko but errors.
+thousands of series, so each child (series.py) caches its formatted sample text and only
+re-formats after its value changed; `render_chunks` hands out small pieces so an async
+caller can yield to the loop between them. The `piko_` and `process_` name prefixes
+belong to piko's own metric set, which registers lazily: a user metric there would only
+clash at start-up, so it is refused at registration. Imports nothing from piko but
+observability modules.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,100 +34,16 @@ from piko.observability.exposition import (
 from piko.observability.exposition import (
     METRIC_NAME as _METRIC_NAME,
 )
+from piko.observability.series import CounterChild, GaugeChild, HistogramChild
 
-# -- children: one series (one set of label values) ----------------------------------
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "RENDER_LINES", "RESERVED_PREFIXES", "Collector", "Counter",
+           "CounterChild", "Family", "Gauge", "GaugeChild", "Histogram", "HistogramChild", "MetricsRegistry",
+           "Sample", "escape_help", "escape_label_value", "format_labels", "format_value"]
 
-
-class CounterChild:
-    __slots__ = ("_labels", "_name", "_value", "_text")
-
-    def __init__(self, name: str, labels: str) -> None:
-        self._name = name
-        self._labels = labels
-        self._value: float = 0
-        self._text: str | None = None
-
-    def inc(self, amount: float = 1) -> None:
-        if amount < 0:
-            raise ValueError(f"counters only go up: inc({amount!r}) on {self._name}; use a gauge")
-        self._value += amount
-        self._text = None
-
-    @property
-    def value(self) -> float:
-        return self._value
-
-    def _render(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._text = f"{self._name}{self._labels} {format_value(self._value)}\n"
-        return text
-
-
-class GaugeChild(CounterChild):
-    __slots__ = ()
-
-    def inc(self, amount: float = 1) -> None:
-        self._value += amount
-        self._text = None
-
-    def dec(self, amount: float = 1) -> None:
-        self._value -= amount
-        self._text = None
-
-    def set(self, value: float) -> None:
-        self._value = value
-        self._text = None
-
-
-class HistogramChild:
-    __slots__ = ("_bounds", "_counts", "_sum", "_spec", "_prefixes", "_text")
-
-    def __init__(self, name: str, label_names: Sequence[str], values: Sequence[str],
-                 bounds: Sequence[float]) -> None:
-        self._bounds = bounds  # sorted upper bounds, the last is +Inf
-        self._counts = [0] * len(bounds)  # per bucket, not cumulative
-        self._sum: float = 0
-        self._spec = (name, label_names, values)
-        self._prefixes: list[str] | None = None  # formatted at the first render, not on the run path
-        self._text: str | None = None
-
-    def _line_prefixes(self) -> list[str]:
-        if self._prefixes is None:
-            name, label_names, values = self._spec
-            names = (*label_names, "le")
-            plain = format_labels(label_names, values)
-            self._prefixes = [f"{name}_bucket{format_labels(names, (*values, format_value(b)))} "
-                              for b in self._bounds] + [f"{name}_sum{plain} ", f"{name}_count{plain} "]
-        return self._prefixes
-
-    def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
-        self._text = None
-
-    @property
-    def count(self) -> int:
-        return sum(self._counts)
-
-    @property
-    def sum(self) -> float:
-        return self._sum
-
-    def _render(self) -> str:
-        text = self._text
-        if text is None:
-            *buckets, sum_prefix, count_prefix = self._line_prefixes()
-            lines = []
-            total = 0
-            for prefix, n in zip(buckets, self._counts, strict=True):
-                total += n
-                lines.append(f"{prefix}{total}\n")
-            lines.append(f"{sum_prefix}{format_value(self._sum)}\n")
-            lines.append(f"{count_prefix}{total}\n")
-            text = self._text = "".join(lines)
-        return text
-
+RESERVED_PREFIXES = ("piko_", "process_")  # piko's own metric set (piko_metrics.py, process.py)
+# Sample lines per render_chunks piece: a first render formats a line in ~2 us, so a piece of
+# 512 lines (30 histogram series or 512 counters) holds the loop about 1 ms; cached, far less.
+RENDER_LINES = 512
 
 C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
 
@@ -135,8 +53,12 @@ C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
 
 class _Metric(Generic[C]):
     kind = ""
+    lines_per_series = 1
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        if not isinstance(documentation, str):
+            raise ValueError(f"metric {name} needs a documentation string (its # HELP text),"
+                             f" got {documentation!r}")
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -178,11 +100,12 @@ class _Metric(Generic[C]):
     def render(self) -> str:
         return "".join(self.render_chunks())
 
-    def render_chunks(self, batch: int = 1000) -> Iterator[str]:
-        """HELP/TYPE and the samples of up to `batch` series per chunk."""
+    def render_chunks(self, lines: int = RENDER_LINES) -> Iterator[str]:
+        """HELP/TYPE and the samples of as many series as fit in about `lines` lines per chunk."""
         children = list(self._children.values())  # a snapshot: series may come and go meanwhile
         if not children:
             yield self._header
+        batch = max(1, lines // self.lines_per_series)
         for start in range(0, len(children), batch):
             part = "".join([c._render() for c in children[start : start + batch]])
             yield self._header + part if start == 0 else part
@@ -253,13 +176,15 @@ class Histogram(_Metric[HistogramChild]):
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         self.bounds = _check_buckets(name, buckets)
+        self.les = tuple(format_value(b) for b in self.bounds)  # the le="..." texts, shared by children
+        self.lines_per_series = len(self.bounds) + 2  # buckets, _sum, _count
         super().__init__(name, documentation, labelnames)
 
     def sample_names(self) -> tuple[str, ...]:
         return (self.name, f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
 
     def _new_child(self, key: tuple[str, ...]) -> HistogramChild:
-        return HistogramChild(self.name, self.labelnames, key, self.bounds)
+        return HistogramChild(self.name, self.labelnames, key, self.bounds, self.les)
 
     def observe(self, value: float) -> None:
         self._unlabelled().observe(value)
@@ -316,23 +241,28 @@ class MetricsRegistry:
         self._collectors: list[Collector] = []
         self._taken: dict[str, str] = {}  # sample name -> owning metric or collector name
 
-    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self._add(Counter(name, documentation, self._check(name, labelnames)))
+    # `is_builtin=True` is for piko's own metric set only: it may use the reserved prefixes.
 
-    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
-        return self._add(Gauge(name, documentation, self._check(name, labelnames)))
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                is_builtin: bool = False) -> Counter:
+        return self._add(Counter(name, documentation, self._check(name, labelnames, is_builtin)))
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+              is_builtin: bool = False) -> Gauge:
+        return self._add(Gauge(name, documentation, self._check(name, labelnames, is_builtin)))
 
     def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
-        names = self._check(name, labelnames)
+                  buckets: Sequence[float] = DEFAULT_BUCKETS, *, is_builtin: bool = False) -> Histogram:
+        names = self._check(name, labelnames, is_builtin)
         if "le" in names:
             raise ValueError(f"histogram {name} cannot use the label name 'le' (it is reserved)")
         return self._add(Histogram(name, documentation, names, buckets))
 
-    def register_collector(self, names: Sequence[str], collect: Collector) -> None:
+    def register_collector(self, names: Sequence[str], collect: Collector, *,
+                           is_builtin: bool = False) -> None:
         """Add families computed at each render; `names` reserves their sample names."""
         for name in names:
-            self._check(name, ())
+            self._check(name, (), is_builtin)
             self._claim(name, name, dry_run=True)
         for name in names:
             self._claim(name, name)
@@ -353,23 +283,27 @@ class MetricsRegistry:
         ((label, value),) = match.items()
         return sum(m.remove_matching(label, value) for m in self._metrics.values())
 
-    def render_chunks(self, batch: int = 1000) -> Iterator[str]:
-        """The exposition text in pieces of at most `batch` series: an async caller yields
-        to the loop between pieces, so 10,000 jobs' series never block it for long."""
+    def render_chunks(self, lines: int = RENDER_LINES) -> Iterator[str]:
+        """The exposition text in pieces of about `lines` sample lines (at least one series):
+        an async caller yields to the loop between pieces, so 10,000 jobs' series never block
+        it for long."""
         for metric in list(self._metrics.values()):
-            yield from metric.render_chunks(batch)
+            yield from metric.render_chunks(lines)
         for collect in self._collectors:
             yield "".join(f.render() for f in collect())
 
     def render(self) -> str:
         return "".join(self.render_chunks())
 
-    def _check(self, name: str, labelnames: Sequence[str]) -> tuple[str, ...]:
-        if not _METRIC_NAME.match(name):
+    def _check(self, name: str, labelnames: Sequence[str], is_builtin: bool) -> tuple[str, ...]:
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}: use letters, digits, '_' and ':'")
+        if not is_builtin and name.startswith(RESERVED_PREFIXES):
+            raise ValueError(f"metric name {name!r} uses a prefix reserved for piko's own metrics"
+                             f" ({', '.join(RESERVED_PREFIXES)}): name it after your app, e.g. 'myapp_...'")
         names = (labelnames,) if isinstance(labelnames, str) else tuple(labelnames)
         for label in names:
-            if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+            if not isinstance(label, str) or not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
                 raise ValueError(
                     f"invalid label name {label!r} on {name}: use letters, digits and '_',"
                     " not starting with '__'"

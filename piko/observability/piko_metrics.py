@@ -8,6 +8,8 @@ process_* metrics. Components receive this object and update the attributes they
 
 from __future__ import annotations
 
+import functools
+
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.process import ProcessCollector
 
@@ -17,13 +19,22 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0)
 
 
+class _Builtin:
+    """The registry's constructors with is_builtin=True: these names may use the piko_ prefix."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.counter = functools.partial(registry.counter, is_builtin=True)
+        self.gauge = functools.partial(registry.gauge, is_builtin=True)
+        self.histogram = functools.partial(registry.histogram, is_builtin=True)
+
+
 class PikoMetrics:
     def __init__(self, registry: MetricsRegistry, *, include_process: bool = True,
                  version: str | None = None) -> None:
         if version is None:
             from piko import __version__ as version  # late: piko/__init__ may import the app
         self.registry = registry
-        r = registry
+        r = _Builtin(registry)
         self.job_run_total = r.counter(
             "piko_job_run_total", "Job runs by final status.", ("job_id", "status"))
         self.job_duration_seconds = r.histogram(
@@ -60,7 +71,7 @@ class PikoMetrics:
                                   ("version",))
         self.build_info.labels(version=version).set(1)
         if include_process:
-            ProcessCollector().register(r)
+            ProcessCollector().register(registry)
 
     def forget_job(self, job_id: str) -> int:
         """Drop every series of a deleted job; returns how many were dropped."""

@@ -38,7 +38,7 @@ class ProcessCollector:
             self._ticks, self._page_size = 100, 4096
 
     def register(self, registry: MetricsRegistry) -> None:
-        registry.register_collector(PROCESS_METRIC_NAMES, self.collect)
+        registry.register_collector(PROCESS_METRIC_NAMES, self.collect, is_builtin=True)
 
     def collect(self) -> list[Family]:
         try:

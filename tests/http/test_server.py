@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 
 import pytest
 
 from piko.errors import ConfigError
+from piko.http.server import HttpServer
 from piko.observability.metrics import MetricsRegistry
 from tests.http.support import FakeOpsState, RawClient, async_test, fetch, get, make_routes, serve, wait_until
 
@@ -220,7 +223,21 @@ async def test_readyz_is_503_before_start_and_when_the_store_hangs() -> None:
         reply = await fetch(srv.port, "/readyz")
         assert reply.status == 503
         assert time.monotonic() - started < 1.0
-        assert "no answer within 0.2 s" in reply.body.decode()
+        assert json.loads(reply.body)["checks"] == {"started": "ok", "store": "no answer within 0.2 s"}
+
+
+class _GoneStore(FakeOpsState):
+    async def readiness_checks(self) -> dict[str, str | None]:
+        raise RuntimeError("db gone")
+
+
+@async_test
+async def test_readyz_names_the_store_check_when_it_raises_unexpectedly() -> None:
+    async with serve(make_routes(_GoneStore())) as srv:
+        reply = await fetch(srv.port, "/readyz")
+    assert reply.status == 503
+    assert json.loads(reply.body) == {"status": "not ready", "role": "leader",
+                                      "checks": {"started": "ok", "store": "RuntimeError: db gone"}}
 
 
 @async_test
@@ -267,3 +284,53 @@ async def test_client_that_stops_reading_a_large_response_is_cut_off() -> None:
         await wait_until(lambda: srv.connection_count == 0, timeout=3.0)
         assert (await fetch(srv.port, "/healthz")).status == 200
         client.writer.transport.abort()
+
+
+@async_test
+async def test_metrics_still_answers_with_a_label_value_holding_lone_surrogates() -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
+    registry = MetricsRegistry()
+    registry.counter("files_total", "x", ("name",)).labels(name=os.fsdecode(b"bad\xff.csv")).inc()
+    registry.gauge("ok", "a healthy neighbour").set(1)
+    async with serve(make_routes(registry=registry)) as srv:
+        reply = await fetch(srv.port, "/metrics")
+    assert reply.status == 200
+    families = {f.name: f for f in parser.text_string_to_metric_families(reply.body.decode("utf-8"))}
+    assert families["files"].samples[0].labels == {"name": "bad\\udcff.csv"}
+    assert families["ok"].samples[0].value == 1
+
+
+@async_test
+async def test_a_large_metrics_body_streams_with_the_length_get_and_head_agree_on() -> None:
+    registry = MetricsRegistry()
+    histogram = registry.histogram("h", "big", ("job_id",))
+    for i in range(5000):
+        histogram.labels(job_id=f"job-{i}").observe(i / 1000)
+    expected = registry.render().encode()
+    async with serve(make_routes(registry=registry)) as srv:
+        client = await RawClient.connect(srv.port)
+        full = await client.request("/metrics")
+        head = await client.request("/metrics", method="HEAD")
+        after = await client.request("/healthz")  # framing held: no stray body bytes
+        await client.close()
+    assert len(expected) > 4 * 256 * 1024  # several pieces
+    assert full.body == expected and full.headers["content-length"] == str(len(expected))
+    assert head.status == 200 and head.headers["content-length"] == str(len(expected))
+    assert after.status == 200
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+@async_test
+async def test_the_server_binds_an_ipv6_host() -> None:
+    try:
+        srv = HttpServer(make_routes(), "::1", 0)
+        await srv.__aenter__()
+    except ConfigError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        reader, writer = await asyncio.open_connection("::1", srv.port)
+        writer.write(get("/healthz", extra="Connection: close\r\n"))
+        assert (await reader.read()).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+    finally:
+        await srv.__aexit__(None, None, None)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from piko.http.wire import ProtocolError, RequestParser, format_response_head
+from piko.http.wire import MAX_BLANK_LINES, ProtocolError, RequestParser, format_response_head
 
 
 def parse_all(data: bytes, header_limit: int = 8192) -> list:
@@ -142,3 +142,46 @@ def test_any_split_of_the_stream_gives_the_same_requests(targets: list[str], cut
     while (request := parser.next_request()) is not None:
         seen.append(request.path)
     assert seen == targets
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [("/%68ealthz", "/healthz"), ("/a%2Fb", "/a/b"), ("/caf%C3%A9?x=%zz", "/café"), ("/plain", "/plain"),
+     ("HTTP://h/%68ealthz", "/healthz"), ("https://h:1", "/")],
+)
+def test_the_path_is_percent_decoded(target: str, path: str) -> None:
+    (request,) = parse_all(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert request.path == path and request.target == target
+
+
+@pytest.mark.parametrize("target", ["/%zz", "/%4", "/a%", "/%00", "/x%ffy", "/%C3"])
+def test_bad_escapes_and_nul_or_non_utf8_paths_are_400(target: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_all(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [("/x://y/healthz", "/x://y/healthz"), ("/?next=http://h/healthz", "/"), ("ftp://h/healthz", "ftp://h/healthz")],
+)
+def test_only_an_http_scheme_makes_a_target_absolute_form(target: str, path: str) -> None:
+    (request,) = parse_all(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert request.path == path
+
+
+def test_a_few_leading_blank_lines_are_skipped_but_not_endlessly() -> None:
+    assert parse_all(b"\r\n" * MAX_BLANK_LINES + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    parser = RequestParser()
+    for _ in range(MAX_BLANK_LINES):  # fed one at a time, as a trickling client sends them
+        parser.feed(b"\r\n")
+        assert parser.next_request() is None
+    parser.feed(b"\n")
+    with pytest.raises(ProtocolError) as caught:
+        parser.next_request()
+    assert caught.value.status == 400
+
+
+def test_blank_lines_are_counted_per_request() -> None:
+    one = b"\r\n" * MAX_BLANK_LINES + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert len(parse_all(one * 3)) == 3

@@ -14,21 +14,21 @@ from piko.observability.metrics import Family, MetricsRegistry, Sample, format_v
 
 def test_counter_renders_help_type_and_labelled_samples() -> None:
     reg = MetricsRegistry()
-    runs = reg.counter("piko_job_run_total", "Runs by final status", labelnames=("job_id", "status"))
+    runs = reg.counter("app_job_run_total", "Runs by final status", labelnames=("job_id", "status"))
     runs.labels(job_id="a", status="SUCCESS").inc()
     runs.labels("a", "FAILED").inc(2.5)
     assert reg.render() == (
-        "# HELP piko_job_run_total Runs by final status\n"
-        "# TYPE piko_job_run_total counter\n"
-        'piko_job_run_total{job_id="a",status="SUCCESS"} 1\n'
-        'piko_job_run_total{job_id="a",status="FAILED"} 2.5\n'
+        "# HELP app_job_run_total Runs by final status\n"
+        "# TYPE app_job_run_total counter\n"
+        'app_job_run_total{job_id="a",status="SUCCESS"} 1\n'
+        'app_job_run_total{job_id="a",status="FAILED"} 2.5\n'
     )
 
 
 def test_counter_name_is_kept_exactly_and_unlabelled_counters_start_at_zero() -> None:
     reg = MetricsRegistry()
-    fallback = reg.counter("piko_persistence_fallback_total", "Spilled intents")
-    assert reg.render().endswith("piko_persistence_fallback_total 0\n")
+    fallback = reg.counter("app_fallback_total", "Spilled intents")
+    assert reg.render().endswith("app_fallback_total 0\n")
     fallback.inc()
     assert fallback.value == 1
     assert "_total_total" not in reg.render()
@@ -42,14 +42,14 @@ def test_counter_refuses_to_go_down() -> None:
 
 def test_gauge_goes_up_down_and_is_set() -> None:
     reg = MetricsRegistry()
-    running = reg.gauge("piko_jobs_running", "Runs in progress", labelnames=("job_id",))
+    running = reg.gauge("app_jobs_running", "Runs in progress", labelnames=("job_id",))
     child = running.labels(job_id="a")
     child.inc()
     child.inc()
     child.dec()
     assert child.value == 1
     child.set(3)
-    assert 'piko_jobs_running{job_id="a"} 3\n' in reg.render()
+    assert 'app_jobs_running{job_id="a"} 3\n' in reg.render()
 
 
 def test_histogram_renders_cumulative_buckets_inf_sum_and_count() -> None:
@@ -77,11 +77,11 @@ def test_histogram_buckets_must_increase_and_le_is_reserved() -> None:
 
 def test_duplicate_names_raise_a_clear_value_error() -> None:
     reg = MetricsRegistry()
-    reg.histogram("piko_job_duration_seconds", "d")
-    with pytest.raises(ValueError, match="duplicate metric name 'piko_job_duration_seconds'"):
-        reg.gauge("piko_job_duration_seconds", "again")
-    with pytest.raises(ValueError, match="'piko_job_duration_seconds_count'.*already registered"):
-        reg.counter("piko_job_duration_seconds_count", "clashes with a histogram sample")
+    reg.histogram("app_job_duration_seconds", "d")
+    with pytest.raises(ValueError, match="duplicate metric name 'app_job_duration_seconds'"):
+        reg.gauge("app_job_duration_seconds", "again")
+    with pytest.raises(ValueError, match="'app_job_duration_seconds_count'.*already registered"):
+        reg.counter("app_job_duration_seconds_count", "clashes with a histogram sample")
 
 
 @pytest.mark.parametrize("name", ["", "1abc", "a-b", "a b", "é"])
@@ -168,12 +168,12 @@ def test_render_reflects_changes_after_a_cached_render() -> None:
     assert 'h_bucket{k="x",le="+Inf"} 2\n' in text and 'h_count{k="x"} 2\n' in text
 
 
-def test_render_chunks_bound_the_series_per_chunk() -> None:
+def test_render_chunks_bound_the_lines_per_chunk() -> None:
     reg = MetricsRegistry()
     gauge = reg.gauge("g", "g", ("i",))
     for i in range(2500):
         gauge.labels(str(i)).set(i)
-    chunks = list(reg.render_chunks(batch=1000))
+    chunks = list(reg.render_chunks(lines=1000))
     assert [c.count("\n") for c in chunks] == [1002, 1000, 500]
     assert "".join(chunks) == reg.render()
 
@@ -204,8 +204,8 @@ def test_any_label_value_and_gauge_value_round_trip_through_the_parser(label: st
 
 def test_rendering_ten_thousand_jobs_series_is_fast() -> None:
     reg = MetricsRegistry()
-    runs = reg.counter("piko_job_run_total", "r", ("job_id", "status"))
-    duration = reg.histogram("piko_job_duration_seconds", "d", ("job_id",))
+    runs = reg.counter("app_job_run_total", "r", ("job_id", "status"))
+    duration = reg.histogram("app_job_duration_seconds", "d", ("job_id",))
     for i in range(10_000):
         runs.labels(f"job-{i}", "SUCCESS").inc()
         duration.labels(f"job-{i}").observe(0.1)

@@ -44,7 +44,7 @@ def test_users_add_their_own_metrics_next_to_piko_ones() -> None:
     rows = reg.counter("myapp_rows_synced_total", "Rows synced", ("table",))
     rows.labels(table="users").inc(10)
     assert 'myapp_rows_synced_total{table="users"} 10\n' in reg.render()
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ValueError, match="reserved for piko's own metrics"):
         reg.counter("piko_job_run_total", "taken")
 
 
