@@ -135,3 +135,22 @@ def test_the_asgi_app_starts_piko_without_a_second_server_on_http_port(db_path):
     finally:
         taken.close()
     assert events == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_a_jobs_series_removed_by_hand_come_back_when_it_runs_again(db_path):
+    async def scenario():
+        app = PikoApp("series", settings=Settings(db_path=db_path, http_enabled=False, leader_enabled=False))
+
+        @app.job("retired")
+        async def retired(ctx, scheduled_time):
+            pass
+
+        async with app:
+            await app.run_job("retired")
+            assert app.metrics.remove_series(job_id="retired") > 0
+            assert 'job_id="retired"' not in app.metrics.render()
+            await app.run_job("retired")
+            return app.metrics.render()
+
+    text = asyncio.run(scenario())
+    assert 'piko_job_run_total{job_id="retired",status="SUCCESS"} 1' in text

@@ -17,6 +17,7 @@ class JobMetrics:
     def __init__(self, metrics: Any, job_id: str) -> None:
         self._metrics = metrics
         self._job_id = job_id
+        self.epoch = metrics.registry.series_epoch  # stale once remove_series dropped series
         self.duration = metrics.job_duration_seconds.labels(job_id=job_id)
         self.lateness = metrics.job_lateness_seconds.labels(job_id=job_id)
         self.running = metrics.jobs_running.labels(job_id=job_id)

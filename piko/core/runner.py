@@ -360,7 +360,7 @@ class Runner:
         if self._metrics is None:
             return None
         found = self._job_metrics.get(job_id)
-        if found is None:
+        if found is None or found.epoch != self._metrics.registry.series_epoch:
             found = self._job_metrics[job_id] = JobMetrics(self._metrics, job_id)
         return found
 

@@ -240,6 +240,7 @@ class MetricsRegistry:
         self._metrics: dict[str, _Metric] = {}
         self._collectors: list[Collector] = []
         self._taken: dict[str, str] = {}  # sample name -> owning metric or collector name
+        self.series_epoch = 0  # bumped by remove_series
 
     # `is_builtin=True` is for piko's own metric set only: it may use the reserved prefixes.
 
@@ -281,6 +282,7 @@ class MetricsRegistry:
         if len(match) != 1:
             raise ValueError(f"remove_series takes exactly one label=value, got {sorted(match)}")
         ((label, value),) = match.items()
+        self.series_epoch += 1  # callers that cache series children look them up again
         return sum(m.remove_matching(label, value) for m in self._metrics.values())
 
     def render_chunks(self, lines: int = RENDER_LINES) -> Iterator[str]:
