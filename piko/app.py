@@ -188,7 +188,9 @@ class PikoApp:
         stack.push_async_callback(lambda: self.runner.stop(self._remaining()))  # type: ignore[union-attr]
         self.kernel = Kernel(self.clock, self.runner.on_fire, is_leader=self.live.is_leader,
                              standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
-                             on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc())
+                             on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc(),
+                             on_trigger_error=lambda job_id, exc: self.piko_metrics.trigger_errors_total.labels(
+                                 job_id=job_id).inc())
         self.live.start_control()
         await self.live.reconcile_once()
         await stack.enter_async_context(self.kernel)

@@ -40,9 +40,11 @@ class Kernel:
     def __init__(self, clock: Clock, on_fire: FireCallback, *, max_sleep_s: float = 1.0,
                  max_backlog: int = 1000, jump_threshold_s: float = 1.0, standby_window_s: float = 120.0,
                  is_leader: Callable[[], bool] = lambda: True, on_clock_jump: Callable[[float], None] | None = None,
-                 rng: random.Random | None = None, burst_slice: int = 256) -> None:
+                 rng: random.Random | None = None, burst_slice: int = 256,
+                 on_trigger_error: Callable[[str, Exception], None] | None = None) -> None:
         self._clock = clock
         self._burst_slice = burst_slice
+        self._on_trigger_error = on_trigger_error
         self._on_fire = on_fire
         self._max_sleep_s = max_sleep_s
         self._max_backlog = max_backlog
@@ -70,9 +72,19 @@ class Kernel:
         """(Re)place job_id's schedule; the first fire is strictly after `after` (default now)."""
         entry = _Entry(job_id, trigger, max(0.0, jitter_s or 0.0), next(self._gen))
         self._entries[job_id] = entry
-        start = after or self._clock.now()
-        self._push(entry, trigger.next_fire_time(start))
+        self._push(entry, self._next_of(entry, after or self._clock.now()))
         return entry.scheduled_at
+
+    def _next_of(self, entry: _Entry, after: datetime) -> datetime | None:
+        """The trigger's next fire; a trigger that raises stops only its own job, loudly."""
+        try:
+            return entry.trigger.next_fire_time(after)
+        except Exception as exc:
+            log.error("job %s: its schedule %r failed to compute the next fire after %s, so it stops firing: "
+                      "%s: %s", entry.job_id, entry.trigger, after.isoformat(), type(exc).__name__, exc)
+            if self._on_trigger_error is not None:
+                self._on_trigger_error(entry.job_id, exc)
+            return None
 
     def unschedule(self, job_id: str) -> bool:
         return self._entries.pop(job_id, None) is not None  # its heap items die as stale
@@ -180,13 +192,13 @@ class Kernel:
             if entry is None or entry.generation != gen or entry.scheduled_at is None:
                 continue
             due = [entry.scheduled_at]
-            nxt = entry.trigger.next_fire_time(entry.scheduled_at)
+            nxt = self._next_of(entry, entry.scheduled_at)
             while nxt is not None and nxt <= now and len(due) < self._max_backlog:
                 due.append(nxt)
-                nxt = entry.trigger.next_fire_time(nxt)
+                nxt = self._next_of(entry, nxt)
             overflow = nxt is not None and nxt <= now
             while nxt is not None and nxt <= now:  # skip the rest of an oversized backlog
-                nxt = entry.trigger.next_fire_time(max(nxt, now))
+                nxt = self._next_of(entry, max(nxt, now))
             self._push(entry, nxt)
             self._dispatch(job_id, due, overflow)
             fired += 1
@@ -221,4 +233,4 @@ class Kernel:
         """After a backward step, fire times are recomputed from the new now."""
         for entry in list(self._entries.values()):
             entry.generation = next(self._gen)
-            self._push(entry, entry.trigger.next_fire_time(now))
+            self._push(entry, self._next_of(entry, now))

@@ -169,3 +169,30 @@ def test_requeued_fire_is_left_to_the_new_leader_when_standing_by():
     clock.advance(60)
     kernel._replay_requeued()
     assert fired == [] and not kernel._requeued
+
+
+class _Breaks:
+    """A trigger that fails on its second question, as a buggy one might."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def next_fire_time(self, after: datetime) -> datetime | None:
+        self.calls += 1
+        if self.calls > 1:
+            raise OverflowError("date value out of range")
+        return after + timedelta(seconds=1)
+
+
+def test_a_trigger_that_raises_stops_only_its_own_job_and_is_reported():
+    clock = FakeClock(T0)
+    errors: list[str] = []
+    kernel, fired = make(clock, on_trigger_error=lambda job_id, exc: errors.append(job_id))
+    kernel.schedule("broken", _Breaks())
+    kernel.schedule("fine", Every(1, T0))
+    clock.advance(1)
+    assert kernel.fire_due(clock.now()) == 2  # both fire once; then "broken" has no next time
+    assert errors == ["broken"] and kernel.next_fire_at("broken") is None
+    clock.advance(1)
+    kernel.fire_due(clock.now())
+    assert [j for j, _, _ in fired] == ["broken", "fine", "fine"]
