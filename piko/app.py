@@ -190,7 +190,8 @@ class PikoApp:
                              standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
                              on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc(),
                              on_trigger_error=lambda job_id, exc: self.piko_metrics.trigger_errors_total.labels(
-                                 job_id=job_id).inc())
+                                 job_id=job_id).inc(),
+                             wait_for_room=self.runner.wait_for_room)
         self.live.start_control()
         await self.live.reconcile_once()
         await stack.enter_async_context(self.kernel)

@@ -417,3 +417,37 @@ def test_a_fire_that_cannot_be_recorded_is_requeued_and_recorded_when_the_store_
 
     (run,) = asyncio.run(scenario())
     assert run.scheduled_at == T0 + timedelta(seconds=60)
+
+
+def test_a_burst_waits_for_the_store_instead_of_piling_every_fire_up_in_memory(db_path):
+    from piko.core.runner import MAX_ON_STORE
+
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        jobs = 3 * MAX_ON_STORE
+        started = []
+
+        async def handler(ctx, scheduled_time):
+            started.append(ctx["job_id"])
+
+        for i in range(jobs):
+            app.job(f"b{i}", interval={"seconds": 60, "start_date": "2026-03-01 12:00:00"})(handler)
+        async with app:
+            real, gate, peak = app.store.claim_runs, asyncio.Event(), [0]
+
+            async def slow_store(claims):
+                await gate.wait()
+                return await real(claims)
+
+            app.store.claim_runs = slow_store
+            await tick(clock, 60)  # every job is due at once
+            for _ in range(200):
+                await asyncio.sleep(0)
+                peak[0] = max(peak[0], len(app.runner._fire_tasks))
+            assert MAX_ON_STORE <= peak[0] < 2 * MAX_ON_STORE  # dispatch paused at the bound
+            gate.set()
+            await wait_until(lambda: len(started) == jobs and idle(app), timeout=30)
+        assert _count_status(db_path, "SUCCESS") == jobs
+
+    asyncio.run(scenario())

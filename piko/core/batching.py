@@ -24,14 +24,15 @@ class Batcher(Generic[I, R]):
         self._is_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, item: I, group: Hashable = None) -> R:
+    def submit(self, item: I, group: Hashable = None) -> asyncio.Future[R]:
+        """The item's result, to await (a plain future: no coroutine per item on the hot path)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
         self._pending.setdefault(group, []).append((item, fut))
         if not self._is_scheduled:
             self._is_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _flush(self) -> None:
         self._is_scheduled = False

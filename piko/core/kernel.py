@@ -16,7 +16,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,10 +41,12 @@ class Kernel:
                  max_backlog: int = 1000, jump_threshold_s: float = 1.0, standby_window_s: float = 120.0,
                  is_leader: Callable[[], bool] = lambda: True, on_clock_jump: Callable[[float], None] | None = None,
                  rng: random.Random | None = None, burst_slice: int = 256,
-                 on_trigger_error: Callable[[str, Exception], None] | None = None) -> None:
+                 on_trigger_error: Callable[[str, Exception], None] | None = None,
+                 wait_for_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._clock = clock
         self._burst_slice = burst_slice
         self._on_trigger_error = on_trigger_error
+        self._wait_for_room = wait_for_room  # the runner's back-pressure between slices of a burst
         self._on_fire = on_fire
         self._max_sleep_s = max_sleep_s
         self._max_backlog = max_backlog
@@ -172,7 +174,7 @@ class Kernel:
             if self.fire_due(now, limit=self._burst_slice) >= self._burst_slice:
                 # A burst: let this slice's fires start (their claims go to the store) before the next
                 # slice is handed over, and let the lease, HTTP and reconcile tasks run in between.
-                await asyncio.sleep(0)
+                await (self._wait_for_room() if self._wait_for_room is not None else asyncio.sleep(0))
                 continue
             if self._requeued and self._clock.monotonic() >= self._next_replay:
                 self._next_replay = self._clock.monotonic() + self._max_sleep_s

@@ -1,10 +1,10 @@
-"""One run, start to finish: lock, record, resources, timeout, retry, finish.
+"""One fire, start to finish: misfire and max_instances policy, lock, record, retries, finish.
 
 Each fire first claims the (job_id, scheduled_time) lock and its RUNNING row in one store
-call, so a time runs once however many instances fire it. The handler runs in its own task
-with its resources entered around it; a timeout or shutdown cancels that task and the
-outcome is still recorded. A run that could not start is recorded too (MISSED, SKIPPED):
-nothing is dropped silently. Imports no component and not the app.
+call (claims made in one loop iteration share one call), so a time runs once however many
+instances fire it. invoke.py then calls the handler; its outcome is always recorded. A run
+that could not start is recorded too (MISSED, SKIPPED): nothing is dropped silently.
+Imports no component and not the app.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import contextvars
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from piko.core.batching import Batcher
+from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
 from piko.core.policy import decide_fires, retry_delay
 from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
 from piko.core.run_metrics import JobMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
-from piko.errors import JobTimeout, LeaseLost, StoreError, UnknownJobError
-from piko.observability.logging import bind_run_context, run_logger
+from piko.errors import LeaseLost, StoreError, UnknownJobError
+from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
 
 log = logging.getLogger("piko.runner")
@@ -34,8 +34,8 @@ log = logging.getLogger("piko.runner")
 # it, so a deposed leader cannot record a late retry unfenced. Manual runs read it at claim time.
 _FIRE_FENCE: contextvars.ContextVar[object] = contextvars.ContextVar("piko_fire_fence")
 _UNSET = object()
-RunHook = Callable[[Mapping[str, Any]], None]
-CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
+_RETRIED = (RunStatus.FAILED, RunStatus.TIMEOUT)
+MAX_ON_STORE = 1024  # fires waiting on the store before the kernel pauses a burst
 
 
 class Runner:
@@ -51,14 +51,12 @@ class Runner:
         self._store = store
         self._clock = clock
         self.instance_id = instance_id
-        self._resources = resources
         self._options_for = options_for
         self._config_for = config_for
         self._window_for = window_for
         self._on_finish = on_finish
         self._fence = fence
         self._metrics = metrics
-        self._run_hooks = list(run_hooks)
         self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
         self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: self._store.claim_runs(claims))
         self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
@@ -68,9 +66,13 @@ class Runner:
         self._running: Counter[str] = Counter()  # fires of each job from claim to finish
         self._in_handler: Counter[str] = Counter()  # of those, the ones whose handler runs
         self._fire_tasks: set[asyncio.Task[Any]] = set()
+        self._on_store: set[asyncio.Task[Any]] = set()  # fire tasks waiting for a claim or a finish record
+        self._room = asyncio.Event()
+        self._room.set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._fenced_tasks: set[asyncio.Task[Any]] = set()  # runs started under a leader term
         self._active: set[asyncio.Task[Any]] = set()  # tasks inside _execute (fires and manual runs)
+        self._invoker = Invoker(resources, list(run_hooks), self._job_tasks, self._fenced_tasks)
         self._is_closing = False
 
     # -- entry points ------------------------------------------------------------------
@@ -80,7 +82,36 @@ class Runner:
             return
         task = asyncio.create_task(self._handle_fire(job_id, due, overflow), name=f"piko-fire-{job_id}")
         self._fire_tasks.add(task)
-        task.add_done_callback(self._fire_tasks.discard)
+        self._wait_on_store(task)
+        task.add_done_callback(self._fire_done)
+
+    async def wait_for_room(self) -> None:
+        """For the kernel, between slices of a burst: wait while too many fires wait on the store.
+
+        A fire waiting for its claim or its finish record holds a task and a pending store call;
+        bounding them keeps a burst of 10,000 from living in memory at once (the cyclic GC would
+        rescan them all, over and over) and paces dispatch to what the store records. A fire
+        inside its handler does not count: long jobs never hold dispatch up.
+        """
+        if len(self._on_store) >= MAX_ON_STORE:
+            await self._room.wait()
+        else:
+            await asyncio.sleep(0)
+
+    def _wait_on_store(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and task in self._fire_tasks:
+            self._on_store.add(task)
+            if len(self._on_store) >= MAX_ON_STORE:
+                self._room.clear()
+
+    def _leave_store(self, task: asyncio.Task[Any] | None) -> None:
+        self._on_store.discard(task)  # type: ignore[arg-type]
+        if len(self._on_store) <= MAX_ON_STORE // 2:
+            self._room.set()
+
+    def _fire_done(self, task: asyncio.Task[Any]) -> None:
+        self._fire_tasks.discard(task)
+        self._leave_store(task)
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       kind: str = "manual", data_interval: DataInterval | None = None,
@@ -146,71 +177,100 @@ class Runner:
             if decision.status is RunStatus.MISSED:
                 run_id = await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire",
                                                   decision.reason)
-                if run_id is not None and self._on_finish is not None:  # e.g. a one-shot is over
-                    await self._on_finish(spec, RunOutcome(run_id, job_id, decision.scheduled_at, RunStatus.MISSED,
-                                                           "Misfire", decision.reason), None, "schedule")
+                if run_id is not None:  # e.g. a one-shot is over
+                    await self._after_run(spec, opts, RunOutcome(run_id, job_id, decision.scheduled_at,
+                                                                 RunStatus.MISSED, "Misfire", decision.reason),
+                                          None, "schedule")
             else:
                 await self._execute(spec, opts, decision.scheduled_at, kind="schedule")
 
     async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
-                       attempt: int = 1, take_lock: bool = True, config_value: Any = None,
+                       take_lock: bool = True, config_value: Any = None,
                        data_interval: DataInterval | None = None) -> RunOutcome:
-        me = asyncio.current_task()
-        if me is not None:
-            self._active.add(me)
-        try:
-            return await self._execute_once(spec, opts, scheduled_at, kind=kind, attempt=attempt,
-                                             take_lock=take_lock, config_value=config_value,
-                                             data_interval=data_interval)
-        finally:
-            self._active.discard(me)  # type: ignore[arg-type]
-
-    async def _execute_once(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
-                            attempt: int, take_lock: bool, config_value: Any,
-                            data_interval: DataInterval | None) -> RunOutcome:
+        """One scheduled time: its first attempt, then its retries (each attempt is its own row)."""
         job_id = spec.job_id
         if kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
             reason = self._busy_reason(job_id, opts.max_instances)
             run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
             return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
-        self._running[job_id] += 1
+        me = asyncio.current_task()
+        self._active.add(me)  # type: ignore[arg-type]
+        self._running[job_id] += 1  # from here until the last attempt is over (retry waits count)
         try:
             if spec.stateful and data_interval is None and self._window_for is not None:
                 data_interval = await self._window_for(spec, scheduled_at)
-            claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
-                             attempt=attempt, kind=kind, take_lock=take_lock, fence=self._current_fence(),
-                             data_start=data_interval.start if data_interval else None,
-                             data_end=data_interval.end if data_interval else None)
-            run_id = await self._claim(claim)
-            if run_id is None:
-                return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
-                                  "another instance holds this scheduled time")
-            outcome = await self._invoke(spec, opts, run_id, scheduled_at, attempt, config_value, data_interval,
-                                         is_fenced=claim.fence is not None)
-            await self._finish(run_id, outcome)
+            attempt = 1
+            while True:
+                outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt, take_lock, config_value,
+                                              data_interval)
+                if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
+                        or self._is_closing):
+                    return outcome
+                delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
+                log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, outcome.run_id, outcome.status.value,
+                         attempt, opts.retries, delay)
+                await self._clock.wait(None, delay)
+                kind, attempt, take_lock = "retry", attempt + 1, False
         finally:
             self._running[job_id] -= 1
-        if self._on_finish is not None:
-            try:
-                await self._on_finish(spec, outcome, data_interval, kind)
-            except Exception:  # bookkeeping after a run must not turn it into a failure
-                log.exception("job %s: after-run bookkeeping failed", job_id)
-        if outcome.status in (RunStatus.FAILED, RunStatus.TIMEOUT) and attempt <= opts.retries and not self._is_closing:
-            delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
-            log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, run_id, outcome.status.value, attempt,
-                     opts.retries, delay)
-            await self._clock.wait(None, delay)
-            return await self._execute(spec, opts, scheduled_at, kind="retry", attempt=attempt + 1,
-                                       take_lock=False, config_value=config_value, data_interval=data_interval)
+            self._active.discard(me)  # type: ignore[arg-type]
+
+    async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
+                       take_lock: bool, config_value: Any, data_interval: DataInterval | None) -> RunOutcome:
+        """Claim the run (lock + RUNNING row), call the handler, record how it ended."""
+        job_id = spec.job_id
+        fence = self._current_fence()
+        claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
+                         attempt=attempt, kind=kind, take_lock=take_lock, fence=fence,
+                         data_start=data_interval.start if data_interval else None,
+                         data_end=data_interval.end if data_interval else None)
+        run_id = await self._claim(claim)
+        me = asyncio.current_task()
+        if run_id is None:
+            return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
+                              "another instance holds this scheduled time")
+        ctx: dict[str, Any] = {
+            "run_id": run_id, "job_id": job_id, "attempt": attempt, "scheduled_time": scheduled_at,
+            "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
+            "logger": run_logger(job_id, run_id),
+        }
+        if spec.stateful:
+            ctx["data_interval"] = data_interval
+        started = self._clock.monotonic()
+        self._mark_running(job_id, +1)
+        self._leave_store(me)
+        try:
+            if opts.timeout_s is None and me in self._fire_tasks:  # a manual caller's own task is not ours
+                outcome = await self._invoker.inline(me, spec, ctx, is_fenced=fence is not None)  # type: ignore[arg-type]
+            else:
+                outcome = await self._invoker.in_task(spec, ctx, opts.timeout_s, is_fenced=fence is not None)
+        finally:
+            self._mark_running(job_id, -1)
+            self._wait_on_store(me)
+        outcome.duration_s = self._clock.monotonic() - started
+        self._observe_duration(job_id, outcome.duration_s)
+        await self._finish(run_id, outcome)
+        await self._after_run(spec, opts, outcome, data_interval, kind)
         return outcome
 
+    async def _after_run(self, spec: JobSpec, opts: JobOptions, outcome: RunOutcome,
+                         window: DataInterval | None, kind: str) -> None:
+        """Watermarks and one-shot bookkeeping; only stateful and date jobs have any."""
+        if self._on_finish is None or not (spec.stateful or opts.is_one_shot):
+            return
+        try:
+            await self._on_finish(spec, outcome, window, kind)
+        except Exception:  # bookkeeping after a run must not turn it into a failure
+            log.exception("job %s: after-run bookkeeping failed", spec.job_id)
+
     def _busy_reason(self, job_id: str, max_instances: int) -> str:
-        waiting = self._running[job_id] - self._in_handler[job_id]  # claimed but not yet recorded
-        if waiting > 0:
-            return (f"max_instances={max_instances} reached: {waiting} earlier fire(s) still waiting for their run "
-                    f"record (the store is slow or unavailable), {self._in_handler[job_id]} running")
-        return f"max_instances={max_instances} reached: {self._running[job_id]} run(s) still going"
+        running, in_handler = self._running[job_id], self._in_handler[job_id]
+        if running > in_handler:
+            return (f"max_instances={max_instances} reached: {running} earlier fire(s) still in progress, "
+                    f"{in_handler} in the handler, the rest waiting for their run record (the store is slow "
+                    f"or unavailable) or for a retry")
+        return f"max_instances={max_instances} reached: {running} run(s) still going"
 
     def _current_fence(self) -> Fence | None:
         value = _FIRE_FENCE.get(_UNSET)
@@ -221,7 +281,8 @@ class Runner:
         key = (claim.job_id, claim.scheduled_at)
         try:
             run_id = await self._claims.submit(claim, group=claim.fence)
-            self._unrecorded.discard(key)
+            if self._unrecorded:
+                self._unrecorded.discard(key)
             return run_id
         except LeaseLost as exc:
             log.warning("job %s at %s not started here: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
@@ -245,100 +306,6 @@ class Runner:
             log.warning("job %s at %s %s: %s", spec.job_id, at.isoformat(), status.value, reason)
             self._count(spec.job_id, status)
         return run_id
-
-    # -- the handler -------------------------------------------------------------------
-    async def _invoke(self, spec: JobSpec, opts: JobOptions, run_id: int, scheduled_at: datetime, attempt: int,
-                      config_value: Any, data_interval: DataInterval | None, *, is_fenced: bool = False) -> RunOutcome:
-        ctx: dict[str, Any] = {
-            "run_id": run_id, "job_id": spec.job_id, "attempt": attempt, "scheduled_time": scheduled_at,
-            "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
-            "logger": run_logger(spec.job_id, run_id),
-        }
-        if spec.stateful:
-            ctx["data_interval"] = data_interval
-        started = self._clock.monotonic()
-        me = asyncio.current_task()
-        if opts.timeout_s is None and me is not None and me in self._fire_tasks:
-            self._mark_running(spec.job_id, +1)
-            try:
-                outcome = await self._run_inline(me, spec, ctx, run_id, scheduled_at, is_fenced)
-            finally:
-                self._mark_running(spec.job_id, -1)
-        else:
-            outcome = await self._run_in_task(spec, opts, ctx, run_id, scheduled_at, is_fenced)
-        elapsed = self._clock.monotonic() - started
-        self._observe_duration(spec.job_id, elapsed)
-        outcome.duration_s = elapsed
-        return outcome
-
-    async def _run_inline(self, me: asyncio.Task[Any], spec: JobSpec, ctx: dict[str, Any], run_id: int,
-                          scheduled_at: datetime, is_fenced: bool) -> RunOutcome:
-        """No timeout to enforce: the handler runs in the fire's own task (one task less per run)."""
-        self._job_tasks.add(me)
-        if is_fenced:
-            self._fenced_tasks.add(me)
-        try:
-            result = await self._call(spec, ctx)
-        except asyncio.CancelledError:  # shutdown or a lost term cancelled this fire's task: record it
-            return _outcome(run_id, spec, scheduled_at, RunStatus.CANCELLED,
-                            asyncio.CancelledError("cancelled (shutdown or lost leadership)"))
-        except Exception as exc:
-            return self._failed(run_id, spec, scheduled_at, exc)
-        finally:
-            self._job_tasks.discard(me)
-            self._fenced_tasks.discard(me)
-        return _outcome(run_id, spec, scheduled_at, RunStatus.SUCCESS, result=result)
-
-    def _failed(self, run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseException) -> RunOutcome:
-        run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
-                                              exc_info=(type(exc), exc, exc.__traceback__))
-        return _outcome(run_id, spec, scheduled_at, RunStatus.FAILED, exc)
-
-    async def _run_in_task(self, spec: JobSpec, opts: JobOptions, ctx: dict[str, Any], run_id: int,
-                           scheduled_at: datetime, is_fenced: bool) -> RunOutcome:
-        self._mark_running(spec.job_id, +1)
-        task = asyncio.create_task(self._call(spec, ctx), name=f"piko-run-{spec.job_id}-{run_id}")
-        self._job_tasks.add(task)
-        if is_fenced:
-            self._fenced_tasks.add(task)
-        try:
-            return await self._await_handler(task, spec, opts, run_id, scheduled_at)
-        finally:
-            self._job_tasks.discard(task)
-            self._fenced_tasks.discard(task)
-            self._mark_running(spec.job_id, -1)
-
-    async def _await_handler(self, task: asyncio.Task[Any], spec: JobSpec, opts: JobOptions, run_id: int,
-                             scheduled_at: datetime) -> RunOutcome:
-        def outcome(status: RunStatus, exc: BaseException | None = None, result: Any = None) -> RunOutcome:
-            return _outcome(run_id, spec, scheduled_at, status, exc, result)
-
-        try:
-            done, _ = await asyncio.wait({task}, timeout=opts.timeout_s)
-        except asyncio.CancelledError:
-            task.cancel()
-            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
-            raise
-        if not done:
-            task.cancel()
-            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
-            return outcome(RunStatus.TIMEOUT, JobTimeout(f"job exceeded its timeout of {opts.timeout_s}s"))
-        if task.cancelled():
-            return outcome(RunStatus.CANCELLED, asyncio.CancelledError("cancelled (shutdown or lost leadership)"))
-        exc = task.exception()
-        if exc is not None:
-            return self._failed(run_id, spec, scheduled_at, exc)
-        return outcome(RunStatus.SUCCESS, result=task.result())
-
-    async def _call(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
-        bind_run_context(spec.job_id, ctx["run_id"])  # the job's own loggers' lines carry job_id and run_id too
-        for hook in self._run_hooks:
-            hook(ctx)
-        if not spec.resources:  # no exit stack to build on the hot path
-            return await spec.func(ctx, ctx["scheduled_time"])
-        async with AsyncExitStack() as stack:
-            injected = await self._resources.enter_all(stack, spec.resources, ctx)
-            return await spec.func(ctx, ctx["scheduled_time"], **injected)
 
     async def _finish(self, run_id: int, outcome: RunOutcome) -> None:
         for attempt in range(5):
@@ -384,13 +351,6 @@ class Runner:
         m = self._metrics_for(job_id)
         if m is not None:
             m.running.inc(delta)
-
-
-def _outcome(run_id: int, spec: JobSpec, scheduled_at: datetime, status: RunStatus,
-             exc: BaseException | None = None, result: Any = None) -> RunOutcome:
-    etype = type(exc).__name__ if exc is not None else None
-    text = " ".join(str(exc).split())[:2000] if exc is not None else None
-    return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
 
 
 # The older module-level API (`from piko.core.runner import job_runner`) lives in default_runner.py.

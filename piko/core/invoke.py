@@ -1,0 +1,114 @@
+"""Calling one job handler, once its run is claimed: resources, timeout, and what it ended as.
+
+Without a timeout the handler is awaited in the fire's own task (one task less per run, on
+the hot path); with one it gets its own task, so it can be cancelled when time is up. In both
+cases a cancellation (shutdown, a lost leader term) ends as CANCELLED, a timeout as TIMEOUT,
+an exception as FAILED with its type and message: the outcome is always recorded. Imports no
+store, no component and not the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from datetime import datetime
+from typing import Any
+
+from piko.core.registry import JobSpec
+from piko.core.resource import ResourcePool
+from piko.core.types import RunOutcome, RunStatus
+from piko.errors import JobTimeout
+from piko.observability.logging import bind_run_context, run_logger
+
+RunHook = Callable[[Mapping[str, Any]], None]
+CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
+_CANCELLED = "cancelled (shutdown or lost leadership)"
+
+
+def outcome_of(run_id: int | None, spec: JobSpec, scheduled_at: datetime, status: RunStatus,
+               exc: BaseException | None = None, result: Any = None) -> RunOutcome:
+    etype = type(exc).__name__ if exc is not None else None
+    text = " ".join(str(exc).split())[:2000] if exc is not None else None
+    return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
+
+
+def failed(run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseException) -> RunOutcome:
+    run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
+                                          exc_info=(type(exc), exc, exc.__traceback__))
+    return outcome_of(run_id, spec, scheduled_at, RunStatus.FAILED, exc)
+
+
+class Invoker:
+    """Awaits handlers; the runner keeps the task sets it cancels on shutdown or a lost term."""
+
+    def __init__(self, resources: ResourcePool, hooks: list[RunHook], job_tasks: set[asyncio.Task[Any]],
+                 fenced_tasks: set[asyncio.Task[Any]]) -> None:
+        self._resources = resources
+        self._hooks = hooks
+        self._job_tasks = job_tasks
+        self._fenced_tasks = fenced_tasks
+
+    def handler_call(self, spec: JobSpec, ctx: dict[str, Any]) -> Awaitable[Any]:
+        """The handler's awaitable, with the run's context set in the task that creates it."""
+        bind_run_context(spec.job_id, ctx["run_id"])  # the job's own loggers' lines carry the run too
+        for hook in self._hooks:
+            hook(ctx)
+        if not spec.resources:  # no exit stack to build on the hot path
+            return spec.func(ctx, ctx["scheduled_time"])
+        return self._with_resources(spec, ctx)
+
+    async def _with_resources(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
+        async with AsyncExitStack() as stack:
+            injected = await self._resources.enter_all(stack, spec.resources, ctx)
+            return await spec.func(ctx, ctx["scheduled_time"], **injected)
+
+    async def inline(self, me: asyncio.Task[Any], spec: JobSpec, ctx: dict[str, Any], *,
+                     is_fenced: bool) -> RunOutcome:
+        """No timeout to enforce: await the handler in this (the fire's) task."""
+        run_id, at = ctx["run_id"], ctx["scheduled_time"]
+        self._job_tasks.add(me)
+        if is_fenced:
+            self._fenced_tasks.add(me)
+        try:
+            result = await self.handler_call(spec, ctx)
+        except asyncio.CancelledError:  # shutdown or a lost term cancelled this fire's task: record it
+            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
+        except Exception as exc:
+            return failed(run_id, spec, at, exc)
+        finally:
+            self._job_tasks.discard(me)
+            self._fenced_tasks.discard(me)
+        return outcome_of(run_id, spec, at, RunStatus.SUCCESS, result=result)
+
+    async def in_task(self, spec: JobSpec, ctx: dict[str, Any], timeout_s: float | None, *,
+                      is_fenced: bool) -> RunOutcome:
+        """The handler in its own task: a timeout, or a caller whose own task must not be cancelled."""
+        run_id, at = ctx["run_id"], ctx["scheduled_time"]
+
+        async def call() -> Any:
+            return await self.handler_call(spec, ctx)
+
+        task = asyncio.create_task(call(), name=f"piko-run-{spec.job_id}-{run_id}")
+        self._job_tasks.add(task)
+        if is_fenced:
+            self._fenced_tasks.add(task)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            raise
+        finally:
+            self._job_tasks.discard(task)
+            self._fenced_tasks.discard(task)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            return outcome_of(run_id, spec, at, RunStatus.TIMEOUT, JobTimeout(f"job exceeded its timeout of {timeout_s}s"))
+        if task.cancelled():
+            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
+        exc = task.exception()
+        if exc is not None:
+            return failed(run_id, spec, at, exc)
+        return outcome_of(run_id, spec, at, RunStatus.SUCCESS, result=task.result())
