@@ -154,7 +154,9 @@ class LiveState:
             # A one-shot whose time has passed still fires once: the runner runs it within its grace
             # time or records it MISSED (the run lock makes a restart's second try a no-op).
             after = _EPOCH if row.schedule_type == "date" else None
-            kernel.schedule(job_id, trigger, jitter_s=row.jitter_s or 0.0, after=after)
+            jitter = getattr(trigger, "jitter", None)  # a field dict's own `jitter`, unless the row sets jitter_s
+            jitter_s = row.jitter_s if row.jitter_s is not None else (jitter.total_seconds() if jitter else 0.0)
+            kernel.schedule(job_id, trigger, jitter_s=jitter_s, after=after)
 
         self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
                                     configs=self.configs, default_tz=app.settings.timezone, schedule=schedule,

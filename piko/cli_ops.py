@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,20 @@ def _parse_time(text: str, what: str) -> datetime:
         raise ConfigError(f"{what} {text!r} is not a time (use ISO 8601, e.g. 2026-01-01T00:00:00Z)") from None
     assert value is not None
     return value
+
+
+_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+
+
+def _parse_after(text: str, tz: str) -> datetime:
+    """--after: a time with an offset as given; a naive one is a wall time in --tz."""
+    from piko.triggers.timeparse import localize
+    from piko.triggers.zones import resolve_zone
+
+    value = _parse_time(text, "--after")
+    if _OFFSET.search(text.strip()):
+        return value
+    return localize(value.replace(tzinfo=None), resolve_zone(tz))
 
 
 def add_ops_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -166,7 +181,7 @@ def print_next(args: argparse.Namespace) -> int:
     from piko.triggers import make_trigger
     from piko.triggers.preview import next_fire_times, trigger_from_text
 
-    after = _parse_time(args.after, "--after") if args.after else SystemClock().now()
+    after = _parse_after(args.after, args.tz) if args.after else SystemClock().now()
     if args.kind:
         text = args.expr.strip()
         spec: Any = _json_object(text, "the expression") if text.startswith("{") else text

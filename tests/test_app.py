@@ -451,3 +451,23 @@ def test_a_burst_waits_for_the_store_instead_of_piling_every_fire_up_in_memory(d
         assert _count_status(db_path, "SUCCESS") == jobs
 
     asyncio.run(scenario())
+
+
+def test_a_field_dicts_own_jitter_delays_the_fire_within_its_bound(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        started = []
+
+        @app.job("jittery", cron={"minute": "*", "second": 0, "jitter": 30})
+        async def jittery(ctx, scheduled_time):
+            started.append(clock.now())
+
+        async with app:
+            await tick(clock, 60)  # the scheduled time: a jitter in (0, 30] s holds it back
+            await asyncio.sleep(0.05)
+            assert started == []
+            await tick(clock, 30)
+            await wait_until(lambda: len(started) == 1)
+
+    asyncio.run(scenario())

@@ -231,3 +231,10 @@ def test_backfill_with_no_window_in_range_says_so(tmp_path):
     r = piko("backfill", "hourly.py", "h", "--start", "2026-01-01T10:10:00Z", "--end", "2026-01-01T10:20:00Z",
              cwd=tmp_path)
     assert r.returncode == 0 and "no data window ends between" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_next_reads_a_naive_after_as_a_wall_time_in_the_zone(tmp_path):
+    r = piko("next", "0 2 * * *", "-n", "1", "--tz", "Europe/Berlin", "--after", "2026-01-01 01:30", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ["2026-01-01T02:00:00+01:00"], (r.stdout, r.stderr)
+    bad = piko("next", "* * * * *", "-n", "-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -19,10 +19,10 @@ from functools import lru_cache
 from piko.errors import TriggerSpecError
 from piko.triggers.field_exprs import FIELD_ORDER, FieldExprs, parse_field_value
 from piko.triggers.firing import next_instant
-from piko.triggers.timeparse import parse_when
-from piko.triggers.validate import check_keys, check_number
+from piko.triggers.timeparse import parse_instant
+from piko.triggers.validate import check_after, check_jitter, check_keys
 from piko.triggers.wallclock import LENGTH_MASKS, WallCalendar, month_shape, weekday_masks
-from piko.triggers.zones import UTC, Zone, resolve_zone
+from piko.triggers.zones import Zone, resolve_zone
 
 DEFAULTS = {"year": "*", "month": "1", "day": "1", "week": "*", "day_of_week": "*",
             "hour": "0", "minute": "0", "second": "0"}
@@ -76,8 +76,9 @@ class CronFieldsTrigger:
     calendar: WallCalendar | None = field(default=None, compare=False, repr=False)
 
     def next_fire_time(self, after: datetime) -> datetime | None:
+        check_after(after)  # before comparing: naive < aware would be a TypeError
         if self.start_at is not None and after < self.start_at:
-            after = self.start_at - _MICROSECOND
+            after = self.start_at - _MICROSECOND  # start_at is inclusive
         assert self.calendar is not None
         found = next_instant(self.calendar, self.zone, after)
         if found is None or (self.end_at is not None and found > self.end_at):
@@ -123,13 +124,12 @@ def parse_cron_fields(
     exprs = {name: parse_field_value(name, _effective(name, given, spec), source)
              for name in FIELD_ORDER}
     start_at, end_at = _bounds(spec, zone, source)
-    jitter = spec.get("jitter")
     return CronFieldsTrigger(
         fields=tuple((name, exprs[name].text) for name in FIELD_ORDER),
         zone=zone,
         start_at=start_at,
         end_at=end_at,
-        jitter=None if jitter is None else timedelta(seconds=check_number(jitter, source, "jitter")),
+        jitter=check_jitter(spec.get("jitter"), source),
         given=given,
         calendar=_calendar(exprs),
     )
@@ -147,13 +147,13 @@ def _bounds(
 ) -> tuple[datetime | None, datetime | None]:
     start_at, end_at = (
         None if spec.get(key) is None
-        else parse_when(spec[key], zone, field=key, spec=source).astimezone(UTC)
+        else parse_instant(spec[key], zone, field=key, spec=source)
         for key in ("start_date", "end_date")
     )
     if start_at is not None and end_at is not None and end_at < start_at:
         raise TriggerSpecError(
-            source, f"end_date {end_at.isoformat()} is before start_date {start_at.isoformat()}",
-            "end_date",
+            source, f"end_date {end_at.isoformat()} is before start_date {start_at.isoformat()}, "
+            "so the schedule could never fire (APScheduler accepts it silently)", "end_date",
         )
     return start_at, end_at
 

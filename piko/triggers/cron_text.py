@@ -12,7 +12,7 @@ plain wall-clock matching.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 from piko.errors import TriggerSpecError
@@ -82,6 +82,11 @@ class CronTextTrigger:
     zone: Zone
     calendar: WallCalendar = field(compare=False, repr=False)
     is_debian_fixed: bool = field(compare=False, repr=False)
+
+    @property
+    def jitter(self) -> timedelta | None:
+        """Always None: crontab text has no jitter; here so every trigger has `.jitter`."""
+        return None
 
     def next_fire_time(self, after: datetime) -> datetime | None:
         return next_instant(self.calendar, self.zone, after, self.is_debian_fixed)

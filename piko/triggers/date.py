@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from piko.errors import TriggerSpecError
-from piko.triggers.timeparse import DATE_FORMS, parse_when
-from piko.triggers.validate import check_keys, shown
-from piko.triggers.zones import UTC, Zone, resolve_zone
+from piko.triggers.timeparse import DATE_FORMS, parse_instant
+from piko.triggers.validate import check_after, check_keys, shown
+from piko.triggers.zones import Zone, resolve_zone
 
 KEYS = ("run_date", "timezone")
 
@@ -24,9 +24,13 @@ class DateTrigger:
     run_at: datetime  # UTC
     zone: Zone
 
+    @property
+    def jitter(self) -> timedelta | None:
+        """Always None: a one-shot run is not jittered; here so every trigger has `.jitter`."""
+        return None
+
     def next_fire_time(self, after: datetime) -> datetime | None:
-        if after.tzinfo is None or after.utcoffset() is None:
-            raise ValueError(f"after must be an aware datetime, got naive {after!r}")
+        check_after(after)
         return self.run_at.astimezone(self.zone.tzinfo) if self.run_at > after else None
 
     def describe(self) -> str:
@@ -51,5 +55,5 @@ def parse_date(spec: object, zone: Zone) -> DateTrigger:
             spec, f"{type(spec).__name__} {shown(spec)} is not a date spec; give "
             "{'run_date': '2026-01-08 10:00:00'} or a date string", "run_date",
         )
-    run_at = parse_when(value, zone, field="run_date", spec=spec).astimezone(UTC)
+    run_at = parse_instant(value, zone, field="run_date", spec=spec)
     return DateTrigger(run_at, zone)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
+from itertools import islice
 from typing import Union
 
 from piko.errors import TriggerSpecError
@@ -17,7 +18,6 @@ from piko.triggers.cron_fields import CronFieldsTrigger, parse_cron_fields
 from piko.triggers.cron_text import CronTextTrigger, parse_crontab
 from piko.triggers.date import DateTrigger, parse_date
 from piko.triggers.interval import IntervalTrigger, parse_interval
-from piko.triggers.timeparse import localize
 from piko.triggers.validate import check_text, decode_json, shown
 from piko.triggers.zones import Zone, resolve_zone
 
@@ -32,13 +32,15 @@ def make_trigger(
     *,
     default_start: datetime | None = None,
 ) -> AnyTrigger:
-    """A trigger for `spec`; `tz=None` means UTC; `default_start` anchors intervals."""
+    """A trigger for `spec`; `tz=None` means UTC.
+
+    `default_start` is when the schedule was created: it anchors an interval without
+    start_date. Without it that anchor is the Unix epoch, never "now" (interval.py says why).
+    """
     zone = resolve_zone(tz, spec)
     if kind == "cron":
         return _cron(spec, zone)
     if kind == "interval":
-        if default_start is not None and default_start.tzinfo is None:
-            default_start = localize(default_start, zone)
         return parse_interval(spec, zone, default_start)
     if kind == "date":
         return parse_date(spec, zone)
@@ -81,7 +83,7 @@ def _cron(spec: object, zone: Zone) -> CronTextTrigger | CronFieldsTrigger:
         )
     if "cron" in spec:
         if len(spec) != 1:
-            others = ", ".join(shown(key, 20) for key in list(spec)[:4] if key != "cron")
+            others = ", ".join(shown(key, 20) for key in islice(spec, 4) if key != "cron")
             raise TriggerSpecError(
                 spec, f"{{'cron': ...}} takes no other keys, got {others}", "cron"
             )

@@ -2,10 +2,12 @@
 
 Per field, a comma-separated list of: `*`, `*/n`, `a`, `a-b`, `a-b/n`, `a/n` (a to the
 field's maximum); month names (jan-dec) and weekday names (mon-sun, Monday = 0) with
-ranges; for `day` also `last` and `1st`..`5th` / `last` + weekday name ("last fri").
+ranges; for `day` also `last` and `1st`..`5th` / `last` + weekday name ("last fri", with
+spaces between the words, as APScheduler's pattern ' +' requires).
 What APScheduler refuses we refuse too (steps wider than the range, backwards ranges,
 values outside year 1970-9999, month 1-12, day 1-31, week 1-53, day_of_week 0-6,
-hour 0-23, minute/second 0-59), and trailing text it silently ignores we reject.
+hour 0-23, minute/second 0-59), and trailing text it silently ignores we reject (a
+tab between "last" and "fri": APScheduler reads "last", the last day of the month).
 """
 
 from __future__ import annotations
@@ -47,18 +49,24 @@ def parse_field_value(name: str, value: object, source: object) -> FieldExprs:
     """Parse the value of field `name` (an int or a string) as APScheduler 3 would."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         _fail(source, name, f"{type(value).__name__} {shown(value)} is not an int or a string")
-    text = str(value).strip().lower()
-    if len(text) > MAX_SPEC_CHARS:
-        _fail(source, name, f"text of {len(text)} characters is too long (at most {MAX_SPEC_CHARS})")
-    items = [" ".join(item.split()) for item in _SEPARATOR.split(text)]
+    if isinstance(value, int) and abs(value) >= 10**_MAX_DIGITS:  # before str(): 10**5000 raises
+        _fail(source, name, f"{shown(value)} is outside {LIMITS[name][0]}-{LIMITS[name][1]}")
+    if isinstance(value, str) and len(value) > MAX_SPEC_CHARS:  # before strip() and lower() copy it
+        _fail(source, name, f"text of {len(value)} characters is too long (at most {MAX_SPEC_CHARS})")
+    raw_items = _SEPARATOR.split(str(value).strip().lower())
+    items = [" ".join(raw.split()) for raw in raw_items]
     values: set[int] = set()
     positions: list[tuple[int, int]] = []
-    for item in items:
+    for raw, item in zip(raw_items, items, strict=True):
         if name == "day" and item == "last":
             continue
-        match = _POSITION.fullmatch(item) if name == "day" else None
+        # on the raw text: APScheduler's "last +fri" takes spaces only ("last\tfri" is "last")
+        match = _POSITION.fullmatch(raw.strip()) if name == "day" else None
         if match:
             positions.append((POSITIONS.index(match[1]), _name_number(match[2], WEEKDAYS, 0, name, source)))
+        elif name == "day" and _POSITION.fullmatch(item):
+            _fail(source, name, f"{shown(raw.strip())} has a tab or line break between its words; "
+                  f"write {item!r} (APScheduler reads it as 'last' or refuses it)")
         else:
             values.update(_parse_item(item, name, source))
     return FieldExprs(
@@ -99,7 +107,11 @@ def _numbers(first_text: str, last_text: str | None, step_text: str | None,
         last = _number(last_text, name, source)
         if first > last:
             _fail(source, name, f"range {first}-{last} runs backwards; write low-high")
-    step = _step(step_text, last - first, name, source) if step_text is not None else 1
+    # APScheduler measures a step against (last or max) - first, so for it 0-0/n spans the
+    # whole field while 5-5/n spans nothing: 0-0/n is accepted (n up to the field's width)
+    # and means just 0, 5-5/n is refused. We accept and refuse exactly the same.
+    span = (last if last_text is None or last else high) - first
+    step = _step(step_text, span, name, source) if step_text is not None else 1
     return range(first, last + 1, step)
 
 

@@ -12,16 +12,24 @@ of an overlap `after` is in. Every other candidate is the first matching wall ti
 after's; transitions between them only skip or repeat wall times before w, none of which
 match. So one search, plus a look at w itself (unique, repeated or skipped), decides.
 Fixed-offset zones skip all of this: wall time is elapsed time.
+
+Range: a fire exists only if datetime can hold it both in UTC and as a wall time in the
+zone (years 1-9999 in each). Near datetime.max the search runs out of representable
+instants and answers None; near datetime.min an `after` whose wall time would fall before
+0001-01-01 searches from 0001-01-01 00:00:00 wall time, the first fire the zone can show.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import MAXYEAR, datetime, timedelta, timezone, tzinfo
 
+from piko.triggers.validate import naive_after
 from piko.triggers.wallclock import WallCalendar, WallTime
 from piko.triggers.zones import Zone, transition_after
 
 _UTC = timezone.utc
+_FIRST_WALL: WallTime = (1, 1, 1, 0, 0, 0)
+_NEAR_MIN = datetime(1, 1, 2, tzinfo=_UTC)  # UTC offsets are under a day
 _MAX_STEPS = 64  # each step passes one gap or one repeated wall time; a few suffice
 Candidate = tuple[datetime, WallTime, int]  # (naive UTC instant, wall time, fold)
 
@@ -30,18 +38,32 @@ def next_instant(
     calendar: WallCalendar, zone: Zone, after: datetime, is_debian_fixed: bool = False
 ) -> datetime | None:
     """The first instant strictly after `after` whose wall time in `zone` fires."""
-    if after.tzinfo is None:
-        raise ValueError(f"after must be an aware datetime, got naive {after!r}")
+    # check_after, inlined for the hot path; utcoffset() is a third of a call's time, and
+    # UTC (what the kernel passes) is aware without asking
+    if after.tzinfo is not _UTC and (after.tzinfo is None or after.utcoffset() is None):
+        raise naive_after(after)
     tz = zone.tzinfo
     try:
-        if zone.is_fixed:
-            local = after.astimezone(tz)
-            wall = calendar.next_wall(
-                local.year, local.month, local.day, local.hour, local.minute, local.second + 1
-            )
-            return None if wall is None else datetime(*wall, 0, tz)
-        found = _next_in_zone(calendar, tz, after, is_debian_fixed)
-    except OverflowError:  # within a day of datetime.min / datetime.max
+        try:
+            if zone.is_fixed:  # the hot path: wall time is elapsed time
+                local = after.astimezone(tz)
+                wall = calendar.next_wall(
+                    local.year, local.month, local.day, local.hour, local.minute, local.second + 1
+                )
+                if wall is None:
+                    return None
+                fire_at = datetime(*wall, 0, tz)
+                if wall[0] == MAXYEAR:
+                    fire_at.astimezone(_UTC)  # raises if UTC cannot hold it
+                return fire_at
+            found = _next_in_zone(calendar, tz, after, is_debian_fixed)
+        except OverflowError:
+            if after >= _NEAR_MIN:  # past year 9999 in UTC or in the zone: no fire left
+                return None
+            # after's wall time is before year 1, so every wall time from 0001-01-01 00:00
+            # is a later instant (no zone has DST there): the first of them is the answer
+            found = _first_from(calendar, tz, _FIRST_WALL, None, is_debian_fixed)
+    except OverflowError:
         return None
     if found is None:
         return None
@@ -58,9 +80,7 @@ def _next_in_zone(
         local = after.astimezone(_UTC).astimezone(tz)
         own, other = local.utcoffset(), tz.utcoffset(_naive(local, 1 - local.fold))
     assert own is not None and other is not None
-    start: WallTime = (
-        local.year, local.month, local.day, local.hour, local.minute, local.second + 1
-    )
+    start = _fields_after(local)
     if other == own:  # the usual case: `after` is not inside a repeated hour
         return _first_from(calendar, tz, start, None, is_debian_fixed)
     after_utc = local.replace(tzinfo=None) - own
@@ -125,6 +145,11 @@ def _first_from(
 def _naive(local: datetime, fold: int) -> datetime:
     return datetime(local.year, local.month, local.day, local.hour, local.minute, local.second,
                     local.microsecond, fold=fold)
+
+
+def _fields_after(local: datetime) -> WallTime:
+    """The wall-time search start just after `local` (second 60 means the next minute)."""
+    return local.year, local.month, local.day, local.hour, local.minute, local.second + 1
 
 
 def _fields(wall: datetime) -> WallTime:

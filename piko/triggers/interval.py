@@ -2,9 +2,14 @@
 
 Elapsed, not wall-clock: a one-day interval fires an hour earlier or later on the wall
 clock after a DST change, as APScheduler's IntervalTrigger does. The interval is the sum
-of weeks, days, hours, minutes and seconds (ints or floats, to the microsecond). Without
-start_date the anchor is `default_start` (the kernel passes the schedule's created_at), or
-the Unix epoch in UTC when that is missing too. end_date is inclusive.
+of weeks, days, hours, minutes and seconds (ints or floats, to the microsecond). end_date
+is inclusive.
+
+Without start_date the anchor is "when the schedule was created", which only the caller
+knows: it passes `default_start` (reconcile passes the row's created_at, `piko next` its
+--after). Without that either, the anchor is the Unix epoch in UTC, not the time of the
+call: triggers read no clock (STYLE.md), so equal specs give equal triggers and the same
+fire times on every machine ({"minutes": 10} then fires at :00, :10, ... UTC).
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from piko.errors import TriggerSpecError
-from piko.triggers.timeparse import parse_when
-from piko.triggers.validate import check_keys, check_number, shown
+from piko.triggers.timeparse import localize, parse_instant, to_utc
+from piko.triggers.validate import check_after, check_jitter, check_keys, check_number, shown
 from piko.triggers.zones import UTC, Zone, resolve_zone
 
 UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -34,18 +39,17 @@ class IntervalTrigger:
     jitter: timedelta | None = None  # carried for the kernel, which applies it
 
     def next_fire_time(self, after: datetime) -> datetime | None:
-        if after.tzinfo is None or after.utcoffset() is None:
-            raise ValueError(f"after must be an aware datetime, got naive {after!r}")
+        check_after(after)
         try:
             if after < self.start_at:
                 fire_at = self.start_at
             else:
                 fire_at = self.start_at + ((after - self.start_at) // self.interval + 1) * self.interval
-        except OverflowError:
+            if self.end_at is not None and fire_at > self.end_at:
+                return None
+            return fire_at.astimezone(self.zone.tzinfo)
+        except OverflowError:  # the next fire is past year 9999 in UTC or in the zone: none left
             return None
-        if self.end_at is not None and fire_at > self.end_at:
-            return None
-        return fire_at.astimezone(self.zone.tzinfo)
 
     def describe(self) -> str:
         until = f" until {self.end_at.isoformat()}" if self.end_at is not None else ""
@@ -70,20 +74,18 @@ def parse_interval(
     if spec.get("timezone") is not None:
         zone = resolve_zone(spec["timezone"], spec)
     interval = _interval(spec)
+    if default_start is not None and default_start.tzinfo is None:
+        default_start = localize(default_start, zone)  # in the spec's own timezone, if it has one
     start_at = _when(spec, "start_date", zone)
     if start_at is None:
-        start_at = (default_start or EPOCH).astimezone(UTC)
+        start_at = to_utc(default_start or EPOCH, zone, field="default_start", spec=spec)
     end_at = _when(spec, "end_date", zone)
     if end_at is not None and end_at < start_at:
         raise TriggerSpecError(
-            spec, f"end_date {end_at.isoformat()} is before the start {start_at.isoformat()}",
-            "end_date",
+            spec, f"end_date {end_at.isoformat()} is before the start {start_at.isoformat()}, so "
+            "the schedule could never fire (APScheduler accepts it silently)", "end_date",
         )
-    jitter = spec.get("jitter")
-    return IntervalTrigger(
-        interval, start_at, zone, end_at,
-        None if jitter is None else timedelta(seconds=check_number(jitter, spec, "jitter")),
-    )
+    return IntervalTrigger(interval, start_at, zone, end_at, check_jitter(spec.get("jitter"), spec))
 
 
 def _interval(spec: Mapping[str, object]) -> timedelta:
@@ -106,7 +108,7 @@ def _interval(spec: Mapping[str, object]) -> timedelta:
 
 def _when(spec: Mapping[str, object], key: str, zone: Zone) -> datetime | None:
     value = spec.get(key)
-    return None if value is None else parse_when(value, zone, field=key, spec=spec).astimezone(UTC)
+    return None if value is None else parse_instant(value, zone, field=key, spec=spec)
 
 
 def _duration(interval: timedelta) -> str:

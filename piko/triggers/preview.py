@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
-from piko.errors import TriggerSpecError
+from piko.errors import ConfigError, TriggerSpecError
 from piko.triggers.factory import AnyTrigger, make_trigger
 from piko.triggers.interval import UNITS
 from piko.triggers.timeparse import DATE_RE
@@ -25,9 +25,13 @@ MAX_PREVIEW = 10_000
 
 
 def next_fire_times(trigger: Trigger, after: datetime, n: int) -> list[datetime]:
-    """Up to n fire times strictly after `after`, in order (fewer if the schedule ends)."""
+    """Up to n fire times strictly after `after`, in order (fewer if the schedule ends).
+
+    A count outside 0..MAX_PREVIEW is a ConfigError (a PikoError and a ValueError), so the
+    CLI prints it as one line instead of a traceback.
+    """
     if not 0 <= n <= MAX_PREVIEW:
-        raise ValueError(f"n must be between 0 and {MAX_PREVIEW}, got {n}")
+        raise ConfigError(f"the number of fire times must be between 0 and {MAX_PREVIEW}, got {n}")
     fire_times: list[datetime] = []
     fire_at = after
     while len(fire_times) < n:

@@ -3,7 +3,9 @@
 Accepted text: YYYY-MM-DD, or YYYY-MM-DD HH:MM:SS[.ffffff] with ' ' or 'T', optionally
 ending in Z or +HH:MM / -HH:MM (the forms APScheduler 3 accepts). A naive value is a wall
 time in the trigger's zone read with fold=0: inside a DST gap it moves forward by the gap,
-inside a repeated hour it means the first occurrence.
+inside a repeated hour it means the first occurrence. Instants are supported when
+datetime can hold them both in UTC and in the trigger's zone (years 1-9999 in each):
+"9999-12-31 23:59:59" in New York is 10000-01-01 in UTC, and is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +24,25 @@ DATE_RE = re.compile(
     re.ASCII,
 )
 DATE_FORMS = "YYYY-MM-DD or YYYY-MM-DD HH:MM:SS[.ffffff] with optional 'T', 'Z' or +HH:MM"
+
+
+def parse_instant(value: object, zone: Zone, *, field: str, spec: object) -> datetime:
+    """parse_when, then in UTC; TriggerSpecError if UTC or `zone` cannot hold the instant."""
+    return to_utc(parse_when(value, zone, field=field, spec=spec), zone, field=field, spec=spec)
+
+
+def to_utc(when: datetime, zone: Zone, *, field: str, spec: object) -> datetime:
+    """`when` (aware) in UTC, refusing what would overflow later, when shown in `zone`."""
+    try:
+        utc = when.astimezone(UTC)
+        utc.astimezone(zone.tzinfo)
+    except OverflowError:
+        where = "UTC" if zone.name == "UTC" else f"both UTC and {zone.name}"
+        raise TriggerSpecError(
+            spec, f"{when.isoformat()} is outside the supported range: it must be in years "
+            f"1-9999 in {where}", field,
+        ) from None
+    return utc
 
 
 def parse_when(value: object, zone: Zone, *, field: str, spec: object) -> datetime:

@@ -45,6 +45,8 @@ def resolve_zone(tz: object, spec: object = None) -> Zone:
     if isinstance(tz, str):
         return Zone(tz, _load_zoneinfo(tz, spec), _is_fixed_name(tz))
     if isinstance(tz, ZoneInfo):
+        if tz.key is None:  # ZoneInfo.from_file: named after its file; DST handling stays on
+            return Zone(str(tz), tz, False)
         return Zone(tz.key, tz, _is_fixed_name(tz.key))
     if isinstance(tz, timezone):
         return Zone(tz.tzname(None) or str(tz), tz, True)

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from piko.errors import TriggerSpecError
 from piko.triggers import CronFieldsTrigger, make_trigger, trigger_from_stored
 from tests.triggers.conftest import NEW_YORK, fires, wall
 
@@ -178,3 +179,71 @@ def test_describe_and_repr_show_given_fields() -> None:
     trigger = fields({"day_of_week": "mon-fri", "hour": 9}, "Europe/Berlin")
     assert trigger.describe() == "cron {day_of_week='mon-fri', hour='9'} Europe/Berlin"
     assert repr(trigger) == "CronFieldsTrigger(day_of_week='mon-fri', hour='9', tz='Europe/Berlin')"
+
+
+# -- APScheduler 3.11's accepted syntax ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "after", "expected"),
+    [
+        ({"minute": "0-0/1"}, utc(2026, 1, 1, 0, 0, 1), ["2026-01-01 01:00:00 UTC", "2026-01-01 02:00:00 UTC"]),
+        ({"hour": "0-0/5"}, utc(2026, 1, 1, 0, 0, 1), ["2026-01-02 00:00:00 UTC", "2026-01-03 00:00:00 UTC"]),
+        ({"day_of_week": "0-0/3"}, utc(2026, 1, 1), ["2026-01-05 00:00:00 UTC", "2026-01-12 00:00:00 UTC"]),
+    ],
+)
+def test_zero_to_zero_with_a_step_is_just_zero(spec: dict, after: datetime, expected: list[str]) -> None:
+    assert fires(fields(spec), after, 2) == expected
+
+
+@pytest.mark.parametrize("text", ["5-5/1", "0-0/60", "3-3/2"])
+def test_other_one_value_ranges_with_a_step_are_refused_as_by_apscheduler(text: str) -> None:
+    with pytest.raises(TriggerSpecError, match="wider than the range"):
+        fields({"minute": text})
+
+
+@pytest.mark.parametrize("text", ["0-0/1", "0-0/59", "0-0/60", "5-5/1", "0-1/2", "0/59", "0/60", "58/1", "59/1",
+                                  "*/59", "*/60"])
+def test_step_rules_accept_and_refuse_what_apscheduler_does(text: str) -> None:
+    cron_trigger = pytest.importorskip("apscheduler.triggers.cron").CronTrigger
+    try:
+        cron_trigger(minute=text)
+        aps_accepts = True
+    except ValueError:
+        aps_accepts = False
+    try:
+        fields({"minute": text})
+        piko_accepts = True
+    except TriggerSpecError:
+        piko_accepts = False
+    assert piko_accepts == aps_accepts
+
+
+def test_a_tab_inside_a_weekday_position_is_refused_not_reread() -> None:
+    # APScheduler reads "last\tfri" as "last" (the last day); piko used to read "last fri"
+    with pytest.raises(TriggerSpecError, match="tab or line break") as caught:
+        fields({"day": "last\tfri"})
+    assert caught.value.field == "cron field 'day'"
+    assert fields({"day": "last  fri"}) == fields({"day": "last fri"})
+    assert fields({"day": "2nd tue ,  last thu"}) == fields({"day": "2nd tue,last thu"})
+
+
+def test_end_date_before_start_date_says_why_it_is_refused() -> None:
+    with pytest.raises(TriggerSpecError, match="could never fire"):
+        fields({"hour": 1, "start_date": "2026-02-01", "end_date": "2026-01-01"})
+
+
+# -- the ends of the calendar ------------------------------------------------------------
+
+
+def test_last_hour_of_year_9999_fires_only_where_utc_can_hold_it() -> None:
+    spec = {"year": 9999, "month": 12, "day": 31, "hour": 23}
+    assert fields(spec).next_fire_time(utc(2026, 1, 1)) == utc(9999, 12, 31, 23)
+    assert fields(spec, "Asia/Tokyo").next_fire_time(utc(2026, 1, 1)) == utc(9999, 12, 31, 14)
+    assert fields(spec, "America/New_York").next_fire_time(utc(2026, 1, 1)) is None  # 10000-01-01 04:00 UTC
+
+
+def test_start_date_outside_the_supported_range_is_a_spec_error() -> None:
+    with pytest.raises(TriggerSpecError, match="outside the supported range") as caught:
+        fields({"hour": 1, "start_date": "0001-01-01 00:00:00"}, "Asia/Shanghai")
+    assert caught.value.field == "start_date"

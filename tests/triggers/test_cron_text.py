@@ -240,3 +240,26 @@ def test_repr_and_describe_show_the_text_and_zone() -> None:
 def test_tz_none_means_utc() -> None:
     assert make_trigger("cron", "0 0 * * *", None) == cron("0 0 * * *", "UTC")
     assert cron("0 0 * * *", None).next_fire_time(utc(2026, 1, 1)).utcoffset() == timedelta(0)
+
+
+# -- the ends of the calendar (firing.py's supported range) ----------------------------
+
+DATETIME_MIN = datetime.min.replace(tzinfo=UTC)
+
+
+def test_after_datetime_min_fires_from_the_first_wall_time_the_zone_can_show() -> None:
+    assert cron("*/5 * * * *").next_fire_time(DATETIME_MIN) == utc(1, 1, 1, 0, 5)
+    # New York's 0001-01-01 00:00 (LMT, -4:56:02) is 04:56:02 UTC: earlier wall times are year 0
+    first = cron("*/5 * * * *", "America/New_York").next_fire_time(DATETIME_MIN)
+    assert first is not None and first.replace(tzinfo=None) == datetime(1, 1, 1)
+    assert first.astimezone(UTC) == utc(1, 1, 1, 4, 56, 2)
+    assert cron("0 12 * * *", "Etc/GMT+5").next_fire_time(DATETIME_MIN) == datetime(
+        1, 1, 1, 12, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def test_a_fire_past_year_9999_in_utc_is_none_in_every_zone() -> None:
+    assert cron("0 23 31 12 *", "UTC").next_fire_time(utc(9999, 12, 1)) == utc(9999, 12, 31, 23)
+    for zone in ("America/New_York", "Etc/GMT+5"):  # 23:00 there is 10000-01-01 04:00 UTC
+        fire_at = cron("0 23 31 12 *", zone).next_fire_time(utc(9999, 12, 1))
+        assert fire_at is None, zone
+    assert cron("*/5 * * * *", "Asia/Shanghai").next_fire_time(datetime.max.replace(tzinfo=UTC)) is None

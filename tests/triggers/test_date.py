@@ -4,6 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from piko.errors import TriggerSpecError
 from piko.triggers import DateTrigger, make_trigger, trigger_from_stored
 from tests.triggers.conftest import NEW_YORK, wall
 
@@ -71,3 +72,28 @@ def test_describe_and_repr() -> None:
     trigger = when({"run_date": "2026-01-08 10:00:00"}, "Asia/Shanghai")
     assert trigger.describe() == "once at 2026-01-08T10:00:00+08:00 Asia/Shanghai"
     assert repr(trigger) == "DateTrigger('2026-01-08T02:00:00+00:00', tz='Asia/Shanghai')"
+
+
+# -- the ends of the calendar ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_date", "tz"),
+    [
+        ("9999-12-31 23:59:59", "America/New_York"),  # 10000-01-01 in UTC
+        ("0001-01-01 00:00:00", "Asia/Shanghai"),  # year 0 in UTC
+        ("9999-12-31 23:59:59-05:00", "UTC"),
+        ("0001-01-01 00:00:00+05:00", "UTC"),
+        ("9999-12-31 20:00:00Z", "Asia/Shanghai"),  # fine in UTC, 10000-01-01 on the wall clock
+        (datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))), "UTC"),
+    ],
+)
+def test_run_date_outside_the_supported_range_is_a_spec_error(run_date: object, tz: str) -> None:
+    with pytest.raises(TriggerSpecError, match="outside the supported range") as caught:
+        when({"run_date": run_date}, tz)
+    assert caught.value.field == "run_date"
+
+
+def test_run_dates_at_the_ends_that_fit_are_accepted() -> None:
+    assert when("9999-12-31 18:59:59", "America/New_York").run_at == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert when("0001-01-01 08:05:43", "Asia/Shanghai").run_at == datetime(1, 1, 1, tzinfo=UTC)

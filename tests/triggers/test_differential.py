@@ -30,7 +30,7 @@ def _field(rnd: random.Random, low: int, high: int) -> str:
     if kind < 0.45:
         return f"*/{rnd.randint(1, high - low + 1)}"
     first = rnd.randint(low, high - 1)
-    last = rnd.randint(first + 1, high)  # never a-a/n: cronsim and croniter read it as a-max/n
+    last = rnd.randint(first + 1, high)  # never a-a/n: cronsim reads it as a-max/n, croniter as */n
     if kind < 0.6:
         return str(first)
     if kind < 0.75:
@@ -89,6 +89,18 @@ def test_croniter_and_cron_differ_on_star_step_day_of_week() -> None:
     expr = "0 0 */2 * 1"  # cron: odd days that are Mondays; croniter: odd days or Mondays
     assert make_trigger("cron", expr).next_fire_time(after) == datetime(2026, 1, 5, tzinfo=UTC)
     assert croniter(expr, after).get_next(datetime) == datetime(2026, 1, 3, tzinfo=UTC)
+
+
+def test_peers_read_a_one_value_range_with_a_step_differently_from_cron() -> None:
+    croniter = pytest.importorskip("croniter").croniter
+    cronsim = pytest.importorskip("cronsim").CronSim
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    expr = "5-5/10 * * * *"  # cron: minute 5 only
+    assert make_trigger("cron", expr).next_fire_time(after + timedelta(minutes=6)) == datetime(2026, 1, 1, 1, 5,
+                                                                                                tzinfo=UTC)
+    assert next(cronsim(expr, after)) == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # 5-59/10
+    assert next(cronsim(expr, after + timedelta(minutes=6))) == datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
+    assert croniter(expr, after).get_next(datetime) == datetime(2026, 1, 1, 0, 10, tzinfo=UTC)  # */10
 
 
 # -- APScheduler dicts -----------------------------------------------------------------

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from piko.errors import TriggerSpecError
 from piko.triggers import IntervalTrigger, make_trigger, trigger_from_stored
 from tests.triggers.conftest import NEW_YORK, fires
 
@@ -78,3 +81,27 @@ def test_stored_json_and_equality() -> None:
     assert stored == interval({"seconds": 600, "start_date": "2026-01-01T00:00:00Z"})
     assert stored.describe() == "every 10m from 2026-01-01T00:00:00+00:00 UTC"
     assert "IntervalTrigger(10m" in repr(stored)
+
+
+def test_a_naive_default_start_is_a_wall_time_in_the_specs_own_timezone() -> None:
+    trigger = interval({"hours": 1, "timezone": "Asia/Tokyo"}, "UTC", default_start=datetime(2026, 1, 1, 9, 30))
+    assert trigger.start_at == utc(2026, 1, 1, 0, 30)
+
+
+@pytest.mark.parametrize("key", ["start_date", "end_date"])
+@pytest.mark.parametrize("value", ["9999-12-31 23:59:59", "0001-01-01 00:00:00+05:00"])
+def test_bounds_outside_the_supported_range_are_spec_errors(key: str, value: str) -> None:
+    with pytest.raises(TriggerSpecError, match="outside the supported range") as caught:
+        interval({"hours": 1, key: value}, "America/New_York")
+    assert caught.value.field == key
+
+
+def test_a_fire_the_zone_cannot_show_is_none_not_an_overflow() -> None:
+    trigger = interval({"minutes": 30, "start_date": "9999-12-31 15:00:00Z"}, "Asia/Shanghai")
+    assert trigger.next_fire_time(utc(9999, 12, 31, 15, 10)) == utc(9999, 12, 31, 15, 30)
+    assert trigger.next_fire_time(utc(9999, 12, 31, 15, 40)) is None  # 10000-01-01 00:00 in Shanghai
+
+
+def test_end_before_start_says_why_it_is_refused() -> None:
+    with pytest.raises(TriggerSpecError, match="could never fire"):
+        interval({"hours": 1, "start_date": "2026-02-01", "end_date": "2026-01-01"})

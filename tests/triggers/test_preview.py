@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from piko.errors import TriggerSpecError
+from piko.errors import ConfigError, TriggerSpecError
 from piko.triggers import (
     CronFieldsTrigger,
     CronTextTrigger,
@@ -29,9 +29,18 @@ def test_next_fire_times_stops_when_the_schedule_ends() -> None:
     assert next_fire_times(make_trigger("cron", "0 0 31 2 *"), AFTER, 10) == []
 
 
-def test_next_fire_times_refuses_silly_counts() -> None:
-    with pytest.raises(ValueError, match="between 0 and"):
-        next_fire_times(make_trigger("cron", "@daily"), AFTER, -1)
+@pytest.mark.parametrize("n", [-1, 100_000])
+def test_next_fire_times_refuses_silly_counts_with_a_config_error(n: int) -> None:
+    with pytest.raises(ConfigError, match="between 0 and 10000"):  # a PikoError and a ValueError
+        next_fire_times(make_trigger("cron", "@daily"), AFTER, n)
+
+
+def test_command_line_prints_a_silly_count_as_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from piko.cli import main
+
+    assert main(["next", "* * * * *", "-n", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "between 0 and 10000, got -1" in err
 
 
 @pytest.mark.parametrize(
