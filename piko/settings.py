@@ -110,9 +110,12 @@ def _validate(s: Settings) -> None:
     need(0 < s.http_port < 65536 or s.http_port == 0, "http_port", "must be a TCP port (0-65535)")
     need(s.persist_durability in {"memory", "journal"}, "persist_durability", "must be 'memory' or 'journal'")
     need(s.persist_queue_max >= 1 and s.persist_batch_size >= 1, "persist_queue_max", "queue and batch must be >= 1")
-    need(s.leader_lease_s > 0, "leader_lease_s", "must be > 0")
-    need(0 < s.leader_renew_interval_s < s.leader_lease_s, "leader_renew_interval_s",
-         f"must be > 0 and below leader_lease_s ({s.leader_lease_s}); about a third of it is usual")
+    need(s.leader_lease_s >= 1, "leader_lease_s", "must be >= 1 second (a shorter lease is a renew storm)")
+    need(0.1 <= s.leader_renew_interval_s <= s.leader_lease_s / 2, "leader_renew_interval_s",
+         f"must be >= 0.1 s and at most half of leader_lease_s ({s.leader_lease_s}), so one slow renew "
+         f"does not lose the lease; about a third of it is usual")
+    need(isinstance(s.leader_name, str) and 0 < len(s.leader_name) <= 64 and s.leader_name.strip() == s.leader_name,
+         "leader_name", "must be 1-64 characters without surrounding spaces (the lease row's key)")
     need(s.cpu_workers >= 0 and s.cpu_per_job_cap >= 0, "cpu_workers", "must be >= 0 (0 = automatic)")
     _check_timezone(s.timezone)
 

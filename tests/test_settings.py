@@ -62,6 +62,17 @@ def test_inconsistent_leader_timings_are_rejected(tmp_path):
         load_settings(env={"PIKO_LEADER_LEASE_S": "5", "PIKO_LEADER_RENEW_INTERVAL_S": "6"}, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("env, key", [
+    ({"PIKO_LEADER_LEASE_S": "0.002", "PIKO_LEADER_RENEW_INTERVAL_S": "0.001"}, "leader_lease_s"),
+    ({"PIKO_LEADER_LEASE_S": "10", "PIKO_LEADER_RENEW_INTERVAL_S": "9"}, "leader_renew_interval_s"),
+    ({"PIKO_LEADER_NAME": "x" * 65}, "leader_name"),
+    ({"PIKO_LEADER_NAME": ""}, "leader_name"),
+])
+def test_lease_settings_that_could_never_work_are_rejected(tmp_path, env, key):
+    with pytest.raises(ConfigError, match=key):
+        load_settings(env=env, cwd=tmp_path)
+
+
 def test_unknown_timezone_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="unknown time zone"):
         load_settings(env={"PIKO_TIMEZONE": "Mars/Olympus"}, cwd=tmp_path)

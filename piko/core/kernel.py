@@ -60,7 +60,7 @@ class Kernel:
         self._seq = itertools.count()
         self._gen = itertools.count(1)
         self._standby: deque[tuple[str, datetime]] = deque()
-        self._requeued: deque[tuple[str, datetime]] = deque()  # fires whose run could not be recorded
+        self._requeued: dict[str, set[datetime]] = {}  # fires whose run could not be recorded, per job
         self._requeue_window = timedelta(seconds=max(standby_window_s, 3600.0))
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -112,43 +112,49 @@ class Kernel:
 
     # -- leadership --------------------------------------------------------------------
     def leadership_changed(self, is_leader: bool) -> None:
-        """Called by the leader component; on gaining leadership, replay recent standby fires."""
+        """Called by the leader component; on gaining leadership, replay recent standby fires.
+
+        Fires held back for any reason (seen while standing by, or requeued because they could
+        not be recorded) go out together, one batch per job, so the runner coalesces them once.
+        """
         if not is_leader:
             return
         cutoff = self._clock.now() - self._standby_window
-        pending: dict[str, list[datetime]] = {}
         while self._standby:
             job_id, at = self._standby.popleft()
-            if at >= cutoff and job_id in self._entries:
-                pending.setdefault(job_id, []).append(at)
-        for job_id, times in pending.items():
-            self._dispatch(job_id, sorted(times), False)
+            if at >= cutoff:
+                self._requeued.setdefault(job_id, set()).add(at)
+        self._replay_requeued()
 
     def requeue(self, job_id: str, at: datetime) -> None:
         """A fire the runner could not record (store down, term lost): offer it again later.
 
-        Replayed about once a second while leader; the runner then runs it, or records it
-        MISSED when it is too late. Kept for max(standby window, 1 h), then dropped with an error.
+        Replayed about once a second while leader, or with the job's next fire if that comes
+        first; the runner then runs it, or records it MISSED when it is too late. Kept for
+        max(standby window, 1 h), then dropped with an error.
         """
-        self._requeued.append((job_id, at))
+        self._requeued.setdefault(job_id, set()).add(at)
 
     def _replay_requeued(self) -> None:
         if not self.is_leader():  # the new leader replays what it saw while standing by
-            cutoff = self._clock.now() - self._standby_window
-            while self._requeued and self._requeued[0][1] < cutoff:
-                self._requeued.popleft()
+            self._drop_requeued_before(self._clock.now() - self._standby_window, quietly=True)
             return
-        cutoff = self._clock.now() - self._requeue_window
-        pending: dict[str, list[datetime]] = {}
-        while self._requeued:
-            job_id, at = self._requeued.popleft()
-            if at < cutoff:
-                log.error("job %s: fire at %s could not be recorded for over %s; giving up on it",
-                          job_id, at.isoformat(), self._requeue_window)
-            elif job_id in self._entries:
-                pending.setdefault(job_id, []).append(at)
+        self._drop_requeued_before(self._clock.now() - self._requeue_window, quietly=False)
+        pending, self._requeued = self._requeued, {}
         for job_id, times in pending.items():
-            self._dispatch(job_id, sorted(set(times)), False)
+            if job_id in self._entries:
+                self._dispatch(job_id, sorted(times), False)
+
+    def _drop_requeued_before(self, cutoff: datetime, *, quietly: bool) -> None:
+        for job_id in list(self._requeued):
+            times = self._requeued[job_id]
+            old = {at for at in times if at < cutoff}
+            if old and not quietly:
+                log.error("job %s: %d fire(s) up to %s could not be recorded for over %s; giving up on them",
+                          job_id, len(old), max(old).isoformat(), self._requeue_window)
+            times -= old
+            if not times:
+                del self._requeued[job_id]
 
     # -- the loop ------------------------------------------------------------------------
     async def __aenter__(self) -> Kernel:
@@ -207,6 +213,9 @@ class Kernel:
         return fired
 
     def _dispatch(self, job_id: str, due: list[datetime], overflow: bool) -> None:
+        held = self._requeued.pop(job_id, None) if self._requeued else None
+        if held:  # earlier fires of this job waiting to be offered again: one batch, one coalescing
+            due = sorted(held.union(due))
         if not self.is_leader():
             self._standby.extend((job_id, at) for at in due)
             cutoff = self._clock.now() - self._standby_window

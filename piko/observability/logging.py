@@ -42,6 +42,8 @@ def mask_secrets(text: str) -> str:
 
 def _mask_pair(m: re.Match[str]) -> str:
     value = m["value"]
+    if value.rstrip(")").upper() in ("YES", "NO"):  # MySQL's "(using password: YES)" says no secret
+        return m[0]
     quote = value[0] if value[0] in "\"'" else ""
     return f"{m['key']}{m['sep']}{quote}***{quote}"
 

@@ -44,8 +44,11 @@ class MysqlStore:
     def __init__(self, dsn: str, *, pool_size: int = 10, pool_recycle: int = 3600,
                  retry_attempts: int = 4) -> None:
         self._connect_args = my.parse_dsn(dsn)
+        pool_size = self._connect_args.pop("pool_size", pool_size)
+        pool_recycle = self._connect_args.pop("pool_recycle", pool_recycle)
         if pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1, got {pool_size}")
+        _check_charset(self._connect_args["charset"])
         self.description = f"MySQL {mask_dsn(dsn)}"
         self._db = MysqlConnections(self._connect_args, self.description, pool_size=pool_size,
                                     pool_recycle=pool_recycle, attempts=retry_attempts)
@@ -256,8 +259,7 @@ class MysqlStore:
         return RunStatus(rows[0][0]) if rows else None
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
-        params = (instance.instance_id, instance.host, instance.pid, to_naive_utc(instance.started_at),
-                  to_naive_utc(now))
+        params = (instance.instance_id, instance.host, instance.pid, to_naive_utc(instance.started_at))
 
         async def beat(cur: Any) -> None:
             await cur.execute(my.HEARTBEAT, params)
@@ -272,8 +274,9 @@ class MysqlStore:
         async def sweep(cur: Any) -> int:
             for dead in dead_instances:
                 await cur.execute(my.FORGET_INSTANCE, (dead,))
-            await cur.execute(my.FORGET_STALE_INSTANCES, (to_naive_utc(stale_before),))
-            await cur.execute(my.ABANDON_ORPHANS, (to_naive_utc(now),))
+            silent_us = max(0, int((now - stale_before) / timedelta(microseconds=1)))  # measured on the server
+            await cur.execute(my.FORGET_STALE_INSTANCES, (silent_us,))
+            await cur.execute(my.ABANDON_ORPHANS)
             return int(cur.rowcount)
         return await self._call(sweep, is_tx=True)
 
@@ -336,6 +339,19 @@ class MysqlStore:
             row = await cur.fetchone()
             return (str(row[0]), int(row[1])) if row else None
         return await self._call(read, is_urgent=True)
+
+
+def _check_charset(name: str) -> None:
+    try:
+        from pymysql.charset import charset_by_name  # installed with aiomysql
+    except ImportError:
+        return  # the driver is missing: opening the store says so, naming the extra to install
+    try:
+        known = charset_by_name(name) is not None
+    except KeyError:
+        known = False
+    if not known:
+        raise ConfigError(f"MySQL DSN charset {name!r} is not a MySQL character set (use utf8mb4)")
 
 
 async def _check_fence(cur: Any, fence: Fence | None) -> None:

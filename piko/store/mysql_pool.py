@@ -24,6 +24,9 @@ Op = Callable[[Any], Awaitable[T]]  # receives an aiomysql cursor
 
 # time_zone: CURRENT_TIMESTAMP defaults and any NOW() a user writes are UTC, like the data.
 INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 10"
+# The lease and heartbeats give up on a locked row after 1 s: a renew stuck behind someone's
+# open transaction must fail (and be retried on the renew interval), not outlast the lease.
+CONTROL_INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 1"
 CONTROL_POOL_SIZE = 2
 
 
@@ -54,19 +57,19 @@ class MysqlConnections:
 
     async def open(self) -> None:
         try:
-            self._pool = await self._create(self._pool_size)
-            self._control = await self._create(CONTROL_POOL_SIZE)
+            self._pool = await self._create(self._pool_size, INIT_COMMAND)
+            self._control = await self._create(CONTROL_POOL_SIZE, CONTROL_INIT_COMMAND)
         except Exception as exc:
             await self.close()
             raise StoreUnavailable(f"cannot connect to {self.description}: {my.reason(exc)}") from exc
 
-    async def _create(self, size: int) -> Any:
+    async def _create(self, size: int, init_command: str) -> Any:
         from pymysql.constants import CLIENT  # installed with aiomysql
 
         # FOUND_ROWS: rowcount counts matched rows, as in SQLite (a CAS to the same value is a hit).
         return await self._aiomysql.create_pool(
             minsize=1, maxsize=size, pool_recycle=self._pool_recycle, autocommit=True,
-            init_command=INIT_COMMAND, client_flag=CLIENT.FOUND_ROWS, cursorclass=_quiet_cursor(self._aiomysql),
+            init_command=init_command, client_flag=CLIENT.FOUND_ROWS, cursorclass=_quiet_cursor(self._aiomysql),
             **self._connect_args)
 
     async def close(self) -> None:

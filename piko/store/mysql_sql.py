@@ -21,7 +21,8 @@ NOW = "UTC_TIMESTAMP(6)"
 
 
 SCHEMES = ("mysql", "mysql+aiomysql", "mysql+asyncmy")  # the driver named in the scheme is always aiomysql
-QUERY_KEYS = ("charset", "unix_socket", "connect_timeout")
+QUERY_KEYS = ("charset", "unix_socket", "connect_timeout", "pool_size", "pool_recycle")
+POOL_KEYS = ("pool_size", "pool_recycle")  # given in the DSN, they win over the settings
 
 
 def parse_dsn(dsn: str) -> dict[str, Any]:
@@ -40,11 +41,12 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     try:
         port = parts.port or 3306
         connect_timeout = float(query.get("connect_timeout", 5))
+        pool = {key: int(query[key]) for key in POOL_KEYS if key in query}
     except ValueError as exc:
         raise ConfigError(f"MySQL DSN {mask_dsn(dsn)!r}: {exc}") from None
     return {"host": parts.hostname or "127.0.0.1", "port": port, "user": unquote(parts.username or ""),
             "password": unquote(parts.password or ""), "db": db, "charset": query.get("charset", "utf8mb4"),
-            "unix_socket": query.get("unix_socket"), "connect_timeout": connect_timeout}
+            "unix_socket": query.get("unix_socket"), "connect_timeout": connect_timeout, **pool}
 
 
 def q(statement: str) -> str:
@@ -82,16 +84,18 @@ SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC
 LATEST_STATUS = q(sql.LATEST_STATUS)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
-               "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
+               "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 FINISH_RUN_MEASURED = q("UPDATE job_run SET status = ?, finished_at = ?, "
                         "duration_s = COALESCE(?, ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6)), "
-                        "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
-HEARTBEAT = q("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
-              "VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)")
+                        "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+# Heartbeats and their age use the server clock: instances on hosts with skewed clocks still
+# judge each other fairly (a lagging clock must not make a live instance look silent).
+HEARTBEAT = q(f"INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
+              f"VALUES (?, ?, ?, ?, {NOW}) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)")
 SELECT_INSTANCES = q(sql.SELECT_INSTANCES)
 FORGET_INSTANCE = q("DELETE FROM piko_instance WHERE instance_id = ?")
-FORGET_STALE_INSTANCES = q("DELETE FROM piko_instance WHERE heartbeat_at < ?")
-ABANDON_ORPHANS = q(sql.ABANDON_ORPHANS)
+FORGET_STALE_INSTANCES = f"DELETE FROM piko_instance WHERE heartbeat_at < {NOW} - INTERVAL %s MICROSECOND"
+ABANDON_ORPHANS = q(sql.ABANDON_ORPHANS.replace("finished_at = ?", f"finished_at = {NOW}"))
 
 # -- stateful jobs ----------------------------------------------------------------------
 GET_WATERMARK = q(sql.GET_WATERMARK)

@@ -49,7 +49,7 @@ LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time
                  "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
-                     "error_type = ?, error_message = ? WHERE run_id = ? AND status = 'RUNNING'")
+                     "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
                    "error_message = 'the instance running it stopped (no heartbeat)' "
                    "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")

@@ -82,6 +82,6 @@ def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Cal
             "UPDATE job_run SET status = v.column2, finished_at = v.column3, duration_s = COALESCE(v.column6, "
             "ROUND((julianday(v.column3) - julianday(job_run.started_at)) * 86400.0, 6)), "
             f"error_type = v.column4, error_message = v.column5 FROM (VALUES {values}) AS v "
-            "WHERE job_run.run_id = v.column1 AND job_run.status = 'RUNNING'",
+            "WHERE job_run.run_id = v.column1 AND job_run.status IN ('RUNNING', 'ABANDONED')",
             [x for f in chunk
              for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message, f.duration_s)])

@@ -171,6 +171,31 @@ def test_requeued_fire_is_left_to_the_new_leader_when_standing_by():
     assert fired == [] and not kernel._requeued
 
 
+def test_a_requeued_fire_goes_out_with_the_jobs_next_fire_as_one_batch():
+    clock = FakeClock(T0)
+    kernel, fired = make(clock)
+    kernel.schedule("a", Every(10, T0))
+    kernel.requeue("a", T0)  # the store was down at T0
+    clock.advance(10)
+    kernel.fire_due(clock.now())
+    assert fired == [("a", [T0, T0 + timedelta(seconds=10)], False)]  # coalesced once, oldest first
+
+
+def test_on_gaining_leadership_standby_and_requeued_fires_of_a_job_go_out_together():
+    clock = FakeClock(T0)
+    leader = {"on": True}
+    kernel, fired = make(clock, is_leader=lambda: leader["on"], standby_window_s=120)
+    kernel.schedule("a", Every(10, T0))
+    kernel.requeue("a", T0)  # could not be recorded, then the term ended
+    leader["on"] = False
+    clock.advance(10)
+    kernel.fire_due(clock.now())  # seen while standing by
+    assert fired == []
+    leader["on"] = True
+    kernel.leadership_changed(True)
+    assert fired == [("a", [T0, T0 + timedelta(seconds=10)], False)]
+
+
 class _Breaks:
     """A trigger that fails on its second question, as a buggy one might."""
 

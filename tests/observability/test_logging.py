@@ -172,3 +172,11 @@ def test_a_record_with_bad_format_args_does_not_raise_into_the_caller() -> None:
         logging.getLogger("userlib").warning("%d", "not a number")
     finally:
         logging.raiseExceptions = saved
+
+
+def test_mysqls_using_password_yes_is_not_taken_for_a_secret():
+    from piko.observability.logging import mask_secrets
+
+    text = "Access denied for user 'piko'@'localhost' (using password: YES)"
+    assert mask_secrets(text) == text
+    assert mask_secrets("password: hunter2") == "password: ***"

@@ -66,6 +66,16 @@ def test_bad_dsns_are_config_errors_without_the_password(dsn: str, fragment: str
     assert ":p@" not in str(info.value)
 
 
+@needs_driver
+def test_pool_options_in_the_dsn_are_used_and_a_bad_charset_is_a_config_error() -> None:
+    args = parse_dsn("mysql://u:p@h/db?pool_size=3&pool_recycle=120")
+    assert (args["pool_size"], args["pool_recycle"]) == (3, 120)
+    store = MysqlStore("mysql://u:p@h/db?pool_size=3&pool_recycle=120")
+    assert "pool_size" not in store._connect_args
+    with pytest.raises(ConfigError, match="charset 'bogus'"):
+        MysqlStore("mysql://u:p@h/db?charset=bogus")
+
+
 def test_missing_aiomysql_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aiomysql", None)
     with pytest.raises(StoreUnavailable, match=r"pip install 'piko\[mysql\]'"):
