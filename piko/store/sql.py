@@ -50,6 +50,9 @@ LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
                      "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+FINISH_RUN_MEASURED_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
+                              "ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6)), error_type = ?, "
+                              "error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
                    "error_message = 'the instance running it stopped (no heartbeat)' "
                    "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")

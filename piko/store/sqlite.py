@@ -280,16 +280,19 @@ def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
 
 
 def _claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int | None]:
+    if not claims:
+        return []
     fences = {c.fence for c in claims}
     if len(fences) > 1:
         raise StoreError("claim_runs: every claim of one batch must carry the same fence")
     fence = next(iter(fences))
     _check_fence(conn, fence)
     token = fence.token if fence else None
+    ts = batch.memo(to_text)  # a burst's claims share their scheduled time: format it once
     locked = [c for c in claims if c.take_lock]
-    got = iter(batch.take_locks(conn, locked, to_text, token)) if locked else iter(())
+    got = iter(batch.take_locks(conn, locked, ts, token)) if locked else iter(())
     keep = [not c.take_lock or next(got) for c in claims]
-    ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], to_text, token))
+    ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
     return [next(ids) if k else None for k in keep]
 
 

@@ -18,11 +18,28 @@ from piko.store import sql
 
 _PARAMS_MAX = 999
 _HAS_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def memo(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """fn with its answers kept for one batch (timestamps repeat across a burst's claims)."""
+    seen: dict[Any, Any] = {}
+
+    def cached(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = fn(value)
+            return out
+    return cached
 
 
 def _chunks(items: Sequence[Any], width: int) -> list[Sequence[Any]]:
     size = max(1, _PARAMS_MAX // width)
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+_LOCK_INSERT = "INSERT{ignore} INTO job_lock (job_id, scheduled_time, instance_id, fence_token, locked_at) VALUES "
 
 
 def take_locks(conn: sqlite3.Connection, claims: Sequence[RunClaim], ts: Callable[[Any], Any],
@@ -31,20 +48,40 @@ def take_locks(conn: sqlite3.Connection, claims: Sequence[RunClaim], ts: Callabl
     got: list[bool] = []
     for chunk in _chunks(claims, 5):
         rows = [(c.job_id, ts(c.scheduled_at), c.instance_id, token, ts(c.started_at)) for c in chunk]
-        taken = {tuple(k) for k in conn.execute(  # usually none: one step; a join so the primary key is used
-            "SELECT l.job_id, l.scheduled_time FROM (VALUES " + ", ".join(["(?, ?)"] * len(rows)) + ") AS v "
-            "JOIN job_lock l ON l.job_id = v.column1 AND l.scheduled_time = v.column2",
-            [v for row in rows for v in row[:2]])}
-        fresh = []
-        for row in rows:
-            is_free = (row[0], row[1]) not in taken
-            got.append(is_free)
-            if is_free:
-                taken.add((row[0], row[1]))  # a key twice in one batch: only the first gets it
-                fresh.append(row)
-        if fresh:
-            conn.execute("INSERT INTO job_lock (job_id, scheduled_time, instance_id, fence_token, locked_at) "
-                         "VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(fresh)), [v for row in fresh for v in row])
+        got += _insert_locks_returning(conn, rows) if _HAS_RETURNING else _insert_locks_checked(conn, rows)
+    return got
+
+
+def _insert_locks_returning(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """One statement: INSERT OR IGNORE returns just the rows it inserted (taken keys are skipped)."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+    inserted = {tuple(k) for k in conn.execute(
+        _LOCK_INSERT.format(ignore=" OR IGNORE") + values + " RETURNING job_id, scheduled_time",
+        [v for row in rows for v in row])}
+    got = []
+    for row in rows:
+        key = (row[0], row[1])
+        got.append(key in inserted)
+        inserted.discard(key)  # a key twice in one batch: only its first claim gets it
+    return got
+
+
+def _insert_locks_checked(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """SQLite < 3.35 (no RETURNING): read which keys are taken, then insert the free ones."""
+    taken = {tuple(k) for k in conn.execute(  # usually none: one step; a join so the primary key is used
+        "SELECT l.job_id, l.scheduled_time FROM (VALUES " + ", ".join(["(?, ?)"] * len(rows)) + ") AS v "
+        "JOIN job_lock l ON l.job_id = v.column1 AND l.scheduled_time = v.column2",
+        [v for row in rows for v in row[:2]])}
+    got, fresh = [], []
+    for row in rows:
+        is_free = (row[0], row[1]) not in taken
+        got.append(is_free)
+        if is_free:
+            taken.add((row[0], row[1]))  # a key twice in one batch: only the first gets it
+            fresh.append(row)
+    if fresh:
+        conn.execute(_LOCK_INSERT.format(ignore="") + ", ".join(["(?, ?, ?, ?, ?)"] * len(fresh)),
+                     [v for row in fresh for v in row])
     return got
 
 
@@ -73,8 +110,9 @@ def _find_ids(conn: sqlite3.Connection, chunk: Sequence[RunClaim], ts: Callable[
 
 def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Callable[[Any], Any]) -> None:
     if not _HAS_UPDATE_FROM:
-        conn.executemany(sql.FINISH_RUN_SQLITE, [(f.status.value, ts(f.finished_at), ts(f.finished_at),
-                                                  f.error_type, f.error_message, f.run_id) for f in finishes])
+        conn.executemany(sql.FINISH_RUN_MEASURED_SQLITE,
+                         [(f.status.value, ts(f.finished_at), f.duration_s, ts(f.finished_at), f.error_type,
+                           f.error_message, f.run_id) for f in finishes])
         return
     for chunk in _chunks(finishes, 6):
         values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))

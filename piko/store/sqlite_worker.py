@@ -155,6 +155,8 @@ class SqliteWorker:
                 conn.execute("RELEASE op")
             if isinstance(exc, sqlite3.Error):
                 exc = StoreError(f"SQLite error: {exc}")
+            elif isinstance(exc, StopIteration):  # a future refuses it, and its caller would wait forever
+                exc = RuntimeError(f"store operation raised StopIteration: {exc!r}")
             return call, False, exc
         if savepoint:
             conn.execute("RELEASE op")

@@ -178,6 +178,54 @@ async def test_finish_run_records_status_error_and_duration_once(store: Store) -
     assert run.duration_s == pytest.approx(2.5, abs=1e-3)
 
 
+async def test_claim_runs_answers_each_claim_in_order_in_one_call(store: Store) -> None:
+    taken = await store.claim_run(claim("busy"))
+    assert taken is not None
+    batch = [claim("a"), claim("busy"), claim("b", take_lock=False, kind="manual"), claim("a"),
+             claim("c", status=RunStatus.SKIPPED, error_type="MaxInstances", error_message="busy"),
+             *(claim(f"many{i}") for i in range(1200))]  # more than one statement's parameter budget
+    ids = await store.claim_runs(batch)
+    assert len(ids) == len(batch)
+    assert ids[1] is None and ids[3] is None  # slot taken before, and a key twice in one batch
+    fresh = [i for i in ids if i is not None]
+    assert len(set(fresh)) == len(fresh) == len(batch) - 2
+    by_id = {r.run_id: r for r in await store.recent_runs(limit=5000)}
+    for c, run_id in zip(batch, ids, strict=True):
+        if run_id is not None:
+            assert (by_id[run_id].job_id, by_id[run_id].status) == (c.job_id, c.status)
+    assert await store.claim_runs([]) == []
+
+
+async def test_claim_runs_refuses_mixed_fences_and_a_stale_fence(store: Store) -> None:
+    grant = await store.lease_acquire("main", "a", LEASE)
+    assert grant is not None
+    fence = Fence("main", "a", grant.token)
+    with pytest.raises(StoreError, match="same fence"):
+        await store.claim_runs([claim("x", fence=fence), claim("y")])
+    assert await store.claim_runs([claim("x", fence=fence)]) != [None]
+    await store.lease_release("main", "a", grant.token)
+    with pytest.raises(LeaseLost):
+        await store.claim_runs([claim("z", fence=fence)])
+    assert [r.job_id for r in await store.recent_runs()] == ["x"]
+
+
+async def test_finish_runs_records_every_end_once_with_the_measured_duration(store: Store) -> None:
+    from piko.core.types import RunFinish
+
+    ids = await store.claim_runs([claim(f"f{i}") for i in range(3)])
+    assert None not in ids
+    await store.finish_runs([RunFinish(ids[0], RunStatus.SUCCESS, T0 + timedelta(seconds=1), duration_s=0.25),
+                             RunFinish(ids[1], RunStatus.FAILED, T0 + timedelta(seconds=2), "KeyError", "'k'"),
+                             RunFinish(ids[2], RunStatus.TIMEOUT, T0 + timedelta(seconds=3))])
+    await store.finish_runs([RunFinish(ids[0], RunStatus.FAILED, T0 + timedelta(seconds=9))])  # final: ignored
+    runs = {r.run_id: r for r in await store.recent_runs()}
+    assert (runs[ids[0]].status, runs[ids[0]].duration_s) == (RunStatus.SUCCESS, 0.25)
+    assert (runs[ids[1]].status, runs[ids[1]].error_type, runs[ids[1]].error_message) == \
+        (RunStatus.FAILED, "KeyError", "'k'")
+    assert runs[ids[1]].duration_s == pytest.approx(2.0, abs=1e-3)  # from the stored times
+    assert runs[ids[2]].status is RunStatus.TIMEOUT and runs[ids[2]].finished_at == T0 + timedelta(seconds=3)
+
+
 async def test_claim_with_final_status_is_born_finished(store: Store) -> None:
     run_id = await store.claim_run(claim(status=RunStatus.MISSED, error_type="Missed", error_message="late"))
     (run,) = await store.recent_runs()
