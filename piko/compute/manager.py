@@ -1,11 +1,13 @@
 """CPU offload for jobs: `await cpu_manager.submit(fn, ...)` and `map_reduce(...)`.
 
 CpuManager is the public face (an async context manager, like every piko component); the
-pool of worker processes behind it (compute/pool.py) starts on the first call. Calls are
-pickled here, on the event loop, so an unpicklable function is refused before anything is
-sent. map_reduce ships items in chunks and keeps results in input order. Calls made inside
-a job (the runner sets `current_job`) occupy at most `per_job_cap` workers at once.
-Must not import the kernel, the app or other components.
+pool of worker processes behind it (compute/pool.py) starts on the first call, and again on
+the first call after close() or on a new event loop (the old loop's workers are killed), so
+one manager outlives app restarts and successive asyncio.run() calls. Calls are pickled
+here, on the loop, so an unpicklable function is refused before anything is sent.
+map_reduce ships items in chunks (compute/chunks.py) and keeps results in input order.
+Calls made inside a job (the runner sets `current_job`) occupy at most `per_job_cap`
+workers at once. Must not import the kernel, the app or other components.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
+import logging
 import multiprocessing
+import numbers
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
-from itertools import islice
 from types import TracebackType
 from typing import Any, TypeVar
 
 from piko.compute import worker as wire
+from piko.compute.chunks import ChunkCollector, chunked, default_chunksize
 from piko.compute.pool import WorkerPool
 from piko.compute.worker import (
     OffloadTimeout,
@@ -42,16 +45,18 @@ __all__ = [
     "RemoteTraceback",
     "UnpicklableCallError",
     "WorkerDiedError",
+    "chunked",
     "current_job",
+    "default_chunksize",
     "default_workers",
 ]
 
 T = TypeVar("T")
 
+log = logging.getLogger("piko.compute")
+
 # The id of the job whose run is executing in this context (set by the runner), or None.
 current_job: ContextVar[str | None] = ContextVar("piko_current_job", default=None)
-
-_CHUNKS_PER_WORKER = 4
 
 
 def default_workers() -> int:
@@ -61,11 +66,6 @@ def default_workers() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, cores - 1)
-
-
-def default_chunksize(n_items: int, width: int) -> int:
-    """About four chunks per worker: big enough to hide per-call cost, small enough to balance."""
-    return max(1, math.ceil(n_items / (_CHUNKS_PER_WORKER * width)))
 
 
 def context_for(start_method: str | None) -> Any:
@@ -80,14 +80,33 @@ def context_for(start_method: str | None) -> Any:
     return multiprocessing.get_context(start_method)
 
 
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
+def check_count(name: str, value: object) -> int | None:
+    """A positive int or None, as an int. TypeError for other types (bool too: True is not
+    a count, though Python calls it 1), ValueError below 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int of at least 1 or None, got {value!r} ({type(value).__name__})")
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"{name} must be an int of at least 1 or None, got {value!r}")
+    return count
+
+
+def check_timeout(value: object) -> float | None:
+    """Seconds as a number of at least 0, or None; bools and NaN are refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, got {value!r} ({type(value).__name__})")
+    seconds = float(value)
+    if not seconds >= 0:  # also catches NaN
+        raise ValueError(f"timeout must be a number of seconds of at least 0 or None, got {value!r}")
+    return seconds
 
 
 class CpuManager:
-    """A lazily started process pool for CPU-bound calls, bound to one event loop."""
+    """A lazily started process pool for CPU-bound calls, on one event loop at a time."""
 
     def __init__(
         self,
@@ -99,22 +118,21 @@ class CpuManager:
         start_method: str | None = None,
         max_tasks_per_worker: int | None = None,
     ) -> None:
-        for name, value in (
-            ("workers", workers),
-            ("per_job_cap", per_job_cap),
-            ("max_tasks_per_worker", max_tasks_per_worker),
-        ):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a whole number of at least 1 or None, got {value!r}")
-        self.workers = workers or default_workers()
-        self.per_job_cap = per_job_cap
-        self.max_tasks_per_worker = max_tasks_per_worker
+        counts = {"workers": workers, "per_job_cap": per_job_cap, "max_tasks_per_worker": max_tasks_per_worker}
+        for name, value in counts.items():
+            try:
+                counts[name] = check_count(name, value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"CpuManager: {exc}") from None
+        self.workers = counts["workers"] or default_workers()
+        self.per_job_cap = counts["per_job_cap"]
+        self.max_tasks_per_worker = counts["max_tasks_per_worker"]
         self._context = context_for(start_method)
         if initializer is not None:
-            _check_picklable(initializer, f"the initializer {_describe(initializer)}")
+            _check_picklable(initializer, f"the initializer {wire.describe_callable(initializer)}")
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._pool: WorkerPool | None = None
-        self._is_closed = False
+        self._is_closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,10 +145,26 @@ class CpuManager:
         await self._ensure_pool().warm_up()
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Stop accepting calls, let running ones finish within timeout_s, then stop workers."""
-        self._is_closed = True
-        if self._pool is not None:
-            await self._pool.close(timeout_s)
+        """Refuse new calls, let running ones finish within timeout_s, then stop the workers.
+
+        This ends the pool, not the manager: the first call after close() has returned
+        starts a fresh pool (so app.stop() then app.start() keeps app.cpu_manager working).
+        If close() itself is cancelled, the remaining workers are killed at once.
+        """
+        self._forget_ended_loop(asyncio.get_running_loop())
+        pool = self._pool
+        if pool is None:
+            return
+        self._is_closing = True
+        try:
+            await pool.close(timeout_s)
+        except BaseException:
+            pool.kill_now()
+            raise
+        finally:
+            if self._pool is pool:
+                self._pool = None
+            self._is_closing = False
 
     async def __aenter__(self) -> CpuManager:
         await self.start()
@@ -156,7 +190,8 @@ class CpuManager:
         fn; pass a keyword named timeout through functools.partial. On timeout or
         cancellation a running call's worker is killed and replaced.
         """
-        label = _describe(fn)
+        label = wire.describe_callable(fn)
+        timeout = check_timeout(timeout)
         payload = _pack(fn, args, kwargs, label)
         pool = self._ensure_pool()
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
@@ -178,10 +213,13 @@ class CpuManager:
         Items travel in chunks of `chunksize` (default: about 4 chunks per worker). At most
         `concurrency` chunks of this call are queued or running at once (default: twice
         the workers this job may use, so a worker never waits for its next chunk). The
-        first chunk to fail cancels the others and its exception is raised. `timeout`
-        covers the whole call.
+        first chunk to fail cancels the others and its exception is raised, with a note
+        naming the chunk and the item. `timeout` covers the whole call.
         """
-        label = _describe(map_fn)
+        label = wire.describe_callable(map_fn)
+        concurrency = check_count("map_reduce: concurrency", concurrency)
+        chunksize = check_count("map_reduce: chunksize", chunksize)
+        timeout = check_timeout(timeout)
         _check_picklable(map_fn, label)
         pool = self._ensure_pool()
         job = current_job.get()
@@ -189,39 +227,27 @@ class CpuManager:
         if chunksize is None:
             items = items if isinstance(items, Sequence) else list(items)
             chunksize = default_chunksize(len(items), width)
-        if chunksize < 1 or (concurrency is not None and concurrency < 1):
-            raise ValueError(
-                f"chunksize and concurrency must be at least 1, got {chunksize} and {concurrency}"
-            )
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        parts: list[list[Any]] = []
-        in_flight: dict[asyncio.Future[Any], int] = {}
+        collector = ChunkCollector(label, items, chunksize, timeout)
         try:
-            for index, chunk in enumerate(chunked(items, chunksize)):
-                while len(in_flight) >= (concurrency or 2 * width):
-                    await _collect(in_flight, parts)
-                chunk_label = (
-                    f"{label} (chunk {index}, items {index * chunksize}-{index * chunksize + len(chunk) - 1})"
-                )
-                payload = _pack(wire.map_chunk, (map_fn, chunk), {}, label)
-                parts.append([])
-                future = pool.submit(payload, chunk_label, job, deadline=deadline, timeout_s=timeout)
-                in_flight[future] = index
-            while in_flight:
-                await _collect(in_flight, parts)
+            for chunk, chunk_items in collector.chunks():
+                while collector.in_flight_count >= (concurrency or 2 * width):
+                    await collector.collect()
+                payload = _pack(wire.map_chunk, (map_fn, chunk_items), {}, label)
+                collector.add(pool.submit(payload, f"{label} ({chunk.describe()})", job), chunk)
+            while collector.in_flight_count:
+                await collector.collect()
         finally:
-            for future in in_flight:
-                future.cancel()  # queued chunks are dropped, running ones' workers replaced
-        results = [x for part in parts for x in part]
+            collector.cancel_all()
+        results = collector.results()
         return results if reduce_fn is None else functools.reduce(reduce_fn, results)
 
     def _ensure_pool(self) -> WorkerPool:
-        if self._is_closed:
-            raise OffloadError("this CpuManager is closed; no new calls are accepted")
-        loop = asyncio.get_running_loop()
-        if self._pool is None:
-            self._pool = WorkerPool(
+        if self._is_closing:
+            raise OffloadError("this CpuManager is closing; it accepts calls again once close() has returned")
+        self._forget_ended_loop(asyncio.get_running_loop())
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = WorkerPool(
                 self.workers,
                 context=self._context,
                 per_job_cap=self.per_job_cap,
@@ -229,23 +255,23 @@ class CpuManager:
                 initargs=self._initargs,
                 max_tasks_per_worker=self.max_tasks_per_worker,
             )
-        elif self._pool.loop is not loop:
-            raise OffloadError("this CpuManager was started on another event loop; use one per loop")
-        return self._pool
+        return pool
 
-
-async def _collect(in_flight: dict[asyncio.Future[Any], int], parts: list[list[Any]]) -> None:
-    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-    for future in done:
-        parts[in_flight.pop(future)] = future.result()  # raises the chunk's error, if any
-
-
-def _describe(fn: Callable[..., Any]) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    if isinstance(fn, functools.partial):
-        return f"functools.partial({_describe(fn.func)}, ...)"
-    return f"{module}.{name}" if module else str(name)
+    def _forget_ended_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop a pool bound to a loop that has ended (a previous asyncio.run), killing its
+        workers: nothing can await that loop's calls any more. A loop still running is in
+        another thread, with calls perhaps in flight: refused, not taken over."""
+        pool = self._pool
+        if pool is None or pool.loop is loop:
+            return
+        if pool.loop.is_running():
+            raise OffloadError(
+                "this CpuManager is in use by an event loop running in another thread; "
+                "create one CpuManager per loop"
+            )
+        log.info("CPU pool: its event loop has ended; killing its %d worker(s)", len(pool.pids()))
+        self._pool = None
+        pool.kill_now()
 
 
 def _check_picklable(fn: Callable[..., Any], label: str) -> None:

@@ -6,7 +6,8 @@ A worker runs one task at a time. Death is seen through the process sentinel (ad
 it fails only the task that worker held, and the worker is replaced. A task that is
 cancelled or passes its deadline while running gets its worker SIGKILLed and replaced.
 Processes are started in a thread, so spawning never stalls timers or the leader lease.
-Imports nothing from piko but errors and compute.worker (the wire protocol).
+When workers cannot start, queued calls fail and the cause is logged once, at ERROR.
+Imports nothing from piko but errors and compute (worker: the wire protocol; process).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from piko.compute import worker as wire
+from piko.compute.process import FrameReader, WorkerProcess, describe_exit, kill_without_loop
 from piko.compute.worker import OffloadTimeout, WorkerDiedError
 from piko.errors import OffloadError
 
@@ -41,42 +43,8 @@ class Task:
     timeout_s: float | None
     future: asyncio.Future[Any]
     state: str = "queued"  # queued -> running -> finished
-    worker: _Worker | None = None
+    worker: WorkerProcess | None = None
     timer: asyncio.TimerHandle | None = None
-
-
-@dataclass(eq=False)
-class _Worker:
-    process: Any  # multiprocessing.process.BaseProcess
-    sock: socket.socket  # the parent's end of the socketpair
-    pid: int | None = None
-    state: str = "starting"  # starting -> idle <-> busy -> retiring | killed | stopping -> dead
-    transport: asyncio.Transport | None = None
-    task: Task | None = None
-    tasks_done: int = 0
-
-
-class _FrameProtocol(asyncio.Protocol):
-    """Splits the byte stream from one worker into frames (see worker.HEADER)."""
-
-    def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
-        self._pool, self._worker = pool, worker
-        self._buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        head = wire.HEADER.size
-        while len(buf) >= head:
-            size = wire.HEADER.unpack_from(buf)[0]
-            if len(buf) < head + size:
-                return
-            frame = buf[head : head + size]
-            del buf[: head + size]
-            self._pool._on_frame(self._worker, frame)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._pool._on_connection_lost(self._worker)
 
 
 class WorkerPool:
@@ -98,14 +66,16 @@ class WorkerPool:
         self._initializer, self._initargs = initializer, initargs
         self._max_tasks = max_tasks_per_worker
         self._loop = asyncio.get_running_loop()
-        self._workers: list[_Worker] = []
-        self._idle: deque[_Worker] = deque()
+        self._workers: list[WorkerProcess] = []
+        self._idle: deque[WorkerProcess] = deque()
         self._queue: deque[Task] = deque()
         self._running: Counter[str | None] = Counter()
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._failed_starts = 0
         self._is_halted = False  # workers could not start; retried on the next submit
+        self._halt_message = ""  # why, for warm_up's error
+        self._halt_cause: BaseException | None = None
         self._is_closing = False
 
     # -- public --------------------------------------------------------------------
@@ -113,6 +83,10 @@ class WorkerPool:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
+
+    @property
+    def is_closing(self) -> bool:
+        return self._is_closing
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.pid is not None]
@@ -147,8 +121,11 @@ class WorkerPool:
         self._is_halted = False
         self._ensure_workers()
         while sum(w.state in ("idle", "busy") for w in self._workers) < self.size:
-            if self._is_halted or self._is_closing:
-                raise OffloadError("the CPU workers could not start; see the piko.compute log")
+            if self._is_closing:
+                raise OffloadError("the CPU pool was closed before its workers had started")
+            if self._is_halted:
+                error = OffloadError(f"the CPU workers could not start: {self._halt_message}")
+                raise error from self._halt_cause
             self._changed.clear()
             await self._changed.wait()
 
@@ -181,6 +158,22 @@ class WorkerPool:
         for w in self._workers:
             log.warning("CPU worker pid %s did not exit after SIGKILL", w.pid)
 
+    def kill_now(self) -> None:
+        """Kill every worker at once, without waiting on this pool's loop.
+
+        For a manager moving on from a loop that has ended (nothing can await that loop's
+        calls any more), and for a close() that was cancelled (its caller stopped waiting).
+        """
+        self._is_closing = True
+        if not self._loop.is_closed():  # a closed loop's futures can no longer be settled
+            killed = OffloadError("the CPU pool was killed before this call finished")
+            for task in [*self._queue, *(w.task for w in self._workers if w.task is not None)]:
+                _fail(task, killed)
+        self._queue.clear()
+        kill_without_loop(self._workers, self._loop)
+        self._workers.clear()
+        self._idle.clear()
+
     # -- dispatch --------------------------------------------------------------------
 
     def _ensure_workers(self) -> None:
@@ -192,24 +185,28 @@ class WorkerPool:
                 name="piko-cpu",
                 daemon=True,  # multiprocessing's atexit hook then kills it if close() was skipped
             )
-            w = _Worker(process, parent_sock)
+            w = WorkerProcess(process, parent_sock)
             self._workers.append(w)
             self._spawn_in_background(self._start(w, child_sock))
 
-    async def _start(self, w: _Worker, child_sock: socket.socket) -> None:
+    async def _start(self, w: WorkerProcess, child_sock: socket.socket) -> None:
         try:
             with child_sock:
                 await asyncio.to_thread(w.process.start)
+            if w.state == "dead":  # kill_now() ran while it was starting
+                kill_without_loop([w], self._loop)
+                return
         except Exception as exc:  # EAGAIN, ENOMEM, an initializer that cannot be pickled
             w.sock.close()
             w.state = "dead"
             self._workers.remove(w)
             self._changed.set()
-            self._halt(OffloadError(f"could not start a CPU worker: {exc!r}"))
+            self._halt(f"could not start a CPU worker: {type(exc).__name__}: {exc}", exc)
             return
         w.pid = w.process.pid
         self._loop.add_reader(w.process.sentinel, self._on_sentinel, w)
-        w.transport, _ = await self._loop.create_unix_connection(lambda: _FrameProtocol(self, w), sock=w.sock)
+        reader = FrameReader(lambda frame: self._on_frame(w, frame), lambda: self._on_connection_lost(w))
+        w.transport, _ = await self._loop.create_unix_connection(lambda: reader, sock=w.sock)
         if self._is_closing:
             self._kill(w)
 
@@ -240,11 +237,11 @@ class WorkerPool:
 
     # -- events from workers ----------------------------------------------------------
 
-    def _on_frame(self, w: _Worker, frame: bytes | bytearray) -> None:
+    def _on_frame(self, w: WorkerProcess, frame: bytes | bytearray) -> None:
         try:
-            status, value, text = pickle.loads(frame)
+            status, value, text, item_index = pickle.loads(frame)
         except Exception as exc:  # e.g. the result's class cannot be imported here
-            status, value, text = "undecodable", None, f"{type(exc).__name__}: {exc}"
+            status, value, text, item_index = "undecodable", None, f"{type(exc).__name__}: {exc}", None
         if status == wire.READY:
             if w.state == "starting":
                 w.state = "idle"
@@ -253,7 +250,9 @@ class WorkerPool:
                 self._changed.set()
         elif status == wire.INIT_FAILED:
             w.state = "killed"  # it exits by itself
-            self._halt(wire.reply_error(status, value, text, "the CPU pool's initializer"))
+            init_label = f"the CPU pool's initializer {wire.describe_callable(self._initializer)}"
+            error = wire.reply_error(status, value, text, init_label)
+            self._halt(str(error), error.__cause__)
         elif w.task is not None:
             task = self._detach(w)
             if task.future.done():  # cancelled or timed out a moment ago: drop the reply
@@ -261,20 +260,20 @@ class WorkerPool:
             elif status == wire.OK:
                 task.future.set_result(value)
             else:
-                task.future.set_exception(wire.reply_error(status, value, text, task.label))
+                task.future.set_exception(wire.reply_error(status, value, text, task.label, item_index))
             w.tasks_done += 1
             self._release(w)
             self._changed.set()
         self._dispatch()
 
-    def _detach(self, w: _Worker) -> Task:
+    def _detach(self, w: WorkerProcess) -> Task:
         task, w.task = w.task, None
         assert task is not None
         task.state = "finished"
         self._running[task.job] -= 1
         return task
 
-    def _release(self, w: _Worker) -> None:
+    def _release(self, w: WorkerProcess) -> None:
         if self._max_tasks is not None and w.tasks_done >= self._max_tasks:
             w.state = "retiring"  # replaced when it has exited
             assert w.transport is not None
@@ -283,11 +282,11 @@ class WorkerPool:
             w.state = "idle"
             self._idle.append(w)
 
-    def _on_connection_lost(self, w: _Worker) -> None:
+    def _on_connection_lost(self, w: WorkerProcess) -> None:
         if w.state in ("idle", "busy", "starting"):
             self._kill(w)  # the worker closed its socket on its own: make sure it is gone
 
-    def _on_sentinel(self, w: _Worker) -> None:
+    def _on_sentinel(self, w: WorkerProcess) -> None:
         self._loop.remove_reader(w.process.sentinel)
         was = w.state
         w.state = "dead"
@@ -295,14 +294,16 @@ class WorkerPool:
             self._idle.remove(w)
         self._spawn_in_background(self._reap(w, was))
 
-    async def _reap(self, w: _Worker, was: str) -> None:
+    async def _reap(self, w: WorkerProcess, was: str) -> None:
         # With spawn the sentinel can fire a moment before waitpid() sees the exit.
         for delay in (0.0, 0.001, 0.01, 0.05, 0.2, 1.0):
             await asyncio.sleep(delay)
+            if w not in self._workers:
+                return  # kill_now() has reaped it
             if w.process.exitcode is not None:
                 break
         exitcode = w.process.exitcode
-        how = _describe_exit(exitcode)
+        how = describe_exit(exitcode)
         if w.task is not None:
             task = self._detach(w)
             hint = (
@@ -321,7 +322,7 @@ class WorkerPool:
         if was == "starting":
             self._failed_starts += 1
             if self._failed_starts >= _MAX_FAILED_STARTS:
-                self._halt(OffloadError(f"CPU workers keep dying at start-up (the last one: {how})"))
+                self._halt(f"CPU workers keep dying at start-up (the last one: {how})", None)
         self._ensure_workers()
         self._dispatch()
 
@@ -344,7 +345,7 @@ class WorkerPool:
         where = "its worker was killed and replaced" if task.state == "running" else "it never started"
         _fail(task, OffloadTimeout(f"{task.label} did not finish within {task.timeout_s:g}s; {where}"))
 
-    def _kill(self, w: _Worker) -> None:
+    def _kill(self, w: WorkerProcess) -> None:
         if w.state == "dead":
             return
         if w.state != "stopping":
@@ -354,15 +355,23 @@ class WorkerPool:
         if w.process.pid is not None:
             w.process.kill()
 
-    def _halt(self, error: Exception) -> None:
+    def _halt(self, message: str, cause: BaseException | None) -> None:
         """Workers cannot start: fail what is queued instead of retrying forever.
 
-        The next submit() tries to start workers again.
+        Logged once per attempt (every worker of a batch reports the same failure); the
+        next submit() or warm_up() tries to start workers again.
         """
+        if not self._is_halted:
+            # The cause (often the worker's RemoteTraceback) prints as the traceback.
+            exc_info = (type(cause), cause, cause.__traceback__) if cause is not None else None
+            log.error("%s; queued CPU calls fail until the next call retries", message, exc_info=exc_info)
         self._is_halted = True
+        self._halt_message, self._halt_cause = message, cause
         self._failed_starts = 0
         self._changed.set()
         for task in list(self._queue):
+            error = OffloadError(message)
+            error.__cause__ = cause
             _fail(task, error)
         self._queue.clear()
 
@@ -387,14 +396,3 @@ class WorkerPool:
 def _fail(task: Task, exc: BaseException) -> None:
     if not task.future.done():
         task.future.set_exception(exc)
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "it did not exit"
-    if exitcode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exited with code {exitcode}"

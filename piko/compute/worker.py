@@ -2,13 +2,15 @@
 
 A worker reads one length-prefixed pickled call, runs it, writes one pickled reply, and
 repeats until the parent closes the socket. Frames are an 8-byte big-endian length, then
-a pickle; replies are (status, value, traceback_text). The parent turns a failed reply
-into an exception with reply_error(). Workers import this module, so it imports only the
+a pickle; replies are (status, value, traceback_text, item_index), item_index being the
+position in a map_reduce chunk of the item that raised (else None). The parent turns a
+failed reply into an exception with reply_error(). Workers import this module, so it imports only the
 standard library and piko.errors (no asyncio): a replacement worker starts fast.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import signal
@@ -35,9 +37,26 @@ RESULT_UNPICKLABLE = "result_unpicklable"  # the function returned something pic
 _PR_SET_PDEATHSIG = 1
 
 
+class _ItemFailed(Exception):
+    """Carries the position of a chunk's failing item from map_chunk to run_call.
+
+    It never leaves the worker: run_call sends the item's own exception, plus the index.
+    """
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(index)
+        self.index, self.error = index, error
+
+
 def map_chunk(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     """Apply fn to one chunk of a map_reduce call (runs in the worker)."""
-    return [fn(item) for item in items]
+    results = []
+    for index, item in enumerate(items):
+        try:
+            results.append(fn(item))
+        except BaseException as exc:  # noqa: BLE001 - run_call reports it, with the index
+            raise _ItemFailed(index, exc) from None
+    return results
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:
@@ -86,7 +105,7 @@ def _serve(sock: socket.socket, initializer: Callable[..., Any] | None, initargs
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
             send_frame(sock, _dump_error(INIT_FAILED, exc))
             return
-    send_frame(sock, pickle.dumps((READY, os.getpid(), ""), PROTOCOL))
+    send_frame(sock, pickle.dumps((READY, os.getpid(), "", None), PROTOCOL))
     while (frame := recv_frame(sock)) is not None:
         send_frame(sock, run_call(frame))
 
@@ -99,15 +118,17 @@ def run_call(frame: bytes) -> bytes:
         return _dump_error(LOAD_FAILED, exc)
     try:
         value = fn(*args, **kwargs)
+    except _ItemFailed as failed:
+        return _dump_error(RAISED, failed.error, failed.index)
     except BaseException as exc:  # noqa: BLE001
         return _dump_error(RAISED, exc)
     try:
-        return pickle.dumps((OK, value, ""), PROTOCOL)
+        return pickle.dumps((OK, value, "", None), PROTOCOL)
     except BaseException as exc:  # noqa: BLE001
         return _dump_error(RESULT_UNPICKLABLE, exc)
 
 
-def _dump_error(status: str, exc: BaseException) -> bytes:
+def _dump_error(status: str, exc: BaseException, item_index: int | None = None) -> bytes:
     """Send the exception itself when it survives a pickle round trip, else only its text.
 
     The round trip is tried here because an exception class whose __init__ takes other
@@ -118,12 +139,12 @@ def _dump_error(status: str, exc: BaseException) -> bytes:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, Exception):
         try:
-            data = pickle.dumps((status, exc, text), PROTOCOL)
+            data = pickle.dumps((status, exc, text, item_index), PROTOCOL)
             pickle.loads(data)
             return data
         except BaseException:  # noqa: BLE001 - fall back to the text below
             pass
-    return pickle.dumps((status, None, text), PROTOCOL)
+    return pickle.dumps((status, None, text, item_index), PROTOCOL)
 
 
 def _die_with_parent() -> None:
@@ -146,11 +167,14 @@ def _die_with_parent() -> None:
 
 
 class RemoteTraceback(Exception):
-    """The formatted traceback of an exception raised in a worker (set as __cause__)."""
+    """The formatted traceback of an exception raised in a worker (set as __cause__).
 
-    def __init__(self, text: str) -> None:
+    `item_index` is the position in its map_reduce chunk of the item that raised, or None.
+    """
+
+    def __init__(self, text: str, item_index: int | None = None) -> None:
         super().__init__(text)
-        self.text = text
+        self.text, self.item_index = text, item_index
 
     def __str__(self) -> str:
         return "\n\n" + self.text.rstrip() + "\n\n(the traceback above comes from the CPU worker)"
@@ -177,7 +201,16 @@ class OffloadTimeout(OffloadError, TimeoutError):
     """A call did not finish within its timeout; its worker was stopped and replaced."""
 
 
-def reply_error(status: str, value: Any, text: str, label: str) -> Exception:
+def describe_callable(fn: Any) -> str:
+    """`module.qualname` of a function, for messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({describe_callable(fn.func)}, ...)"
+    return f"{module}.{name}" if module else str(name)
+
+
+def reply_error(status: str, value: Any, text: str, label: str, item_index: int | None = None) -> Exception:
     """The exception a failed reply stands for, with the worker's traceback as __cause__.
 
     The original exception when it travelled (so `except ValueError` works in the job),
@@ -202,7 +235,7 @@ def reply_error(status: str, value: Any, text: str, label: str) -> Exception:
         )
     else:
         error = RemoteError(f"the reply for {label} could not be read: {last}")
-    error.__cause__ = RemoteTraceback(text)
+    error.__cause__ = RemoteTraceback(text, item_index)
     return error
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -13,17 +14,9 @@ import pytest
 from piko.compute.manager import CpuManager, OffloadTimeout, WorkerDiedError
 from piko.errors import OffloadError
 from tests.compute import workfns
+from tests.compute.liveness import is_alive
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _is_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (read from /proc, no psutil)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def _until(predicate, timeout_s: float = 5.0) -> None:
@@ -76,7 +69,7 @@ async def test_a_timeout_stops_the_call_and_replaces_its_stuck_worker():
         ):
             await cm.submit(workfns.sleep_then, 30, timeout=0.2)
         assert time.monotonic() - started < 5
-        await _until(lambda: not _is_alive(old_pid))
+        await _until(lambda: not is_alive(old_pid))
         assert await cm.submit(workfns.pid) != old_pid
 
 
@@ -103,6 +96,24 @@ async def test_a_map_reduce_timeout_covers_the_whole_call():
         assert await cm.submit(workfns.square, 3) == 9
 
 
+async def test_a_map_reduce_timeout_reports_the_call_and_how_many_chunks_were_done():
+    async with CpuManager(2) as cm:
+        await cm.warm_up()
+        pids = cm.pids()
+        # Two quick chunks finish, then both workers are stuck on 30 s chunks.
+        with pytest.raises(
+            OffloadTimeout,
+            match=r"^map_reduce\(tests\.compute\.workfns\.sleep_then\) timed out after 1s "
+            r"with 2 of 6 chunks done; its running chunks' workers were killed",
+        ):
+            await cm.map_reduce(workfns.sleep_then, [0, 0, 30, 30, 30, 30], chunksize=1, timeout=1)
+        await _until(lambda: not any(is_alive(pid) for pid in pids))
+        # A generator's length is unknown until it is read to the end.
+        with pytest.raises(OffloadTimeout, match=r"with 0 chunks done \(4 sent; the rest of the input"):
+            await cm.map_reduce(workfns.sleep_then, (30 for _ in range(10)), chunksize=1, timeout=0.3)
+        assert await cm.submit(workfns.square, 3) == 9
+
+
 # -- cancellation --------------------------------------------------------------------------
 
 
@@ -114,7 +125,7 @@ async def test_cancelling_a_running_call_kills_and_replaces_its_worker():
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        await _until(lambda: not _is_alive(old_pid))
+        await _until(lambda: not is_alive(old_pid))
         assert await cm.submit(workfns.pid) != old_pid
 
 
@@ -147,9 +158,27 @@ async def test_the_initializer_runs_once_in_every_worker(tmp_path):
 
 async def test_a_failing_initializer_fails_calls_clearly_instead_of_looping():
     async with CpuManager(1, initializer=workfns.failing_initializer) as cm:
-        with pytest.raises(OffloadError, match="initializer raised") as info:
+        with pytest.raises(OffloadError, match="initializer tests.compute.workfns.failing_initializer raised"):
+            await cm.submit(workfns.square, 2, timeout=20)
+        with pytest.raises(OffloadError) as info:  # the next call retries, and fails the same way
             await cm.submit(workfns.square, 2, timeout=20)
         assert "initializer broke" in info.value.__cause__.text
+
+
+async def test_warm_up_with_a_failing_initializer_says_why_and_logs_the_worker_traceback(caplog):
+    caplog.set_level(logging.ERROR, logger="piko.compute")
+    async with CpuManager(2, initializer=workfns.failing_initializer) as cm:
+        with pytest.raises(
+            OffloadError,
+            match=r"could not start: the CPU pool's initializer tests\.compute\.workfns\.failing_initializer "
+            r"raised in a new CPU worker: RuntimeError: initializer broke",
+        ) as info:
+            await cm.warm_up()
+    assert 'in failing_initializer\n    raise RuntimeError("initializer broke")' in info.value.__cause__.text
+    records = [r for r in caplog.records if r.name == "piko.compute" and r.levelno == logging.ERROR]
+    assert len(records) == 1  # one attempt, one record, though both workers reported it
+    assert "RuntimeError: initializer broke" in records[0].getMessage()
+    assert 'raise RuntimeError("initializer broke")' in caplog.text  # the worker's traceback
 
 
 async def test_max_tasks_per_worker_replaces_a_worker_after_that_many_calls():
@@ -167,9 +196,9 @@ async def test_no_worker_process_remains_after_close(start_method):
     await cm.start()
     await cm.map_reduce(workfns.square, range(10))
     pids = cm.pids()
-    assert len(pids) == 2 and all(_is_alive(p) for p in pids)
+    assert len(pids) == 2 and all(is_alive(p) for p in pids)
     await cm.close(timeout_s=5)
-    assert not any(_is_alive(p) for p in pids)
+    assert not any(is_alive(p) for p in pids)
     assert multiprocessing.active_children() == []
 
 
@@ -192,7 +221,7 @@ async def test_close_stops_a_call_that_outlives_the_budget_and_leaves_no_process
     assert time.monotonic() - started < 1.5
     with pytest.raises(OffloadError, match="closed before this call finished"):
         await call
-    assert not _is_alive(pid)
+    assert not is_alive(pid)
     assert multiprocessing.active_children() == []
 
 

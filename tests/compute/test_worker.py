@@ -15,42 +15,55 @@ def _reply(fn, *args, **kwargs):
 
 
 def test_run_call_returns_the_result():
-    assert _reply(workfns.add, 2, 3, scale=2) == (wire.OK, 10, "")
+    assert _reply(workfns.add, 2, 3, scale=2) == (wire.OK, 10, "", None)
 
 
 def test_run_call_sends_the_exception_and_its_traceback_text():
-    status, exc, text = _reply(workfns.raise_value_error, "boom")
-    assert status == wire.RAISED
+    status, exc, text, item_index = _reply(workfns.raise_value_error, "boom")
+    assert (status, item_index) == (wire.RAISED, None)
     assert isinstance(exc, ValueError) and str(exc) == "boom"
     assert "raise_value_error" in text and "ValueError: boom" in text
 
 
 def test_an_exception_that_cannot_be_rebuilt_travels_as_text_only():
-    status, exc, text = _reply(workfns.raise_needs_two_args)
+    status, exc, text, _ = _reply(workfns.raise_needs_two_args)
     assert (status, exc) == (wire.RAISED, None)
     assert "NeedsTwoArgs: x/y" in text
 
 
 def test_system_exit_travels_as_text_only():
-    status, exc, text = _reply(workfns.system_exit)
+    status, exc, text, _ = _reply(workfns.system_exit)
     assert (status, exc) == (wire.RAISED, None)
     assert "SystemExit: 2" in text
 
 
 def test_an_unpicklable_result_is_reported_not_raised():
-    status, _, text = _reply(workfns.return_lambda)
+    status, _, text, _ = _reply(workfns.return_lambda)
     assert status == wire.RESULT_UNPICKLABLE
     assert "lambda" in text
 
 
 def test_a_call_that_cannot_be_loaded_is_reported_not_raised():
-    status, _, text = pickle.loads(wire.run_call(b"not a pickle"))
+    status, _, text, _ = pickle.loads(wire.run_call(b"not a pickle"))
     assert status == wire.LOAD_FAILED
     assert "UnpicklingError" in text
 
 
 def test_map_chunk_keeps_order():
     assert wire.map_chunk(workfns.square, [3, 1, 2]) == [9, 1, 4]
+
+
+def test_a_failing_chunk_reports_its_failing_item_s_index_and_own_exception():
+    status, exc, text, item_index = _reply(wire.map_chunk, workfns.fail_on, [0, 1, 2, 3, 4])
+    assert (status, item_index) == (wire.RAISED, 3)  # fail_on raises on 3, the fourth item
+    assert isinstance(exc, ValueError) and str(exc) == "bad item 3"
+    assert "in fail_on" in text and "_ItemFailed" not in text
+
+
+def test_a_chunk_item_whose_exception_cannot_travel_still_reports_its_index():
+    status, exc, text, item_index = _reply(wire.map_chunk, workfns.system_exit_on, [0, 1])
+    assert (status, exc, item_index) == (wire.RAISED, None, 1)
+    assert "SystemExit: 2" in text
 
 
 def test_frames_round_trip_over_a_socket_including_empty_and_large_ones():

@@ -80,6 +80,16 @@ def system_exit() -> None:
     raise SystemExit(2)
 
 
+def system_exit_on(x: int, bad: int = 1) -> int:
+    if x == bad:
+        raise SystemExit(2)
+    return x
+
+
+def fail_at_37(x: int) -> int:
+    return fail_on(x, bad=37)
+
+
 def return_lambda() -> object:
     return lambda: None
 
