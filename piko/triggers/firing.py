@@ -25,7 +25,7 @@ from datetime import MAXYEAR, datetime, timedelta, timezone, tzinfo
 
 from piko.triggers.validate import naive_after
 from piko.triggers.wallclock import WallCalendar, WallTime
-from piko.triggers.zones import Zone, transition_after
+from piko.triggers.zones import Zone, cached_span, steady_span, transition_after
 
 _UTC = timezone.utc
 _FIRST_WALL: WallTime = (1, 1, 1, 0, 0, 0)
@@ -56,6 +56,9 @@ def next_instant(
                 if wall[0] == MAXYEAR:
                     fire_at.astimezone(_UTC)  # raises if UTC cannot hold it
                 return fire_at
+            found_at = _in_steady_span(calendar, tz, after)
+            if found_at is not None:
+                return found_at if found_at is not _NO_FIRE else None
             found = _next_in_zone(calendar, tz, after, is_debian_fixed)
         except OverflowError:
             if after >= _NEAR_MIN:  # past year 9999 in UTC or in the zone: no fire left
@@ -69,6 +72,38 @@ def next_instant(
         return None
     _, wall, fold = found
     return datetime(*wall, tzinfo=tz, fold=fold)
+
+
+_NO_FIRE = datetime.min  # _in_steady_span's "no fire at all" (None means "ask the DST search")
+_DENSE = timedelta(days=2)  # a span is worth finding for schedules that fire this often or more
+
+
+def _in_steady_span(calendar: WallCalendar, tz: tzinfo, after: datetime) -> datetime | None:
+    """The hot path away from transitions: inside a steady span, wall time is UTC plus one offset.
+
+    Answers only when `after` and the fire both lie in one steady span (the span is looked up,
+    and found once for a schedule that fires within two days); else None, and the full DST
+    search decides.
+    """
+    after_utc = after if after.tzinfo is _UTC else after.astimezone(_UTC)
+    span = cached_span(tz, after_utc)
+    offset = span[2] if span is not None else after.utcoffset()
+    assert offset is not None
+    local = after_utc + offset
+    wall = calendar.next_wall(local.year, local.month, local.day, local.hour, local.minute, local.second + 1)
+    if wall is None:
+        return _NO_FIRE
+    fire_utc = datetime(*wall, tzinfo=_UTC) - offset
+    if span is None:
+        if fire_utc - after_utc > _DENSE:
+            return None
+        span = steady_span(tz, after_utc)
+        if span[2] != offset:
+            return None
+    lo, hi, _ = span
+    if lo <= after_utc and fire_utc < hi:
+        return datetime(*wall, tzinfo=tz)
+    return None
 
 
 def _next_in_zone(
