@@ -111,12 +111,14 @@ def transition_after(tz: tzinfo, low: datetime, high: datetime) -> datetime:
 _STEP = timedelta(days=1)  # no zone has changed its offset and back within a day
 _SCAN_STEPS = 370  # a year and a bit each way
 _SPANS_PER_ZONE = 8
-_spans: dict[int, list[tuple[datetime, datetime, timedelta]]] = {}
+_ZONES_KEPT = 256
+# keyed by the tzinfo itself, not id(): a freed zone's id can be reused by another zone
+_spans: dict[tzinfo, list[tuple[datetime, datetime, timedelta]]] = {}
 
 
 def cached_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timedelta] | None:
     """The known steady span (see steady_span) holding at_utc (aware UTC), if one was found before."""
-    spans = _spans.get(id(tz))
+    spans = _spans.get(tz)
     if spans:
         for index, span in enumerate(spans):
             if span[0] <= at_utc < span[1]:
@@ -152,7 +154,9 @@ def steady_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timed
             lo = start + max(timedelta(0), before - offset)  # past the wall times a fall-back repeats
             break
     span = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC), offset
-    spans = _spans.setdefault(id(tz), [])
+    if tz not in _spans and len(_spans) >= _ZONES_KEPT:
+        _spans.clear()
+    spans = _spans.setdefault(tz, [])
     spans.insert(0, span)
     del spans[_SPANS_PER_ZONE:]
     return span
