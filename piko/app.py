@@ -55,6 +55,8 @@ class PikoApp:
         self.leader: Any = None
         self._stack: AsyncExitStack | None = None
         self._manual_lock: asyncio.Lock | None = None
+        self._writer_lock: asyncio.Lock | None = None
+        self._writer_started_late = False
         self._is_started = False
         self._deadline = 0.0
 
@@ -100,7 +102,18 @@ class PikoApp:
             from piko.app_parts import build_writer
 
             self._writer = build_writer(self)
+            self._writer.autostart = self._start_writer_late
         return self._writer
+
+    async def _start_writer_late(self) -> None:
+        """A writer first used after start, or by a manual run: start it now; stop() stops it too."""
+        if self._writer_lock is None:
+            self._writer_lock = asyncio.Lock()
+        async with self._writer_lock:
+            is_live = self._is_started or (self._manual_lock is not None and self.runner is not None)
+            if is_live and not self._writer.is_running:
+                await self._writer.start()
+                self._writer_started_late = True
 
     @property
     def cpu_manager(self) -> Any:
@@ -219,6 +232,9 @@ class PikoApp:
         self._is_started = False
         if stack is not None:
             await stack.aclose()
+        if self._writer_started_late and self._writer is not None:  # not on the stack: started after it
+            self._writer_started_late = False
+            await self._writer.stop(self._remaining())
         if self._cpu is not None:  # created on first use, often inside a run: closed after runs drained
             await self._cpu.close(self._remaining())
         if stack is not None:

@@ -251,6 +251,7 @@ def build_writer(app: PikoApp) -> Any:
     return PersistenceWriter(queue_max=s.persist_queue_max, batch_size=s.persist_batch_size,
                              batch_timeout_s=s.persist_batch_timeout_s, spill_dir=s.persist_spill_dir,
                              durability=s.persist_durability, retry_max=s.persist_retry_max,
+                             write_timeout_s=s.persist_write_timeout_s, startup_replay_s=s.persist_startup_replay_s,
                              metrics=app.piko_metrics, clock=app.clock)
 
 

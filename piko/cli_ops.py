@@ -207,7 +207,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         try:
             return await app.run_job(args.job_id, config=config)
         finally:
-            await app.store.close()
+            await app.stop()  # drains the writer and the CPU pool a manual run may have used
 
     outcome = asyncio.run(go())
     print(f"run {outcome.run_id} of {args.job_id}: {outcome.status.value}"
@@ -292,7 +292,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 print(f"{extra} more window(s) not run: narrow --start/--end")
             return 1 if failed else 0
         finally:
-            await app.store.close()
+            await app.stop()  # drains the writer and the CPU pool a manual run may have used
 
     return asyncio.run(go())
 

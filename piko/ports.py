@@ -100,6 +100,7 @@ class Store(Protocol):
     ) -> bool: ...
 
     # -- built-in SQL sink (persistence) --------------------------------------------
+    async def execute_ddl(self, statement: str) -> None: ...  # CREATE TABLE IF NOT EXISTS for the SQL sink
     async def upsert_rows(
         self, table: str, key_columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
     ) -> int: ...

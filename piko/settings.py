@@ -70,6 +70,8 @@ class Settings:
     persist_spill_dir: str = "piko_spill"
     persist_durability: str = "memory"
     persist_retry_max: int = 5
+    persist_write_timeout_s: float = 30.0  # one sink call; past it the batch is retried or spilled
+    persist_startup_replay_s: float = 5.0  # start-up waits this long for spill replay; the rest goes on after
     # CPU offload
     cpu_workers: int = 0  # 0 = cores - 1, at least 1
     cpu_per_job_cap: int = 0  # 0 = no cap

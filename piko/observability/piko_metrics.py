@@ -67,6 +67,8 @@ class PikoMetrics:
             "piko_persistence_recovery_total", "Spilled write intents recovered from disk.")
         self.persistence_recovery_failure_total = r.counter(
             "piko_persistence_recovery_failure_total", "Spill records that could not be recovered.")
+        self.persistence_lost_total = r.counter(
+            "piko_persistence_lost_total", "Accepted write intents lost at shutdown (sink down and disk full).")
         self.build_info = r.gauge("piko_build_info", "Always 1; the label names the piko version.",
                                   ("version",))
         self.build_info.labels(version=version).set(1)

@@ -35,7 +35,15 @@ class WriteIntent:
         if not isinstance(self.key, (str, int)) or isinstance(self.key, bool):
             raise ConfigError(
                 f"WriteIntent.key must be a str or int, got {type(self.key).__name__}; use str(...)")
-        if self.op_type not in OP_TYPES:
+        if self.job_id is not None and not isinstance(self.job_id, str):
+            raise ConfigError(f"WriteIntent.job_id must be a str or None, got {type(self.job_id).__name__}")
+        if self.run_id is not None and (not isinstance(self.run_id, (str, int)) or isinstance(self.run_id, bool)):
+            raise ConfigError(f"WriteIntent.run_id must be an int, a str or None (flush() groups intents "
+                              f"by it), got {type(self.run_id).__name__}")
+        if self.idempotency_key is not None and not isinstance(self.idempotency_key, str):
+            raise ConfigError(f"WriteIntent.idempotency_key must be a str or None, got "
+                              f"{type(self.idempotency_key).__name__}")
+        if not isinstance(self.op_type, str) or self.op_type not in OP_TYPES:
             raise ConfigError(
                 f"WriteIntent.op_type {self.op_type!r} is not one of {', '.join(sorted(OP_TYPES))}")
         if self.scheduled_time is not None and not isinstance(self.scheduled_time, datetime):

@@ -1,20 +1,30 @@
 """The journal durability mode: an intent is on disk before enqueue returns.
 
 Group commit: records that arrive while a write+fsync is in flight are written together
-by the next one, so a burst of producers pays one fsync, not one each. Segments rotate
-at `segment_bytes`; a segment is deleted once it is no longer the active one and every
-intent in it was written, spilled or dead-lettered (`release`). At start-up, segments
-left by a crash are turned into per-sink spill files, which replay then delivers:
-at-least-once, so an intent already written before a kill -9 may arrive twice.
+by the next one, so a burst of producers pays one fsync, not one each. Each intent record
+carries a sequence number; once an intent is written, spilled or dead-lettered (`release`)
+its number goes into an ack record, appended with the next commit or within
+`ack_interval_s` (no fsync of its own: a lost ack only costs a duplicate). Segments rotate
+at `segment_bytes`; a segment that is no longer active is deleted once every intent in it
+was released. At start-up, the unacknowledged intents of left-over segments become
+per-sink spill files, which replay then delivers: at-least-once, so after a kill -9 only
+intents in flight or acknowledged within the last ack interval arrive twice.
+Format version 2 (intents `I` + seq u64 + body, acks `A` + JSON ranges); version 1
+segments (plain intent bodies, no acks) are still recovered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import os
+import struct
+import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,79 +32,165 @@ from piko.persistence.spill import FILE_MAGIC, SpillDir, body_sink, frame, fsync
 from piko.ports import Clock
 
 SEGMENT_SUFFIX = ".journal"
-_HEADER_BODY = b'{"kind":"journal","version":1}'
+VERSION = 2
+_INTENT, _ACK = b"I", b"A"
+_SEQ = struct.Struct(">Q")
 _sync = getattr(os, "fdatasync", os.fsync)  # appended data and its length are all we need
+log = logging.getLogger("piko.persistence")
 
 
 class Segment:
     """One journal file; `refs` counts its intents not yet written, spilled or dead-lettered."""
 
-    __slots__ = ("path", "fd", "size", "refs", "is_active")
+    __slots__ = ("path", "fd", "size", "refs", "is_active", "is_deleted", "carried")
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path, self.fd = path, fd
-        self.size, self.refs, self.is_active = 0, 0, True
+        self.size, self.refs = 0, 0
+        self.is_active, self.is_deleted = True, False
+        self.carried: list[tuple[Segment, int]] = []  # acks it holds for other segments' intents
 
 
-def recover_journal(directory: Path, spill: SpillDir) -> tuple[int, int]:
-    """Turn left-over segments into spill files, then delete them: (records, bad records)."""
-    records = bad = 0
-    for path in sorted(directory.glob(f"*{SEGMENT_SUFFIX}")):
-        bodies, bad_here = read_records(path.read_bytes())
-        if bodies and bodies[0] == _HEADER_BODY:
-            bodies = bodies[1:]
-        by_sink: dict[str, list[bytes]] = defaultdict(list)
-        for body in bodies:
+@dataclass
+class JournalRecovery:
+    records: int = 0  # unacknowledged intents turned into spill files
+    acked: int = 0  # intents skipped because an ack record says they were delivered
+    bad: int = 0  # torn or unreadable records
+    kept: list[Path] = field(default_factory=list)  # segments that could not be recovered (disk full?)
+
+
+def recover_journal(directory: Path, spill: SpillDir, only: Iterable[Path] | None = None) -> JournalRecovery:
+    """Turn left-over segments into spill files, then delete them; a segment that fails is kept."""
+    result = JournalRecovery()
+    paths = sorted(only) if only is not None else sorted(directory.glob(f"*{SEGMENT_SUFFIX}"))
+    groups: dict[str, list[tuple[Path, list[bytes]]]] = defaultdict(list)
+    for path in paths:
+        try:
+            bodies, bad = read_records(path.read_bytes())
+        except OSError:
+            log.exception("persistence: cannot read journal segment %s; it is kept", path)
+            result.kept.append(path)
+            continue
+        instance, version, bodies = _split_header(path, bodies)
+        if version > VERSION:  # written by a newer piko: never delete what this one cannot read
+            log.error("persistence: journal segment %s has format version %d (newer than %d); it is kept",
+                      path, version, VERSION)
+            result.kept.append(path)
+            continue
+        result.bad += bad
+        groups[instance].append((path, bodies))
+    for segments in groups.values():  # acks of one journal may be in any of its segments
+        acked = {seq for _, bodies in segments for seq in _acked_seqs(bodies)}
+        for path, bodies in segments:
+            _recover_segment(path, bodies, acked, spill, result)
+    return result
+
+
+def _split_header(path: Path, bodies: list[bytes]) -> tuple[str, int, list[bytes]]:
+    """(the journal instance that wrote the segment, its format version, its other records)."""
+    if bodies:
+        try:
+            header = json.loads(bodies[0])
+        except (ValueError, RecursionError):
+            header = None
+        if isinstance(header, dict) and header.get("kind") == "journal":
+            version = header.get("version")
+            return (str(header.get("instance", path.name)), version if isinstance(version, int) else 1,
+                    bodies[1:])
+    return path.name, VERSION, bodies  # a damaged header: the segment's own acks still apply
+
+
+def _acked_seqs(bodies: list[bytes]) -> Iterable[int]:
+    for body in bodies:
+        if body[:1] == _ACK:
             try:
-                by_sink[body_sink(body)].append(body)
-            except (ValueError, KeyError, TypeError):
-                bad_here += 1
+                for low, high in json.loads(body[1:]):
+                    yield from range(int(low), int(high) + 1)
+            except (ValueError, TypeError):
+                continue
+
+
+def _recover_segment(path: Path, bodies: list[bytes], acked: set[int], spill: SpillDir,
+                     result: JournalRecovery) -> None:
+    by_sink: dict[str, list[bytes]] = defaultdict(list)
+    bad = acked_here = 0
+    for body in bodies:
+        kind = body[:1]
+        if kind == _ACK:
+            continue
+        if kind == _INTENT:  # version 2; a version 1 record is the intent body itself
+            if len(body) < 1 + _SEQ.size:
+                bad += 1
+                continue
+            if _SEQ.unpack_from(body, 1)[0] in acked:
+                acked_here += 1
+                continue
+            body = body[1 + _SEQ.size:]
+        try:
+            by_sink[body_sink(body)].append(body)
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    try:
         for sink, sink_bodies in by_sink.items():
             spill.spill(sink, sink_bodies)
-            records += len(sink_bodies)
-        bad += bad_here
         path.unlink()
-    return records, bad
+    except OSError:  # keep the segment: a later recovery delivers it (what was spilled, twice)
+        log.exception("persistence: cannot recover journal segment %s; it is kept", path)
+        result.kept.append(path)
+        return
+    result.records += sum(len(b) for b in by_sink.values())
+    result.acked += acked_here
+    result.bad += bad
 
 
 class Journal:
-    """Append-only segments with group commit; asyncio parts are created in `open()`."""
+    """Append-only segments with group commit and ack records; asyncio parts are made in `open()`."""
 
-    def __init__(self, directory: Path, clock: Clock, run_io: Callable[..., Awaitable[Any]],
-                 *, segment_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, clock: Clock, run_io: Callable[..., Awaitable[Any]], *,
+                 segment_bytes: int = 16 * 1024 * 1024, ack_interval_s: float = 0.2) -> None:
         self.directory = directory
         self._clock = clock
         self._run_io = run_io
-        self._segment_bytes = segment_bytes
-        self._seq = itertools.count()
+        self._segment_bytes, self._ack_interval_s = segment_bytes, ack_interval_s
+        self._instance = uuid.uuid4().hex
+        self._file_seq = itertools.count()
+        self._intent_seq = itertools.count(1)
         self._active: Segment | None = None
         self._frames: list[bytes] = []
         self._waiters: list[asyncio.Future[Segment]] = []
+        self._acks: list[tuple[Segment, int]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._is_closing = False
 
     async def open(self) -> None:
-        if not self.directory.exists():
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._active = await self._run_io(self._new_segment)
+        """Start the commit loop; a first segment that cannot be made (disk full) is retried on append."""
+        try:
+            self._active = await self._run_io(self._new_segment)
+        except OSError as exc:
+            log.error("persistence: cannot create a journal segment in %s (%s); enqueue fails until "
+                      "it can", self.directory, exc)
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._commit_loop(), name="piko-journal-commit")
 
-    async def append(self, body: bytes) -> Segment:
-        """Return once `body` is durable on disk; the caller must `release` the segment later."""
+    async def append(self, body: bytes) -> tuple[Segment, int]:
+        """Return (segment, seq) once `body` is durable; the caller must `release` them later."""
         if self._wakeup is None:
             raise RuntimeError("the journal is not open")
+        seq = next(self._intent_seq)
         fut: asyncio.Future[Segment] = asyncio.get_running_loop().create_future()
-        self._frames.append(frame(body))
+        self._frames.append(frame(_INTENT + _SEQ.pack(seq) + body))
         self._waiters.append(fut)
         self._wakeup.set()
-        return await fut
+        return await fut, seq
 
-    def release(self, segment: Segment) -> None:
+    def release(self, segment: Segment, seq: int) -> None:
+        """The intent `seq` was written, spilled or dead-lettered: it need never be recovered."""
         segment.refs -= 1
         if segment.refs <= 0 and not segment.is_active:
             self._delete(segment)
+        elif not segment.is_deleted:
+            self._acks.append((segment, seq))
 
     async def close(self) -> None:
         """Commit what is pending, stop, and delete the active segment if nothing in it is owed."""
@@ -107,31 +203,40 @@ class Journal:
         active, self._active = self._active, None
         if active is not None:
             active.is_active = False
-            if active.refs <= 0:
+            if active.refs <= 0 and all(seg.is_deleted for seg, _ in active.carried):
                 self._delete(active)
-            else:
+            else:  # still owed, or it holds the acks of an older segment that is
                 os.close(active.fd)
 
     async def _commit_loop(self) -> None:
         assert self._wakeup is not None
         while True:
-            await self._wakeup.wait()
+            is_woken = await self._clock.wait(self._wakeup, self._ack_interval_s)
             self._wakeup.clear()
-            while self._frames:
+            while self._frames:  # acks ride along with the intents
                 try:
                     await self._commit()
                 except Exception:  # its waiters got the error; later appends try again
+                    pass
+            if self._acks and (not is_woken or self._is_closing):  # idle: acks go alone, unsynced
+                try:
+                    await self._commit()
+                except Exception:  # a lost ack only costs a duplicate after a crash
                     pass
             if self._is_closing:
                 return
 
     async def _commit(self) -> None:
-        frames, waiters = self._frames, self._waiters
-        self._frames, self._waiters = [], []
-        segment = self._active
-        assert segment is not None
+        frames, waiters, acks = self._frames, self._waiters, self._acks
+        self._frames, self._waiters, self._acks = [], [], []
         try:
-            await self._run_io(self._write, segment, b"".join(frames))
+            if self._active is None:
+                self._active = await self._run_io(self._new_segment)
+            segment = self._active
+            acks = [(seg, seq) for seg, seq in acks if not seg.is_deleted]
+            await self._run_io(self._write, segment, b"".join(frames) + _ack_frame(seq for _, seq in acks),
+                               bool(frames))
+            segment.carried += [(seg, seq) for seg, seq in acks if seg is not segment]
         except Exception as exc:
             for fut in waiters:
                 if not fut.done():
@@ -151,26 +256,46 @@ class Journal:
             self._delete(old)
 
     def _new_segment(self) -> Segment:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"{stamp}-{os.getpid()}-{next(self._seq):06d}{SEGMENT_SUFFIX}"
+        path = self.directory / f"{stamp}-{os.getpid()}-{next(self._file_seq):06d}{SEGMENT_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         segment = Segment(path, fd)
-        self._write(segment, FILE_MAGIC + frame(_HEADER_BODY))
-        fsync_dir(self.directory)
+        header = json.dumps({"kind": "journal", "version": VERSION, "instance": self._instance})
+        try:
+            self._write(segment, FILE_MAGIC + frame(header.encode()), True)
+            fsync_dir(self.directory)
+        except BaseException:
+            self._delete(segment)
+            raise
         return segment
 
     @staticmethod
-    def _write(segment: Segment, data: bytes) -> None:
+    def _write(segment: Segment, data: bytes, is_durable: bool) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(segment.fd, view):]
-        _sync(segment.fd)
+        if is_durable:
+            _sync(segment.fd)
         segment.size += len(data)
 
-    @staticmethod
-    def _delete(segment: Segment) -> None:
+    def _delete(self, segment: Segment) -> None:
+        """Remove a segment nothing is owed from; acks it carried for live segments are written again."""
+        segment.is_deleted = True
+        self._acks += [(seg, seq) for seg, seq in segment.carried if not seg.is_deleted]
         try:
             os.close(segment.fd)
         except OSError:
             pass
         segment.path.unlink(missing_ok=True)
+
+
+def _ack_frame(seqs: Iterable[int]) -> bytes:
+    """One ack record naming `seqs` as inclusive ranges, or b"" when there are none."""
+    ranges: list[list[int]] = []
+    for seq in sorted(seqs):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return frame(_ACK + json.dumps(ranges, separators=(",", ":")).encode()) if ranges else b""

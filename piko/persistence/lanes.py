@@ -3,7 +3,9 @@
 Rules. A lane's worker sends a batch when it is full, its oldest intent is old enough, or
 a flush/stop is waiting. A failing batch is split once; if part of it gets through, the rest
 is bisected until each intent that fails alone is dead-lettered. A batch where nothing gets
-through means the sink is down: capped exponential backoff with jitter, then spill.
+through, or a write that timed out (never split: each part would wait as long), means the
+sink is down: capped exponential backoff with jitter, then spill. Only live batches decide
+whether a lane is failing or stalled; replayed ones never divert live traffic to disk.
 The writer owns the queue bookkeeping and is told through `finish`; this module must not
 import piko.persistence.writer.
 """
@@ -14,7 +16,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from piko.persistence import spill as spill_files
 from piko.persistence.codec import CodecError
 from piko.persistence.intent import WriteIntent
 from piko.persistence.journal import Segment
+from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
 from piko.ports import Clock, Sink
 
@@ -32,11 +35,12 @@ _FOREVER = 3600.0
 class Envelope:
     """An accepted intent; `is_live` ones hold lane room and count for flush()."""
 
-    __slots__ = ("intent", "segment", "is_live", "is_done")
+    __slots__ = ("intent", "segment", "journal_seq", "is_live", "is_done")
 
     def __init__(self, intent: WriteIntent, is_live: bool = True) -> None:
         self.intent = intent
-        self.segment: Segment | None = None
+        self.segment: Segment | None = None  # journal mode: where the intent is durable
+        self.journal_seq = 0
         self.is_live = is_live
         self.is_done = False
 
@@ -53,8 +57,10 @@ class Lane:
         self.held = 0  # pending + in flight + being spilled: what counts against `cap`
         self.cap = self.batch_max = 1
         self.first_at: float | None = None  # monotonic arrival of the oldest pending intent
-        self.write_started: float | None = None
-        self.is_failing = False
+        self.write_started: float | None = None  # a live batch began (waiting for the lock counts)
+        self.is_failing = False  # the latest live batch failed and nothing succeeded since
+        self.ok_writes = 0  # successful write calls, live or replayed: evidence the sink is up
+        self.is_backing_off = False  # the worker waits before retrying a failed batch
         self.worker: asyncio.Task[None] | None = None
 
     def activate(self) -> None:
@@ -93,14 +99,24 @@ class LaneDriver:
         self.stopping: asyncio.Event | None = None
 
     def is_stalled(self, lane: Lane) -> bool:
+        """Producers should spill rather than wait: a live write hangs, or the worker waits to retry
+        a failed batch. A write under way, or one about to start, is worth waiting for."""
         started = lane.write_started
-        return lane.is_failing or (started is not None and self._clock.monotonic() - started > self._policy.stall_s)
+        if started is not None:
+            return self._clock.monotonic() - started > self._policy.stall_s
+        return lane.is_backing_off
 
     # -- the lane worker ---------------------------------------------------------------
-    def start_worker(self, lane: Lane) -> None:
-        lane.worker = asyncio.create_task(self._lane_loop(lane), name=f"piko-writer-{lane.name}")
+    def start_worker(self, lane: Lane, *, should_open: bool = False) -> None:
+        """Run the lane's worker; `should_open` for a sink registered after start (not opened yet)."""
+        lane.worker = asyncio.create_task(self._lane_loop(lane, should_open), name=f"piko-writer-{lane.name}")
 
-    async def _lane_loop(self, lane: Lane) -> None:
+    async def _lane_loop(self, lane: Lane, should_open: bool) -> None:
+        if should_open:
+            try:
+                await call_hook(lane.sink, "open")
+            except Exception:  # its writes will fail and spill until it can work
+                log.exception("persistence: sink %r failed to open", lane.name)
         while batch := await self._next_batch(lane):
             lane.in_flight = batch
             try:
@@ -142,7 +158,7 @@ class LaneDriver:
         policy = self._policy
         attempt = 0
         while batch:
-            batch = await self.write_round(lane, batch)
+            batch, _ = await self.write_round(lane, batch)
             if not batch:
                 return
             attempt += 1
@@ -152,24 +168,37 @@ class LaneDriver:
             if self._metrics is not None:
                 self._metrics.persistence_retried_total.labels(sink=lane.name).inc()
             delay = backoff_s(attempt, policy.retry_base_s, policy.retry_cap_s)
-            await self._clock.wait(self.stopping, delay * random.uniform(0.5, 1.0))  # jitter: no herd
+            lane.is_backing_off = True
+            try:
+                await self._clock.wait(self.stopping, delay * random.uniform(0.5, 1.0))  # jitter: no herd
+            finally:
+                lane.is_backing_off = False
 
-    async def write_round(self, lane: Lane, batch: list[Envelope]) -> list[Envelope]:
-        """Write once, isolating poison intents; returns the batch if the sink looks down."""
-        if await self._attempt(lane, batch) is None:
-            return []
-        if len(batch) == 1:
-            return batch
+    async def write_round(self, lane: Lane, batch: list[Envelope]) -> tuple[list[Envelope], Exception | None]:
+        """Write once, isolating poison intents: ([], None), or (the batch, error) if the sink looks down."""
+        error = await self._attempt(lane, batch)
+        if error is None:
+            return [], None
+        if len(batch) == 1 or isinstance(error, TimeoutError):
+            return batch, error
         mid = len(batch) // 2
         errors = [(half, await self._attempt(lane, half)) for half in (batch[:mid], batch[mid:])]
         failed = [(half, err) for half, err in errors if err is not None]
         if len(failed) == 2:
-            return batch
-        for half, err in failed:  # the sink took the other half: this one holds poison
-            await self._bisect(lane, half, err)
-        return []
+            return batch, failed[0][1]
+        try:
+            for half, err in failed:  # the sink took the other half: this one holds poison
+                await self.isolate(lane, half, err)
+        except TimeoutError as exc:  # it hung meanwhile: what is not done yet waits like a down sink's
+            return [e for e in batch if not e.is_done], exc
+        return [], None
 
-    async def _bisect(self, lane: Lane, part: list[Envelope], error: Exception) -> None:
+    async def isolate(self, lane: Lane, part: list[Envelope], error: Exception) -> None:
+        """`part` failed with `error` while the sink is up: bisect it, dead-letter what fails alone.
+
+        A timeout stops it (raises the TimeoutError): a hung sink would make every part wait."""
+        if isinstance(error, TimeoutError):
+            raise error
         if len(part) == 1:
             await self._dead_letter(lane, [(part[0], error)])
             return
@@ -177,27 +206,28 @@ class LaneDriver:
         for half in (part[:mid], part[mid:]):
             err = await self._attempt(lane, half)
             if err is not None:
-                await self._bisect(lane, half, err)
+                await self.isolate(lane, half, err)
 
     async def _attempt(self, lane: Lane, batch: list[Envelope]) -> Exception | None:
         """One write_batch call: None when the batch is done (rejected intents are dead-lettered)."""
         rejected: dict[int, Exception] = {}
-        async with lane.write_lock:
+        is_live = batch[0].is_live
+        if is_live:
             lane.write_started = self._clock.monotonic()
-            try:
-                await asyncio.wait_for(lane.sink.write_batch([e.intent for e in batch]),
-                                       self._policy.write_timeout_s)
-            except RejectedIntents as exc:
-                rejected = {id(intent): _as_error(err) for intent, err in exc.rejected}
-            except Exception as exc:
-                level = logging.DEBUG if lane.is_failing else logging.WARNING  # once per outage
-                lane.is_failing = True
-                if self._metrics is not None:
-                    self._metrics.persistence_sink_failure_total.labels(sink=lane.name).inc()
-                log.log(level, "persistence: sink %r failed a batch of %d: %r", lane.name, len(batch), exc)
-                return exc
-            finally:
+        try:
+            async with lane.write_lock:
+                try:
+                    await asyncio.wait_for(lane.sink.write_batch([e.intent for e in batch]),
+                                           self._policy.write_timeout_s)
+                except RejectedIntents as exc:
+                    rejected = {id(intent): _as_error(err) for intent, err in exc.rejected}
+                except Exception as exc:
+                    self._note_failure(lane, len(batch), exc, is_live)
+                    return exc
+        finally:
+            if is_live:
                 lane.write_started = None
+        lane.ok_writes += 1
         written = [e for e in batch if id(e.intent) not in rejected]
         self._finish(lane, written)
         if self._metrics is not None:
@@ -209,6 +239,16 @@ class LaneDriver:
             await self._dead_letter(lane, [(e, rejected[id(e.intent)]) for e in batch if id(e.intent) in rejected])
         return None
 
+    def _note_failure(self, lane: Lane, size: int, exc: Exception, is_live: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.persistence_sink_failure_total.labels(sink=lane.name).inc()
+        if not is_live:  # replay reports its own outcome; a poison spill file must not divert live traffic
+            log.debug("persistence: sink %r failed a replayed batch of %d: %r", lane.name, size, exc)
+            return
+        level = logging.DEBUG if lane.is_failing else logging.WARNING  # once per outage
+        lane.is_failing = True
+        log.log(level, "persistence: sink %r failed a batch of %d: %r", lane.name, size, exc)
+
     # -- spill and dead letters --------------------------------------------------------
     async def spill_backlog(self, lane: Lane) -> None:
         """A stalled lane's queue goes to disk, so its producers go on (they wait if the disk fails)."""
@@ -217,7 +257,7 @@ class LaneDriver:
         lane.first_at = None
         try:
             await self.spill(lane, backlog)
-        except OSError:
+        except Exception:  # the disk failed: nothing was marked done, the producers wait instead
             log.exception("persistence: cannot spill the backlog of sink %r", lane.name)
             self._requeue(lane, backlog)
             await self._clock.wait(self.stopping, self._policy.retry_cap_s)
@@ -249,6 +289,49 @@ class LaneDriver:
                       lane.name, env.intent.key, err)
         await asyncio.to_thread(self._spill.dead_letter, lane.name, bodies)
         self._finish(lane, [env for env, _ in items])
+
+
+class LaneReplayPort:
+    """The lanes as replay sees them (replay.ReplayTarget): replayed envelopes hold no lane room."""
+
+    def __init__(self, driver: LaneDriver, lanes: Mapping[str, Lane]) -> None:
+        self._driver, self._lanes = driver, lanes
+
+    def types_for(self, sink: str) -> Mapping[str, type] | None:
+        lane = self._lanes.get(sink)
+        return None if lane is None or lane.worker is None else lane.types
+
+    async def deliver(self, sink: str, intents: list[WriteIntent]) -> Delivery:
+        envelopes = [Envelope(intent, is_live=False) for intent in intents]
+        unwritten, error = await self._driver.write_round(self._lanes[sink], envelopes)
+        return Delivery([e.intent for e in unwritten], error, isinstance(error, TimeoutError))
+
+    async def isolate(self, sink: str, intents: list[WriteIntent], error: Exception) -> None:
+        await self._driver.isolate(self._lanes[sink], [Envelope(i, is_live=False) for i in intents], error)
+
+    def health(self, sink: str) -> tuple[int, bool]:
+        lane = self._lanes.get(sink)
+        return (0, False) if lane is None else (lane.ok_writes, lane.is_failing)
+
+
+async def close_sinks(lanes: list[Lane], timeout_s: float) -> None:
+    """Call the sinks' close() hooks together, at most `timeout_s`: a hung one is cancelled and logged."""
+    hooks = {asyncio.create_task(call_hook(lane.sink, "close")): lane for lane in lanes}
+    if not hooks:
+        return
+    done, hung = await asyncio.wait(hooks, timeout=max(0.1, timeout_s))
+    for task in hung:
+        task.cancel()
+        log.error("persistence: sink %r did not close within the shutdown budget", hooks[task].name)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("persistence: sink %r failed to close: %r", hooks[task].name, task.exception())
+
+
+async def call_hook(sink: Sink, name: str) -> None:
+    hook = getattr(sink, name, None)
+    if callable(hook):
+        await hook()
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:

@@ -5,14 +5,17 @@ a crash, the first write starts a new line so every later line stays readable.
 SqlSink writes through the app's Store (`upsert_rows`: INSERT ... ON CONFLICT on SQLite,
 ON DUPLICATE KEY on MySQL), so replays and retries overwrite instead of duplicating.
 Within one batch the last intent for a key wins. Intents it can never write (a delete, a
-row_fn error) are rejected one by one, not the batch.
+row_fn error) are rejected one by one, not the batch. When it knows its columns (the default
+rows, or `columns=`), it creates its table if missing when the writer starts (`open()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,34 @@ from piko.persistence.sink_base import RejectedIntents, ResultSink
 from piko.ports import Store
 
 Row = Mapping[str, Any]
+log = logging.getLogger("piko.persistence")
 
-SQLITE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
-    key TEXT PRIMARY KEY, payload TEXT NOT NULL, job_id TEXT, run_id TEXT,
-    scheduled_time TEXT, op_type TEXT NOT NULL, idempotency_key TEXT)"""
-"""A table for SqlSink's default rows (MySQL: use VARCHAR(255) for key and a JSON payload)."""
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+DEFAULT_COLUMNS: dict[str, dict[str, str]] = {  # dialect -> column -> type, for `default_row`
+    "sqlite": {"key": "TEXT NOT NULL", "payload": "TEXT NOT NULL", "job_id": "TEXT", "run_id": "TEXT",
+               "scheduled_time": "TEXT", "op_type": "TEXT NOT NULL", "idempotency_key": "TEXT"},
+    "mysql": {"key": "VARCHAR(255) NOT NULL", "payload": "LONGTEXT NOT NULL", "job_id": "VARCHAR(255)",
+              "run_id": "VARCHAR(64)", "scheduled_time": "DATETIME(6)", "op_type": "VARCHAR(16) NOT NULL",
+              "idempotency_key": "VARCHAR(255)"},
+}
+
+
+def table_ddl(table: str, columns: Mapping[str, str], key_columns: Sequence[str], dialect: str = "sqlite") -> str:
+    """CREATE TABLE IF NOT EXISTS for `columns` (name -> SQL type) keyed on `key_columns`."""
+    for name in [table, *columns, *key_columns]:
+        if not _IDENT.match(name):
+            raise ConfigError(f"{name!r} is not a plain SQL identifier (letters, digits, '_')")
+    missing = [k for k in key_columns if k not in columns]
+    if missing:
+        raise ConfigError(f"table {table}: key column(s) {', '.join(missing)} are not among its columns")
+    q = "`" if dialect == "mysql" else '"'
+    cols = ", ".join(f"{q}{name}{q} {kind}" for name, kind in columns.items())
+    keys = ", ".join(f"{q}{k}{q}" for k in key_columns)
+    return f"CREATE TABLE IF NOT EXISTS {q}{table}{q} ({cols}, PRIMARY KEY ({keys}))"
+
+
+SQLITE_TABLE_DDL = table_ddl("TABLE", DEFAULT_COLUMNS["sqlite"], ("key",)).replace('"TABLE"', "{table}")
+"""The default rows' table for SQLite, with a `{table}` placeholder (SqlSink creates it itself)."""
 
 
 def intent_record(intent: WriteIntent) -> dict[str, Any]:
@@ -97,16 +123,54 @@ def default_row(intent: WriteIntent) -> dict[str, Any]:
 
 
 class SqlSink(ResultSink):
-    """Upserts one row per intent into `table` through the app's store."""
+    """Upserts one row per intent into `table` through the app's store.
+
+    `create_table`: None (default) creates the table at open() when the columns are known (the
+    default rows, or `columns={name: SQL type}` given with a `row_fn`); True insists (an error
+    if it cannot); False never does.
+    """
 
     def __init__(self, name: str, table: str, *, store: Store, key_columns: Sequence[str] = ("key",),
-                 row_fn: Callable[[WriteIntent], Row] | None = None) -> None:
+                 row_fn: Callable[[WriteIntent], Row] | None = None, columns: Mapping[str, str] | None = None,
+                 create_table: bool | None = None) -> None:
         super().__init__(name)
         if not key_columns:
             raise ConfigError(f"SqlSink {name!r} needs at least one key column")
+        if create_table and row_fn is not None and columns is None:
+            raise ConfigError(f"SqlSink {name!r}: create_table=True with a row_fn needs columns="
+                              "{name: SQL type} for the table it creates")
         self.table, self.key_columns = table, tuple(key_columns)
         self._store = store
         self._row_fn = row_fn or default_row
+        self._columns = dict(columns) if columns is not None else None
+        self.should_create_table = create_table is not False and (columns is not None or row_fn is None)
+        self._is_create_required = create_table is True
+        if self.should_create_table:
+            self.create_table_ddl()  # identifiers are checked now, not at start-up
+
+    def create_table_ddl(self, dialect: str | None = None) -> str:
+        """The CREATE TABLE IF NOT EXISTS this sink runs at open() (default: the store's dialect)."""
+        chosen = dialect or str(getattr(self._store, "dialect", "sqlite"))
+        columns = self._columns or DEFAULT_COLUMNS.get(chosen, DEFAULT_COLUMNS["sqlite"])
+        return table_ddl(self.table, columns, self.key_columns, chosen)
+
+    async def open(self) -> None:
+        if self.should_create_table:
+            await self._create_table(self.create_table_ddl())
+
+    async def _create_table(self, ddl: str) -> None:
+        execute_ddl = getattr(self._store, "execute_ddl", None)
+        path = getattr(self._store, "path", None)
+        if callable(execute_ddl):
+            await execute_ddl(ddl)
+        elif getattr(self._store, "dialect", None) == "sqlite" and isinstance(path, str) and path != ":memory:":
+            await asyncio.to_thread(_sqlite_ddl, path, ddl)  # its own short connection: SQLite allows it
+        elif self._is_create_required:
+            raise ConfigError(f"SqlSink {self.name!r} cannot create table {self.table} through this store; "
+                              f"create it yourself ({ddl}) and pass create_table=False")
+        else:
+            log.warning("persistence: SqlSink %r cannot create table %s through this store; make sure it "
+                        "exists: %s", self.name, self.table, ddl)
 
     async def write_batch(self, batch: list[WriteIntent]) -> None:
         rows: dict[tuple[Any, ...], Row] = {}
@@ -132,3 +196,14 @@ class SqlSink(ResultSink):
             raise ConfigError(f"SqlSink {self.name!r}: row for key {intent.key!r} lacks key column(s) "
                               f"{', '.join(missing)}")
         return row
+
+
+def _sqlite_ddl(path: str, ddl: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=10.0)
+    try:
+        with conn:
+            conn.execute(ddl)
+    finally:
+        conn.close()

@@ -1,14 +1,17 @@
-"""Spill and dead-letter files, their record format, and replay of spilled intents.
+"""Spill and dead-letter files: their record format, writing, and crash recovery of the directory.
 
 Format (append-only, shared with the journal): an 8-byte file magic with the version,
 then records of REC_MAGIC | length u32 | crc32 u32 | body; the first record is a JSON
 header ({"kind", "sink"}), the others are intents (JSON, see `intent_body`). A record
 with a bad checksum or cut short is skipped and counted, and the reader resynchronises
-on the next REC_MAGIC, so one bad byte never costs more than its record.
-Rules: a file is written whole to `name.tmp`, fsynced, renamed, and the directory
-fsynced; files are 0600 in a 0700 directory that one process holds (flock). Replay
-deletes a spill file only when its sink has taken or dead-lettered every record; a file
-with bad records is kept as `.corrupt` after its good records are saved to a new file.
+on the next REC_MAGIC; a damaged file magic counts as one bad record and the records
+after it are still read, so one bad byte never costs more than its record.
+Commit protocol: a file is written whole to `name.tmp`, fsynced, renamed to `name` (the
+rename is the commit point) and the directory fsynced. So at start-up a `.tmp` next to
+its `name` is a rewrite that never committed: the old `name` is the truth and the `.tmp`
+is deleted; a `.tmp` alone is a new file that never committed: its whole records are
+salvaged by renaming it (at-least-once: they may also be in the journal). Files are 0600
+in a 0700 directory that one process holds (flock). Replay is in replay.py.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import itertools
 import json
 import os
 import re
+import reprlib
 import struct
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +47,13 @@ def frame(body: bytes) -> bytes:
 
 def read_records(data: bytes) -> tuple[list[bytes], int]:
     """(good record bodies, count of bad or torn records) of a file's bytes."""
-    if not data.startswith(FILE_MAGIC):
-        return [], 1
     bodies: list[bytes] = []
     bad = 0
     pos, end = len(FILE_MAGIC), len(data)
+    if not data.startswith(FILE_MAGIC):  # a damaged magic, or not our file: records decide
+        bad = 1
+        found = data.find(REC_MAGIC)
+        pos = end if found < 0 else found
     while pos < end:
         body_at = pos + _HEAD_SIZE
         if data[pos:pos + len(REC_MAGIC)] == REC_MAGIC and body_at <= end:
@@ -71,27 +76,53 @@ def intent_body(intent: WriteIntent, error: BaseException | None = None) -> byte
         "r": intent.run_id, "t": intent.scheduled_time, "i": intent.idempotency_key, "o": intent.op_type,
     }
     if error is not None:
-        record["e"] = f"{type(error).__name__}: {error}"
+        record["e"] = f"{type(error).__name__}: {_safe_repr(error, str)}"
     try:
         return codec.dumps(record)
     except codec.CodecError as exc:
         if error is None:
             raise
-        record["p"] = repr(intent.payload)  # a dead letter keeps what it can, and says why
+        record["p"] = _safe_repr(intent.payload)  # a dead letter keeps what it can, and says why
         record["e"] += f" (payload stored as repr: {exc})"
+    try:
         return codec.dumps(record)
+    except codec.CodecError:  # another field cannot be stored either: every field as its repr
+        error_text = str(record["e"]).encode("utf-8", "backslashreplace").decode("utf-8")
+        return codec.dumps({k: error_text if k == "e" else _safe_repr(v) for k, v in record.items()})
+
+
+def _safe_repr(value: Any, show: Callable[[Any], str] = repr) -> str:
+    """repr that never raises: a cycle or deep nesting falls back to reprlib's bounded form."""
+    try:
+        return show(value)
+    except Exception:
+        try:
+            return reprlib.repr(value)
+        except Exception:
+            return f"<{type(value).__qualname__} object that cannot be shown>"
 
 
 def body_sink(body: bytes) -> str:
-    """The sink name of an intent record, without decoding the payload."""
-    return str(json.loads(body)["s"])
+    """The sink name of an intent record, without decoding the payload (ValueError if unreadable)."""
+    try:
+        return str(json.loads(body)["s"])
+    except RecursionError:
+        raise ValueError("record nested too deeply to read") from None
 
 
 def intent_from_body(body: bytes, types: Mapping[str, type]) -> WriteIntent:
-    d = json.loads(body)
-    return WriteIntent(
-        sink=d["s"], key=d["k"], payload=codec.decode(d["p"], types), job_id=d["j"], run_id=d["r"],
-        scheduled_time=codec.decode(d["t"]), idempotency_key=d["i"], op_type=d["o"])
+    """The intent of a record body; CodecError for anything that is not a whole, valid intent."""
+    try:
+        d = json.loads(body)
+        return WriteIntent(
+            sink=d["s"], key=d["k"], payload=codec.decode(d["p"], types), job_id=d["j"], run_id=d["r"],
+            scheduled_time=codec.decode(d["t"]), idempotency_key=d["i"], op_type=d["o"])
+    except codec.CodecError:
+        raise
+    except RecursionError:
+        raise codec.CodecError("stored intent is nested too deeply to decode") from None
+    except (ValueError, KeyError, TypeError) as exc:  # ConfigError (a bad field) is a ValueError
+        raise codec.CodecError(f"stored intent cannot be decoded: {type(exc).__name__}: {exc}") from exc
 
 
 def _safe(name: str) -> str:
@@ -110,10 +141,14 @@ class SpillDir:
 
     def open(self) -> None:
         """Create the directories (0700) and take the directory's lock; blocking."""
-        for d in (self.path, self.dead_path):
-            if not d.exists():
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            for d in (self.path, self.dead_path):
+                if not d.exists():
+                    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot use spill directory {self.path}: {exc.strerror or exc}; set "
+                              "persist_spill_dir to a writable directory") from exc
         try:
             import fcntl
         except ImportError:  # no flock on Windows: one process per directory is then on trust
@@ -161,18 +196,39 @@ class SpillDir:
     def dead_letter(self, sink: str, bodies: list[bytes]) -> Path:
         return self.write(self.new_path(sink, DEAD_SUFFIX), "dead", sink, bodies)
 
-    def recover_tmp(self) -> int:
-        """At start-up only: promote half-written files so their good records replay."""
-        found = sorted(self.path.glob(f"*{TMP_SUFFIX}")) + sorted(self.dead_path.glob(f"*{TMP_SUFFIX}"))
-        for tmp in found:
-            os.replace(tmp, tmp.with_name(tmp.name[: -len(TMP_SUFFIX)]))
-        return len(found)
+    def recover_tmp(self) -> tuple[int, int]:
+        """At start-up only, per the commit protocol: (unfinished rewrites undone, new files salvaged)."""
+        undone = salvaged = 0
+        for where in (self.path, self.dead_path):
+            for tmp in sorted(where.glob(f"*{TMP_SUFFIX}")):
+                if not tmp.is_file():
+                    continue
+                final = tmp.with_name(tmp.name[: -len(TMP_SUFFIX)])
+                if final.exists():  # the rename never happened: the old file is the committed one
+                    tmp.unlink()
+                    undone += 1
+                else:
+                    os.chmod(tmp, 0o600)
+                    os.replace(tmp, final)
+                    salvaged += 1
+            if undone or salvaged:
+                fsync_dir(where)
+        return undone, salvaged
 
     def spill_files(self) -> list[Path]:
         return sorted(self.path.glob(f"*{SPILL_SUFFIX}"))
 
     def dead_files(self) -> list[Path]:
         return sorted(self.dead_path.glob(f"*{DEAD_SUFFIX}"))
+
+    @staticmethod
+    def peek_sink(path: Path, head_bytes: int = 64 * 1024) -> str | None:
+        """The sink named in a file's header record, reading only its start (None if damaged)."""
+        with open(path, "rb") as f:
+            bodies, _ = read_records(f.read(head_bytes))
+        header = _header(bodies[0]) if bodies else None
+        sink = header.get("sink") if header is not None else None
+        return sink if isinstance(sink, str) else None
 
     @staticmethod
     def read(path: Path) -> tuple[str | None, list[bytes], int]:
@@ -193,7 +249,7 @@ class SpillDir:
 def _header(body: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) and "kind" in data else None
 
@@ -210,81 +266,3 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# -- replay ------------------------------------------------------------------------------
-
-Deliver = Callable[[str, list[WriteIntent]], Awaitable[list[WriteIntent]]]
-"""Write intents to a sink: written and dead-lettered ones are done; returns the unwritten."""
-
-
-@dataclass
-class ReplayStats:
-    replayed: int = 0  # records a sink took or the dead-letter file holds
-    bad: int = 0  # torn, corrupt or undecodable records
-    kept_files: int = 0  # files left for a later pass (sink down or not registered)
-
-
-async def replay(spill: SpillDir, deliver: Deliver, types_for: Callable[[str], Mapping[str, type] | None],
-                 batch_size: int, run_io: Callable[..., Awaitable[Any]],
-                 stats: ReplayStats | None = None) -> ReplayStats:
-    """One pass over the spill files, oldest first; a sink that fails is skipped until the next pass.
-
-    `stats` is updated as the pass goes, so a pass cut short still tells what it did.
-    """
-    stats = stats if stats is not None else ReplayStats()
-    down: set[str] = set()
-    for path in spill.spill_files():
-        sink, bodies, bad = await run_io(spill.read, path)
-        if sink is None:  # nothing readable is left in it
-            stats.bad += max(bad, 1)
-            await run_io(os.replace, path, path.with_name(path.name + CORRUPT_SUFFIX))
-            continue
-        types = types_for(sink)
-        if sink in down or types is None:
-            stats.kept_files += 1
-            continue
-        items = _decode(bodies, types)
-        bad += len(bodies) - len(items)
-        if bad:
-            stats.bad += bad
-            path = await run_io(_quarantine, spill, path, sink, [b for b, _ in items])
-        left = await _deliver_file(deliver, sink, items, batch_size, stats)
-        if not left:
-            await run_io(path.unlink, True)
-            continue
-        down.add(sink)
-        stats.kept_files += 1
-        if len(left) < len(items):  # progress: keep only what is still owed
-            await run_io(spill.write, path, "spill", sink, [b for b, _ in left])
-    return stats
-
-
-def _decode(bodies: list[bytes], types: Mapping[str, type]) -> list[tuple[bytes, WriteIntent]]:
-    items = []
-    for body in bodies:
-        try:
-            items.append((body, intent_from_body(body, types)))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return items
-
-
-def _quarantine(spill: SpillDir, path: Path, sink: str, good: list[bytes]) -> Path:
-    """Save the good records to a new file, then keep the damaged one as `.corrupt`."""
-    fresh = spill.spill(sink, good)
-    os.replace(path, path.with_name(path.name + CORRUPT_SUFFIX))
-    return fresh
-
-
-async def _deliver_file(deliver: Deliver, sink: str, items: list[tuple[bytes, WriteIntent]],
-                        batch_size: int, stats: ReplayStats) -> list[tuple[bytes, WriteIntent]]:
-    """Deliver in batches; on the first batch the sink cannot take, return all that is left."""
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        unwritten = await deliver(sink, [intent for _, intent in chunk])
-        stats.replayed += len(chunk) - len(unwritten)
-        if unwritten:
-            failed = {id(i) for i in unwritten}
-            return [it for it in chunk if id(it[1]) in failed] + items[start + batch_size:]
-    return []

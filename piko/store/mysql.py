@@ -296,6 +296,9 @@ class MysqlStore:
         return await self._call(cas, is_tx=fence is not None)
 
     # -- SQL sink ---------------------------------------------------------------------------
+    async def execute_ddl(self, statement: str) -> None:
+        await self._execute(statement)
+
     async def upsert_rows(self, table: str, key_columns: Sequence[str],
                           rows: Sequence[Mapping[str, Any]]) -> int:
         if not rows:

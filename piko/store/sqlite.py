@@ -198,6 +198,9 @@ class SqliteStore:
         return bool(await self._worker.call(cas, is_write=True))
 
     # -- SQL sink ----------------------------------------------------------------------
+    async def execute_ddl(self, statement: str) -> None:
+        await self._worker.call(lambda c: c.execute(statement), is_write=True)
+
     async def upsert_rows(self, table: str, key_columns: Sequence[str],
                           rows: Sequence[Mapping[str, Any]]) -> int:
         if not rows:

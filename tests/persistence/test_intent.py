@@ -25,6 +25,10 @@ def test_explicit_idempotency_key_is_the_dedupe_key() -> None:
     ({"key": 1.5}, "key must be a str or int"),
     ({"op_type": "merge"}, "op_type 'merge'"),
     ({"scheduled_time": "2026-01-01"}, "scheduled_time must be a datetime"),
+    ({"run_id": ["x"]}, "run_id must be an int, a str or None"),
+    ({"run_id": True}, "run_id must be an int, a str or None"),
+    ({"job_id": 7}, "job_id must be a str or None"),
+    ({"idempotency_key": 7}, "idempotency_key must be a str or None"),
 ])
 def test_invalid_fields_are_refused_with_a_message_naming_the_field(kwargs: dict, fragment: str) -> None:
     fields = dict(sink="s", key="k", payload=None, job_id="j", run_id=1, scheduled_time=None) | kwargs

@@ -1,10 +1,14 @@
-"""Journal: group commit, segment release and rotation, crash recovery into spill files."""
+"""Journal: group commit, acks, segment release and rotation, crash recovery into spill files."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 from pathlib import Path
+
+import pytest
 
 from piko.clock import SystemClock
 from piko.persistence import journal as journal_mod
@@ -23,13 +27,14 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(journal_mod, "_sync", lambda fd: (syncs.append(fd), real(fd)))
     j = Journal(tmp_path / "journal", SystemClock(), asyncio.to_thread)
     await j.open()
-    segments = await asyncio.gather(*(j.append(body(i)) for i in range(200)))
+    tickets = await asyncio.gather(*(j.append(body(i)) for i in range(200)))
     assert len(syncs) < 50  # 1 for the header, then one per group, not one per append
-    assert segments[0].refs == 200
-    bodies, bad = spill.read_records(segments[0].path.read_bytes())
+    segment = tickets[0][0]
+    assert segment.refs == 200 and sorted(seq for _, seq in tickets) == list(range(1, 201))
+    bodies, bad = spill.read_records(segment.path.read_bytes())
     assert (len(bodies), bad) == (201, 0)
-    for seg in segments:
-        j.release(seg)
+    for seg, seq in tickets:
+        j.release(seg, seq)
     await j.close()
     assert list((tmp_path / "journal").iterdir()) == []  # nothing owed: the segment is deleted
 
@@ -46,10 +51,10 @@ async def test_a_segment_with_unreleased_intents_survives_close(tmp_path: Path) 
 async def test_rotated_segments_are_deleted_when_released(tmp_path: Path) -> None:
     j = Journal(tmp_path / "journal", SystemClock(), asyncio.to_thread, segment_bytes=500)
     await j.open()
-    segments = [await j.append(body(i)) for i in range(20)]
-    assert len({s.path for s in segments}) > 2
-    for seg in segments:
-        j.release(seg)
+    tickets = [await j.append(body(i)) for i in range(20)]
+    assert len({seg.path for seg, _ in tickets}) > 2
+    for seg, seq in tickets:
+        j.release(seg, seq)
     await j.close()
     assert list((tmp_path / "journal").iterdir()) == []
 
@@ -67,8 +72,122 @@ def test_left_over_segments_become_per_sink_spill_files(tmp_path: Path) -> None:
     segment.write_bytes(segment.read_bytes()[:-4])  # the last append was torn
     spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
     spill_dir.open()
-    assert recover_journal(tmp_path / "spill" / "journal", spill_dir) == (5, 1)
+    found = recover_journal(tmp_path / "spill" / "journal", spill_dir)
+    assert (found.records, found.bad, found.kept) == (5, 1, [])
     by_sink = {spill_dir.read(p)[0]: len(spill_dir.read(p)[1]) for p in spill_dir.spill_files()}
     assert by_sink == {"a": 2, "b": 3}
     assert list((tmp_path / "spill" / "journal").iterdir()) == []
     spill_dir.close()
+
+
+def crash_with_journal(journal_dir: Path, n: int, released: set[int], ack_interval_s: float = 0.01) -> None:
+    """Append n intents, release some, let an ack flush pass, then stop as a kill -9 would."""
+    async def run() -> None:
+        j = Journal(journal_dir, SystemClock(), asyncio.to_thread, ack_interval_s=ack_interval_s)
+        await j.open()
+        tickets = [await j.append(body(i)) for i in range(n)]
+        for i in sorted(released):
+            j.release(*tickets[i])
+        await asyncio.sleep(ack_interval_s * 5)
+        assert j._task is not None
+        j._task.cancel()  # no close(): nothing more reaches the file
+
+    asyncio.run(run())
+
+
+def test_released_intents_are_not_recovered_after_a_crash(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "spill" / "journal"
+    crash_with_journal(journal_dir, 10, released={0, 1, 2, 5, 9})
+    spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
+    spill_dir.open()
+    found = recover_journal(journal_dir, spill_dir)
+    [path] = spill_dir.spill_files()
+    keys = [json.loads(b)["k"] for b in spill_dir.read(path)[1]]
+    assert keys == ["3", "4", "6", "7", "8"] and (found.records, found.acked) == (5, 5)
+    spill_dir.close()
+
+
+def test_acks_in_a_later_segment_apply_to_an_earlier_one(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "spill" / "journal"
+
+    async def run() -> None:
+        j = Journal(journal_dir, SystemClock(), asyncio.to_thread, segment_bytes=400, ack_interval_s=0.01)
+        await j.open()
+        tickets = [await j.append(body(i)) for i in range(8)]
+        first = tickets[0][0]
+        assert tickets[1][0] is first and tickets[-1][0] is not first  # 0 and 1 share the first segment
+        for ticket in tickets[1:]:  # the first segment stays (0 is owed); 1's ack goes to a later one
+            j.release(*ticket)
+        await asyncio.sleep(0.05)
+        assert j._task is not None
+        j._task.cancel()
+
+    asyncio.run(run())
+    spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
+    spill_dir.open()
+    found = recover_journal(journal_dir, spill_dir)
+    [path] = spill_dir.spill_files()
+    assert [json.loads(b)["k"] for b in spill_dir.read(path)[1]] == ["0"] and found.acked >= 1
+    spill_dir.close()
+
+
+def test_version_1_segments_are_still_recovered(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "spill" / "journal"
+    journal_dir.mkdir(parents=True)
+    header = spill.frame(b'{"kind":"journal","version":1}')
+    (journal_dir / "old.journal").write_bytes(spill.FILE_MAGIC + header + b"".join(spill.frame(body(i)) for i in range(3)))
+    spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
+    spill_dir.open()
+    assert recover_journal(journal_dir, spill_dir).records == 3
+    assert list(journal_dir.iterdir()) == []
+    spill_dir.close()
+
+
+def test_a_segment_of_a_newer_format_is_kept_untouched(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "spill" / "journal"
+    journal_dir.mkdir(parents=True)
+    data = spill.FILE_MAGIC + spill.frame(b'{"kind":"journal","version":99}') + spill.frame(b"Zfuture")
+    (journal_dir / "new.journal").write_bytes(data)
+    spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
+    spill_dir.open()
+    found = recover_journal(journal_dir, spill_dir)
+    assert found.kept == [journal_dir / "new.journal"] and (journal_dir / "new.journal").read_bytes() == data
+    spill_dir.close()
+
+
+def test_a_segment_that_cannot_be_spilled_is_kept_for_later(tmp_path: Path, monkeypatch) -> None:
+    journal_dir = tmp_path / "spill" / "journal"
+    crash_with_journal(journal_dir, 3, released=set())
+    spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
+    spill_dir.open()
+    monkeypatch.setattr(spill_dir, "spill", disk_full)
+    found = recover_journal(journal_dir, spill_dir)
+    assert len(found.kept) == 1 and found.records == 0
+    monkeypatch.undo()
+    assert recover_journal(journal_dir, spill_dir, found.kept).records == 3
+    spill_dir.close()
+
+
+async def test_a_journal_opened_on_a_full_disk_fails_appends_until_there_is_room(tmp_path: Path, monkeypatch) -> None:
+    real_write = Journal._write
+    is_full = True
+
+    def write(segment: journal_mod.Segment, data: bytes, is_durable: bool) -> None:
+        if is_full:
+            disk_full()
+        real_write(segment, data, is_durable)
+
+    monkeypatch.setattr(Journal, "_write", staticmethod(write))
+    j = Journal(tmp_path / "journal", SystemClock(), asyncio.to_thread)
+    await j.open()  # degraded, not failed
+    assert list((tmp_path / "journal").iterdir()) == []  # the half-made segment was removed
+    with pytest.raises(OSError, match="No space left"):
+        await j.append(body(1))
+    is_full = False
+    segment, seq = await j.append(body(2))
+    j.release(segment, seq)
+    await j.close()
+
+
+def disk_full(*_: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")

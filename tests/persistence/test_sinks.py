@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from piko.errors import ConfigError
 from piko.persistence.intent import WriteIntent
 from piko.persistence.sink_base import RejectedIntents
-from piko.persistence.sinks import SQLITE_TABLE_DDL, JsonlFileSink, SqlSink
+from piko.persistence.sinks import SQLITE_TABLE_DDL, JsonlFileSink, SqlSink, default_row
 from piko.store.sqlite import SqliteStore
 from tests.persistence.conftest import SCHEDULED_AT, intent
 
@@ -73,18 +74,57 @@ async def test_sql_sink_rejects_deletes_and_bad_rows_one_by_one() -> None:
     ]
 
 
-async def test_sql_sink_writes_through_the_real_sqlite_store_idempotently(tmp_path: Path) -> None:
+async def test_sql_sink_creates_its_table_and_writes_through_the_real_sqlite_store_idempotently(
+        tmp_path: Path) -> None:
     db = tmp_path / "piko.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute(SQLITE_TABLE_DDL.format(table="results"))
     store = SqliteStore(str(db))
     await store.open()
     try:
         sink = SqlSink("sql", "results", store=store)
+        await sink.open()  # the writer calls it at start: the table did not exist
         await sink.write_batch([intent(i) for i in range(3)])
         await sink.write_batch([intent(1, payload={"again": True})])  # a replay overwrites
+        await sink.open()  # a second start leaves the table alone
     finally:
         await store.close()
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT key, payload FROM results ORDER BY key").fetchall()
-    assert rows == [("0", '{"n":0}'), ("1", '{"again":true}'), ("2", '{"n":2}')]
+        rows = conn.execute("SELECT key, payload, run_id, op_type FROM results ORDER BY key").fetchall()
+    assert rows == [("0", '{"n":0}', "1", "upsert"), ("1", '{"again":true}', "1", "upsert"),
+                    ("2", '{"n":2}', "1", "upsert")]
+
+
+async def test_sql_sink_with_a_row_fn_creates_the_declared_columns(tmp_path: Path) -> None:
+    db = tmp_path / "piko.db"
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        sink = SqlSink("sql", "totals", store=store, key_columns=("day",), columns={"day": "TEXT", "total": "REAL"},
+                       row_fn=lambda i: {"day": i.key, "total": i.payload["total"]})
+        await sink.open()
+        await sink.write_batch([intent("2026-03-01", payload={"total": 9.5})])
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT day, total FROM totals").fetchall() == [("2026-03-01", 9.5)]
+
+
+def test_sql_sink_refuses_to_create_a_table_whose_columns_it_cannot_know() -> None:
+    with pytest.raises(ConfigError, match="needs columns="):
+        SqlSink("sql", "t", store=FakeStore(), row_fn=lambda i: {"key": i.key}, create_table=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        SqlSink("sql", "bad name", store=FakeStore())  # type: ignore[arg-type]
+    assert not SqlSink("sql", "t", store=FakeStore(), row_fn=lambda i: {"key": i.key}).should_create_table  # type: ignore[arg-type]
+
+
+async def test_sql_sink_on_a_store_that_cannot_run_ddl_says_what_to_create() -> None:
+    sink = SqlSink("sql", "results", store=FakeStore(), create_table=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="CREATE TABLE IF NOT EXISTS"):
+        await sink.open()
+    assert "`key` VARCHAR(255) NOT NULL" in sink.create_table_ddl("mysql")
+
+
+def test_the_exported_sqlite_ddl_matches_the_default_rows(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        conn.execute(SQLITE_TABLE_DDL.format(table="results"))
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(results)")]
+    assert columns == list(default_row(intent(1)))

@@ -1,8 +1,8 @@
-"""Spill files: checksummed records, atomic 0600 files, recovery that survives damage."""
+"""Spill files: checksummed records, atomic 0600 files, a start-up tidy that follows the commit protocol."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import stat
 from pathlib import Path
@@ -12,7 +12,7 @@ import pytest
 from piko.clock import SystemClock
 from piko.errors import ConfigError
 from piko.persistence import spill
-from piko.persistence.intent import WriteIntent
+from piko.persistence.codec import CodecError
 from tests.persistence.conftest import intent
 
 
@@ -70,14 +70,46 @@ def test_a_second_process_cannot_share_the_directory(spill_dir: spill.SpillDir) 
         other.open()
 
 
-def test_half_written_tmp_files_are_promoted_at_start_up(spill_dir: spill.SpillDir) -> None:
+@pytest.mark.parametrize("torn_at", [0, 20, -5])  # empty, cut inside the header, cut in the last record
+def test_a_tmp_next_to_its_file_is_an_unfinished_rewrite_and_the_file_is_kept(
+        spill_dir: spill.SpillDir, torn_at: int) -> None:
+    path = spill_dir.spill("rec", bodies(10))
+    tmp = path.with_name(path.name + spill.TMP_SUFFIX)
+    tmp.write_bytes(spill.FILE_MAGIC + spill.frame(b"rewrite") + spill.frame(bodies(1)[0]))
+    tmp.write_bytes(tmp.read_bytes()[:torn_at] if torn_at else b"")
+    assert spill_dir.recover_tmp() == (1, 0)
+    assert spill_dir.spill_files() == [path] and not tmp.exists()
+    assert spill_dir.read(path) == ("rec", bodies(10), 0)
+
+
+def test_a_lone_tmp_is_a_new_file_that_never_committed_and_its_whole_records_are_salvaged(
+        spill_dir: spill.SpillDir) -> None:
     path = spill_dir.spill("rec", bodies(2))
     tmp = path.with_name("later.rec.spill.tmp")
     tmp.write_bytes(path.read_bytes()[:-5])
+    tmp.chmod(0o644)
     path.unlink()
-    assert spill_dir.recover_tmp() == 1
+    assert spill_dir.recover_tmp() == (0, 1)
     [promoted] = spill_dir.spill_files()
     assert spill_dir.read(promoted) == ("rec", bodies(1), 1)
+    assert stat.S_IMODE(os.stat(promoted).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("pos", range(len(spill.FILE_MAGIC)))
+def test_a_damaged_file_magic_costs_one_bad_record_not_the_file(pos: int) -> None:
+    data = bytearray(spill.FILE_MAGIC + spill.frame(b"first") + spill.frame(b"second"))
+    data[pos] ^= 0xFF
+    assert spill.read_records(bytes(data)) == ([b"first", b"second"], 1)
+
+
+def test_an_unencodable_dead_letter_keeps_its_repr_and_the_reason() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    body = spill.intent_body(intent("c", payload=loop), ValueError("no"))
+    record = json.loads(body)
+    assert record["p"] == "[[...]]" and "payload stored as repr" in record["e"]
+    with pytest.raises(CodecError):
+        spill.intent_body(intent("c", payload=loop))  # a spill (not a dead letter) refuses it
 
 
 def test_a_damaged_header_still_yields_the_sink_from_the_records(spill_dir: spill.SpillDir) -> None:
@@ -86,63 +118,3 @@ def test_a_damaged_header_still_yields_the_sink_from_the_records(spill_dir: spil
     data[len(spill.FILE_MAGIC) + 14] ^= 0xFF  # inside the header record
     path.write_bytes(bytes(data))
     assert spill_dir.read(path) == ("rec", bodies(2), 1)
-
-
-class Target:
-    """A replay target: takes intents unless down; optionally only the first `limit` batches."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.keys: list[str] = []
-        self.limit = limit
-
-    async def deliver(self, sink: str, intents: list[WriteIntent]) -> list[WriteIntent]:
-        if self.limit is not None:
-            if self.limit == 0:
-                return intents
-            self.limit -= 1
-        self.keys += [str(i.key) for i in intents]
-        return []
-
-
-def replay(spill_dir: spill.SpillDir, target: Target, batch_size: int = 10,
-           known: tuple[str, ...] = ("rec",)) -> spill.ReplayStats:
-    async def run() -> spill.ReplayStats:
-        return await spill.replay(spill_dir, target.deliver, lambda s: {} if s in known else None,
-                                  batch_size, asyncio.to_thread)
-    return asyncio.run(run())
-
-
-def test_replay_deletes_a_file_only_after_every_record_was_taken(spill_dir: spill.SpillDir) -> None:
-    spill_dir.spill("rec", bodies(25))
-    target = Target(limit=1)
-    stats = replay(spill_dir, target)
-    assert (stats.replayed, stats.kept_files) == (10, 1)
-    [kept] = spill_dir.spill_files()
-    assert len(spill_dir.read(kept)[1]) == 15  # only what is still owed is kept
-    target.limit = None
-    replay(spill_dir, target)
-    assert target.keys == [str(i) for i in range(25)]
-    assert spill_dir.spill_files() == []
-
-
-def test_files_of_unregistered_sinks_are_kept(spill_dir: spill.SpillDir) -> None:
-    spill_dir.spill("gone", bodies(2))
-    assert replay(spill_dir, Target()).kept_files == 1
-    assert len(spill_dir.spill_files()) == 1
-
-
-def test_corrupt_and_truncated_files_recover_their_good_records(spill_dir: spill.SpillDir) -> None:
-    corrupt = spill_dir.spill("rec", bodies(5))
-    data = bytearray(corrupt.read_bytes())
-    data[-30] ^= 0xFF  # inside the last record
-    corrupt.write_bytes(bytes(data))
-    truncated = spill_dir.spill("rec", bodies(5, start=5))
-    truncated.write_bytes(truncated.read_bytes()[:-7])
-    garbage = spill_dir.path / "zz.rec.spill"
-    garbage.write_bytes(b"\x00" * 100)
-    target = Target()
-    stats = replay(spill_dir, target)
-    assert sorted(target.keys, key=int) == [str(i) for i in (0, 1, 2, 3, 5, 6, 7, 8)]
-    assert stats.bad == 3
-    assert spill_dir.spill_files() == []
-    assert len(list(spill_dir.path.glob("*.corrupt"))) == 3  # the damaged bytes stay for inspection

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from piko.clock import SystemClock
 from piko.errors import ConfigError, WriterFull
+from piko.persistence import journal as journal_mod
 from piko.persistence import spill
 from piko.persistence.sink_base import TypedSink, on
 from piko.persistence.writer import PersistenceWriter, UnknownSink, WriterClosed, backoff_s, current_run_id
@@ -253,3 +257,259 @@ def test_invalid_settings_are_refused() -> None:
 
 def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
     assert [backoff_s(a, 0.2, 1.0) for a in range(1, 6)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+# -- audit fixes: poison in replay, unencodable payloads, start and stop --------------------
+
+async def test_a_lone_poison_intent_neither_blocks_replay_nor_diverts_live_traffic(make_writer: Make, metrics) -> None:
+    sink = RecordingSink(poison={"P"})
+    writer = make_writer(queue_max=100, batch_size=10, retry_max=1)
+    writer.register_sink(sink)
+    async with writer:
+        await writer.enqueue(intent("P", run_id=1))
+        await writer.flush(run_id=1, timeout=5)  # alone, it looks like an outage: spilled
+        sink.is_down = True
+        for i in range(10):
+            await writer.enqueue(intent(i, run_id=2))
+        await writer.flush(run_id=2, timeout=5)  # spilled behind the poison file
+        sink.is_down = False
+        for i in range(100, 600):
+            await writer.enqueue(intent(i, run_id=3))
+        await writer.flush(run_id=3, timeout=10)
+        await wait_until(lambda: not writer._spill.spill_files() and writer._spill.dead_files(), timeout=10)
+    assert set(sink.keys) == set(keys(10)) | set(keys(500, start=100))
+    assert counter(metrics.persistence_fallback_total) == 11  # the 500 went straight to the sink
+    [dead] = writer._spill.dead_files()
+    assert b'"k":"P"' in dead.read_bytes() and b"ValueError: cannot store P" in dead.read_bytes()
+
+
+async def test_an_unencodable_payload_is_dead_lettered_as_its_repr_and_never_blocks_its_lane(
+        make_writer: Make, tmp_path: Path) -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    sink = RecordingSink()
+    sink.is_down = True
+    writer = make_writer(retry_max=0)
+    writer.register_sink(sink)
+    async with writer:
+        await writer.enqueue(intent("circular", payload=loop, run_id=1))
+        for i in range(20):
+            await writer.enqueue(intent(i, run_id=2))
+        await writer.flush(timeout=5)  # before the fix: the lane retried the spill forever
+        await writer.enqueue(intent("again", payload=[loop], run_id=3))
+        assert await writer.stop(deadline_s=1) == 0  # stop spills it too, and ends stopped
+    [dead, *_] = writer._spill.dead_files()
+    assert b"[[...]]" in dead.read_bytes() and b"payload stored as repr" in dead.read_bytes()
+    sink.is_down = False
+    again = make_writer()
+    again.register_sink(sink)
+    async with again:  # the lock was released: a new writer takes the directory
+        await wait_until(lambda: len(set(sink.keys)) == 20)
+    assert sorted(sink.keys, key=int) == keys(20)
+
+
+class OpenFails(RecordingSink):
+    async def open(self) -> None:
+        raise ConnectionError("cannot connect")
+
+
+class TracksClose(RecordingSink):
+    is_closed = False
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+async def test_a_failed_start_unwinds_everything_it_started(make_writer: Make) -> None:
+    first = TracksClose("first")
+    writer = make_writer()
+    writer.register_sink(first)
+    writer.register_sink(OpenFails("second"))
+    with pytest.raises(ConnectionError):
+        await writer.start()
+    assert first.is_closed  # opened, so closed again
+    with pytest.raises(WriterClosed, match="not started"):
+        await writer.enqueue(intent(1, sink="first"))
+    other = make_writer()
+    other.register_sink(RecordingSink("first"))
+    async with other:  # the directory lock was released
+        pass
+
+
+async def test_bad_entries_in_the_spill_directory_do_not_stop_a_start(make_writer: Make, tmp_path: Path) -> None:
+    sd = spill.SpillDir(tmp_path / "spill", SystemClock())
+    sd.open()
+    good = sd.spill("rec", [spill.intent_body(intent(i)) for i in range(3)])
+    deep = b'{"s":"rec","k":"x","p":' + b"[" * 100_000 + b"]" * 100_000 + b',"j":null,"r":null,"t":null,' \
+        b'"i":null,"o":"upsert"}'
+    good.write_bytes(good.read_bytes() + spill.frame(deep))
+    (sd.path / "x.rec.spill").mkdir()
+    sd.close()
+    sink = RecordingSink()
+    writer = make_writer()
+    writer.register_sink(sink)
+    async with writer:  # before the fix: IsADirectoryError / RecursionError, half started
+        assert sorted(sink.keys) == ["0", "1", "2"]
+
+
+async def test_start_up_replay_is_bounded_and_a_hung_sink_holds_up_no_other(make_writer: Make,
+                                                                             tmp_path: Path) -> None:
+    sd = spill.SpillDir(tmp_path / "spill", SystemClock())
+    sd.open()
+    for n in range(3):
+        sd.spill("hung", [spill.intent_body(intent(i, sink="hung")) for i in range(n * 5, n * 5 + 5)])
+    sd.spill("ok", [spill.intent_body(intent(i, sink="ok")) for i in range(10)])
+    sd.close()
+    hung, ok = RecordingSink("hung"), RecordingSink("ok")
+    hung.hang_until = asyncio.Event()
+    writer = make_writer(write_timeout_s=0.5, startup_replay_s=5.0, replay_interval_s=60)
+    writer.register_sink(hung)
+    writer.register_sink(ok)
+    started = time.monotonic()
+    await writer.start()
+    took_s = time.monotonic() - started
+    assert len(ok.keys) == 10 and hung.calls == 1  # one timeout, not 3 per file
+    assert took_s < 1.5  # before the fix: 3 files x 3 tries x 0.5 s = 4.5 s
+    await writer.stop(deadline_s=0.5)
+
+
+async def test_start_up_replay_past_its_budget_goes_on_in_the_background(make_writer: Make,
+                                                                         tmp_path: Path) -> None:
+    sd = spill.SpillDir(tmp_path / "spill", SystemClock())
+    sd.open()
+    sd.spill("rec", [spill.intent_body(intent(i)) for i in range(5)])
+    sd.close()
+    sink = RecordingSink()
+    sink.hang_until = asyncio.Event()
+    writer = make_writer(write_timeout_s=30, startup_replay_s=0.2, replay_interval_s=60)
+    writer.register_sink(sink)
+    started = time.monotonic()
+    async with writer:
+        assert time.monotonic() - started < 1.0
+        sink.hang_until.set()
+        await wait_until(lambda: len(sink.keys) == 5)
+
+
+class CloseHangs(RecordingSink):
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_close_hook_that_hangs_is_cut_off_by_the_shutdown_budget(make_writer: Make, tmp_path: Path) -> None:
+    writer = make_writer()
+    writer.register_sink(CloseHangs())
+    await writer.start()
+    writer.enqueue_nowait(intent(1))
+    started = time.monotonic()
+    await asyncio.wait_for(writer.stop(deadline_s=0.5), 5)  # before the fix: never returned
+    assert time.monotonic() - started < 1.5
+    again = spill.SpillDir(tmp_path / "spill", SystemClock())
+    again.open()  # the lock was released
+    again.close()
+
+
+async def test_journal_enqueues_still_waiting_when_stop_took_the_lanes_stay_in_the_journal(
+        make_writer: Make, monkeypatch) -> None:
+    real_sync = journal_mod._sync
+    monkeypatch.setattr(journal_mod, "_sync", lambda fd: (time.sleep(0.3), real_sync(fd)))  # a slow disk
+    sink = RecordingSink()
+    writer = make_writer(durability="journal")
+    writer.register_sink(sink)
+    await writer.start()
+    accepted: list[str] = []
+
+    async def one(i: int) -> None:
+        try:
+            await writer.enqueue(intent(i))
+            accepted.append(str(i))
+        except WriterClosed:
+            pass
+
+    tasks = [asyncio.create_task(one(i)) for i in range(200)]
+    await asyncio.sleep(0.05)  # every enqueue now waits for an fsync
+    await writer.stop(deadline_s=0.1)
+    await asyncio.gather(*tasks)
+    assert accepted  # their records were durable: enqueue returned normally
+    assert writer.outstanding == 0 and writer.queue_size == 0  # before: pushed into stopped lanes
+    monkeypatch.undo()
+    again = make_writer(durability="journal")
+    again.register_sink(sink)
+    async with again:  # the journal delivers them
+        await wait_until(lambda: set(accepted) <= set(sink.keys))
+
+
+async def test_the_queue_size_gauge_follows_every_enqueue(make_writer: Make, metrics) -> None:
+    sink = RecordingSink()
+    sink.hang_until = asyncio.Event()
+    writer = make_writer(queue_max=20, batch_size=5, stall_s=60)
+    writer.register_sink(sink)
+    async with writer:
+        for i in range(15):
+            writer.enqueue_nowait(intent(i))
+        assert metrics.persistence_queue_size.value == 15 == writer.queue_size  # before: 0
+        sink.hang_until.set()
+        await writer.flush(timeout=5)
+        assert metrics.persistence_queue_size.value == 0
+
+
+async def test_losing_intents_to_a_full_disk_with_the_sink_down_is_counted_logged_and_returned(
+        make_writer: Make, metrics, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(spill.SpillDir, "spill", disk_full)
+    monkeypatch.setattr(spill.SpillDir, "dead_letter", disk_full)
+    sink = RecordingSink()
+    sink.is_down = True
+    writer = make_writer(retry_max=0, queue_max=100)
+    writer.register_sink(sink)
+    await writer.start()
+    for i in range(40):
+        await writer.enqueue(intent(i))
+    with caplog.at_level(logging.ERROR, logger="piko.persistence"):
+        lost = await writer.stop(deadline_s=0.5)
+    assert lost == 40
+    assert counter(metrics.persistence_lost_total) == 40
+    assert any("40 accepted intent(s) LOST" in r.getMessage() for r in caplog.records)
+
+
+async def test_journal_mode_starts_on_a_full_disk_and_recovers_the_journal_when_there_is_room(
+        make_writer: Make, tmp_path: Path, monkeypatch) -> None:
+    journal = journal_mod.Journal(tmp_path / "spill" / "journal", SystemClock(), asyncio.to_thread)
+    await journal.open()
+    for i in range(5):
+        await journal.append(spill.intent_body(intent(i)))
+    assert journal._task is not None
+    journal._task.cancel()  # as after a kill -9: the journal holds 5 unwritten intents
+    monkeypatch.setattr(spill.SpillDir, "spill", disk_full)
+    monkeypatch.setattr(journal_mod.Journal, "_write", staticmethod(disk_full))
+    sink = RecordingSink()
+    writer = make_writer(durability="journal")
+    writer.register_sink(sink)
+    async with writer:  # before the fix: start failed with ENOSPC
+        with pytest.raises(OSError, match="No space left"):
+            await writer.enqueue(intent("new"))
+        monkeypatch.undo()  # room again
+        await wait_until(lambda: sorted(sink.keys) == keys(5))
+        await writer.enqueue(intent("new"))
+        await writer.flush(timeout=5)
+    assert "new" in sink.keys
+
+
+def disk_full(*_: object, **__: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class CountsOpen(RecordingSink):
+    opened = 0
+
+    async def open(self) -> None:
+        self.opened += 1
+
+
+async def test_a_sink_registered_after_start_is_opened_before_its_first_write(make_writer: Make) -> None:
+    writer = make_writer()
+    writer.register_sink(RecordingSink())
+    async with writer:
+        late = CountsOpen("late")
+        writer.register_sink(late)
+        await writer.enqueue(intent(1, sink="late"))
+        await writer.flush(timeout=5)
+    assert late.opened == 1 and late.keys == ["1"]
