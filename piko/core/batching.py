@@ -34,6 +34,13 @@ class Batcher(Generic[I, R]):
             loop.call_soon(self._flush)
         return fut
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (at most timeout_s) until everything submitted so far was sent and answered."""
+        await asyncio.sleep(0)  # a scheduled flush starts its deliveries
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, timeout_s))
+        await asyncio.sleep(0)  # the answers' callbacks run
+
     def _flush(self) -> None:
         self._is_scheduled = False
         pending, self._pending = self._pending, {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import random
 from collections import Counter
@@ -23,7 +24,7 @@ from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
 from piko.core.policy import decide_fires, retry_delay
 from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
-from piko.core.run_metrics import JobMetrics
+from piko.core.run_metrics import RunMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
 from piko.errors import LeaseLost, StoreError, UnknownJobError
 from piko.observability.logging import run_logger
@@ -56,17 +57,16 @@ class Runner:
         self._window_for = window_for
         self._on_finish = on_finish
         self._fence = fence
-        self._metrics = metrics
         self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
         self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: self._store.claim_runs(claims))
         self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
-        self._job_metrics: dict[str, JobMetrics] = {}
+        self._m = RunMetrics(metrics)
         self._unrecorded: set[tuple[str, datetime]] = set()
         self._rng = rng or random.Random()
         self._running: Counter[str] = Counter()  # fires of each job from claim to finish
-        self._in_handler: Counter[str] = Counter()  # of those, the ones whose handler runs
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._on_store: set[asyncio.Task[Any]] = set()  # fire tasks waiting for a claim or a finish record
+        self._claiming = 0  # fires claimed early (no task yet) whose claim has not answered
         self._room = asyncio.Event()
         self._room.set()
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -80,9 +80,54 @@ class Runner:
         """Kernel callback: handle the due fire times of one job in the background."""
         if self._is_closing:
             return
+        spec = self._registry.get(job_id)
+        if spec is not None and not overflow and not spec.stateful and self._claim_early(spec, due):
+            return
         task = asyncio.create_task(self._handle_fire(job_id, due, overflow), name=f"piko-fire-{job_id}")
         self._fire_tasks.add(task)
         self._wait_on_store(task)
+        task.add_done_callback(self._fire_done)
+
+    def _claim_early(self, spec: JobSpec, due: list[datetime]) -> bool:
+        """The common fire (one due time, in time, below max_instances) is claimed right here.
+
+        Its claim joins this loop iteration's others in one store call, and its task starts only
+        once the claim answered: no task, coroutine or timer per fire while the store works. Every
+        other fire (a backlog, a misfire, a busy or stateful job) takes _handle_fire's path.
+        """
+        job_id = spec.job_id
+        opts = self._options_for(job_id)
+        now = self._clock.now()
+        decisions = decide_fires(due, now, _grace(opts), opts.coalesce)
+        if (len(decisions) != 1 or decisions[0].status is not RunStatus.RUNNING
+                or self._running[job_id] >= opts.max_instances):
+            return False
+        at = decisions[0].scheduled_at
+        self._m.lateness(job_id, now - at)
+        fence = self._fence()
+        claim = RunClaim(job_id, at, RunStatus.RUNNING, now, self.instance_id, fence=fence)
+        self._running[job_id] += 1
+        self._claiming += 1
+        self._update_room()
+        self._claims.submit(claim, group=fence).add_done_callback(functools.partial(self._claimed, spec, opts, claim))
+        return True
+
+    def _claimed(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, answer: asyncio.Future[int | None]) -> None:
+        self._claiming -= 1
+        self._update_room()
+        run_id = None
+        if answer.cancelled():
+            self._claim_failed(claim, StoreError("the claim was cancelled"))
+        elif answer.exception() is not None:
+            self._claim_failed(claim, answer.exception())  # type: ignore[arg-type]
+        else:
+            run_id = answer.result()
+        if run_id is None:  # not recorded (requeued) or another instance holds the time
+            self._running[spec.job_id] -= 1
+            return
+        task = asyncio.create_task(self._execute(spec, opts, claim.scheduled_at, kind="schedule",
+                                                 claimed=(claim, run_id)), name=f"piko-fire-{spec.job_id}")
+        self._fire_tasks.add(task)
         task.add_done_callback(self._fire_done)
 
     async def wait_for_room(self) -> None:
@@ -93,21 +138,26 @@ class Runner:
         rescan them all, over and over) and paces dispatch to what the store records. A fire
         inside its handler does not count: long jobs never hold dispatch up.
         """
-        if len(self._on_store) >= MAX_ON_STORE:
+        if len(self._on_store) + self._claiming >= MAX_ON_STORE:
             await self._room.wait()
         else:
             await asyncio.sleep(0)
 
+    def _update_room(self) -> None:
+        waiting = len(self._on_store) + self._claiming
+        if waiting >= MAX_ON_STORE:
+            self._room.clear()
+        elif waiting <= MAX_ON_STORE // 2:
+            self._room.set()
+
     def _wait_on_store(self, task: asyncio.Task[Any] | None) -> None:
         if task is not None and task in self._fire_tasks:
             self._on_store.add(task)
-            if len(self._on_store) >= MAX_ON_STORE:
-                self._room.clear()
+            self._update_room()
 
     def _leave_store(self, task: asyncio.Task[Any] | None) -> None:
         self._on_store.discard(task)  # type: ignore[arg-type]
-        if len(self._on_store) <= MAX_ON_STORE // 2:
-            self._room.set()
+        self._update_room()
 
     def _fire_done(self, task: asyncio.Task[Any]) -> None:
         self._fire_tasks.discard(task)
@@ -141,7 +191,7 @@ class Runner:
 
     def is_idle(self) -> bool:
         """No fire is being handled and no run is in progress."""
-        return not self._active and not self._fire_tasks
+        return not self._active and not self._fire_tasks and not self._claiming
 
     def running_count(self, job_id: str | None = None) -> int:
         return sum(self._running.values()) if job_id is None else self._running[job_id]
@@ -149,10 +199,13 @@ class Runner:
     async def stop(self, budget_s: float) -> None:
         """Stop taking fires; let runs finish within the budget, then cancel and record the rest."""
         self._is_closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, budget_s)
+        await self._claims.drain(budget_s)  # early claims answer: their runs start, and are waited for below
         me = asyncio.current_task()
         pending = (self._fire_tasks | self._active) - {me}
         if pending:
-            _, still = await asyncio.wait(pending, timeout=max(0.0, budget_s))
+            _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
             if still:
                 log.warning("shutdown: cancelling %d run(s) still going after %.1fs", len(self._job_tasks), budget_s)
                 for task in list(self._job_tasks):
@@ -171,9 +224,8 @@ class Runner:
         if overflow:
             log.warning("job %s: more than %d fire times were due at once; the oldest %d are recorded",
                         job_id, len(due), len(due))
-        grace = None if opts.misfire_grace_s is None else timedelta(seconds=opts.misfire_grace_s)
-        for decision in decide_fires(due, now, grace, opts.coalesce):
-            self._observe_lateness(job_id, now - decision.scheduled_at)
+        for decision in decide_fires(due, now, _grace(opts), opts.coalesce):
+            self._m.lateness(job_id, now - decision.scheduled_at)
             if decision.status is RunStatus.MISSED:
                 run_id = await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire",
                                                   decision.reason)
@@ -185,25 +237,35 @@ class Runner:
                 await self._execute(spec, opts, decision.scheduled_at, kind="schedule")
 
     async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
-                       take_lock: bool = True, config_value: Any = None,
-                       data_interval: DataInterval | None = None) -> RunOutcome:
-        """One scheduled time: its first attempt, then its retries (each attempt is its own row)."""
+                       take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
+                       claimed: tuple[RunClaim, int] | None = None) -> RunOutcome:
+        """One scheduled time: its first attempt, then its retries (each attempt is its own row).
+
+        `claimed`: the first attempt was claimed early (already counted in _running).
+        """
         job_id = spec.job_id
-        if kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
+        if claimed is not None:
+            _FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
+        elif kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
             reason = self._busy_reason(job_id, opts.max_instances)
             run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
             return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
+        else:
+            self._running[job_id] += 1  # from here until the last attempt is over (retry waits count)
         me = asyncio.current_task()
         self._active.add(me)  # type: ignore[arg-type]
-        self._running[job_id] += 1  # from here until the last attempt is over (retry waits count)
         try:
             if spec.stateful and data_interval is None and self._window_for is not None:
                 data_interval = await self._window_for(spec, scheduled_at)
             attempt = 1
             while True:
-                outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt, take_lock, config_value,
-                                              data_interval)
+                if claimed is not None:
+                    outcome = await self._run(spec, opts, *claimed, config_value, data_interval)
+                    claimed = None
+                else:
+                    outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt, take_lock,
+                                                  config_value, data_interval)
                 if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
                         or self._is_closing):
                     return outcome
@@ -226,19 +288,25 @@ class Runner:
                          data_start=data_interval.start if data_interval else None,
                          data_end=data_interval.end if data_interval else None)
         run_id = await self._claim(claim)
-        me = asyncio.current_task()
         if run_id is None:
             return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
                               "another instance holds this scheduled time")
+        return await self._run(spec, opts, claim, run_id, config_value, data_interval)
+
+    async def _run(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, run_id: int, config_value: Any,
+                   data_interval: DataInterval | None) -> RunOutcome:
+        """A claimed run: call the handler, record how it ended, then the after-run bookkeeping."""
+        job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence
+        me = asyncio.current_task()
         ctx: dict[str, Any] = {
-            "run_id": run_id, "job_id": job_id, "attempt": attempt, "scheduled_time": scheduled_at,
+            "run_id": run_id, "job_id": job_id, "attempt": claim.attempt, "scheduled_time": scheduled_at,
             "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
             "logger": run_logger(job_id, run_id),
         }
         if spec.stateful:
             ctx["data_interval"] = data_interval
         started = self._clock.monotonic()
-        self._mark_running(job_id, +1)
+        self._m.running(job_id, +1)
         self._leave_store(me)
         try:
             if opts.timeout_s is None and me in self._fire_tasks:  # a manual caller's own task is not ours
@@ -246,12 +314,12 @@ class Runner:
             else:
                 outcome = await self._invoker.in_task(spec, ctx, opts.timeout_s, is_fenced=fence is not None)
         finally:
-            self._mark_running(job_id, -1)
+            self._m.running(job_id, -1)
             self._wait_on_store(me)
         outcome.duration_s = self._clock.monotonic() - started
-        self._observe_duration(job_id, outcome.duration_s)
+        self._m.duration(job_id, outcome.duration_s)
         await self._finish(run_id, outcome)
-        await self._after_run(spec, opts, outcome, data_interval, kind)
+        await self._after_run(spec, opts, outcome, data_interval, claim.kind)
         return outcome
 
     async def _after_run(self, spec: JobSpec, opts: JobOptions, outcome: RunOutcome,
@@ -265,7 +333,7 @@ class Runner:
             log.exception("job %s: after-run bookkeeping failed", spec.job_id)
 
     def _busy_reason(self, job_id: str, max_instances: int) -> str:
-        running, in_handler = self._running[job_id], self._in_handler[job_id]
+        running, in_handler = self._running[job_id], self._m.in_handler[job_id]
         if running > in_handler:
             return (f"max_instances={max_instances} reached: {running} earlier fire(s) still in progress, "
                     f"{in_handler} in the handler, the rest waiting for their run record (the store is slow "
@@ -278,24 +346,27 @@ class Runner:
 
     async def _claim(self, claim: RunClaim) -> int | None:
         """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
-        key = (claim.job_id, claim.scheduled_at)
         try:
             run_id = await self._claims.submit(claim, group=claim.fence)
-            if self._unrecorded:
-                self._unrecorded.discard(key)
-            return run_id
-        except LeaseLost as exc:
+        except (LeaseLost, StoreError, OSError) as exc:
+            self._claim_failed(claim, exc)
+            return None
+        if self._unrecorded:
+            self._unrecorded.discard((claim.job_id, claim.scheduled_at))
+        return run_id
+
+    def _claim_failed(self, claim: RunClaim, exc: BaseException) -> None:
+        key = (claim.job_id, claim.scheduled_at)
+        if isinstance(exc, LeaseLost):
             log.warning("job %s at %s not started here: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
-        except (StoreError, OSError) as exc:
-            if key not in self._unrecorded:  # once per fire, not once per retry
-                log.error("job %s at %s could not be recorded, so it did not run yet (will retry): %s",
-                          claim.job_id, claim.scheduled_at.isoformat(), exc)
+        elif key not in self._unrecorded:  # once per fire, not once per retry
+            log.error("job %s at %s could not be recorded, so it did not run yet (will retry): %s",
+                      claim.job_id, claim.scheduled_at.isoformat(), exc)
         self._unrecorded.add(key)
         if len(self._unrecorded) > 100_000:
             self._unrecorded.clear()
         if claim.kind == "schedule" and claim.attempt == 1 and self._requeue is not None:
             self._requeue(claim.job_id, claim.scheduled_at)  # tried again, or recorded as missed, later
-        return None
 
     async def _record_final(self, spec: JobSpec, at: datetime, status: RunStatus, error_type: str,
                             reason: str | None, *, take_lock: bool = True) -> int | None:
@@ -304,7 +375,7 @@ class Runner:
         run_id = await self._claim(claim)
         if run_id is not None:
             log.warning("job %s at %s %s: %s", spec.job_id, at.isoformat(), status.value, reason)
-            self._count(spec.job_id, status)
+            self._m.count(spec.job_id, status)
         return run_id
 
     async def _finish(self, run_id: int, outcome: RunOutcome) -> None:
@@ -316,41 +387,15 @@ class Runner:
             except (StoreError, OSError) as exc:  # keep trying briefly: the run already happened
                 log.warning("recording the end of run %s failed (try %d): %s", run_id, attempt + 1, exc)
                 await asyncio.sleep(0.2 * (attempt + 1))
-        self._count(outcome.job_id, outcome.status)
+        self._m.count(outcome.job_id, outcome.status)
 
     async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
         await self._store.finish_runs(finishes)
         return [None] * len(finishes)
 
-    # -- metrics -----------------------------------------------------------------------
-    def _metrics_for(self, job_id: str) -> JobMetrics | None:
-        if self._metrics is None:
-            return None
-        found = self._job_metrics.get(job_id)
-        if found is None or found.epoch != self._metrics.registry.series_epoch:
-            found = self._job_metrics[job_id] = JobMetrics(self._metrics, job_id)
-        return found
 
-    def _count(self, job_id: str, status: RunStatus) -> None:
-        m = self._metrics_for(job_id)
-        if m is not None:
-            m.count(status)
-
-    def _observe_duration(self, job_id: str, seconds: float) -> None:
-        m = self._metrics_for(job_id)
-        if m is not None:
-            m.duration.observe(seconds)
-
-    def _observe_lateness(self, job_id: str, late: timedelta) -> None:
-        m = self._metrics_for(job_id)
-        if m is not None:
-            m.lateness.observe(max(0.0, late.total_seconds()))
-
-    def _mark_running(self, job_id: str, delta: int) -> None:
-        self._in_handler[job_id] += delta
-        m = self._metrics_for(job_id)
-        if m is not None:
-            m.running.inc(delta)
+def _grace(opts: JobOptions) -> timedelta | None:
+    return None if opts.misfire_grace_s is None else timedelta(seconds=opts.misfire_grace_s)
 
 
 # The older module-level API (`from piko.core.runner import job_runner`) lives in default_runner.py.
