@@ -471,3 +471,33 @@ def test_a_field_dicts_own_jitter_delays_the_fire_within_its_bound(db_path):
             await wait_until(lambda: len(started) == 1)
 
     asyncio.run(scenario())
+
+
+def test_shutdown_while_a_claim_is_in_flight_still_runs_and_records_that_run(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock, shutdown_timeout_s=10)
+        ran = []
+
+        @app.job("j", interval={"seconds": 60, "start_date": "2026-03-01 12:00:00"})
+        async def j(ctx, scheduled_time):
+            ran.append(scheduled_time)
+
+        await app.start()
+        real, gate = app.store.claim_runs, asyncio.Event()
+
+        async def slow(claims):
+            await gate.wait()
+            return await real(claims)
+
+        app.store.claim_runs = slow
+        await tick(clock, 60)
+        stopping = asyncio.create_task(app.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # waits for the claim that is in flight
+        gate.set()
+        await asyncio.wait_for(stopping, 10)
+        return ran
+
+    assert asyncio.run(scenario()) == [T0 + timedelta(seconds=60)]
+    assert _count_status(db_path, "SUCCESS") == 1
