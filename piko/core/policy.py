@@ -21,6 +21,19 @@ class FireDecision:
     reason: str | None = None
 
 
+def grace_of(misfire_grace_s: float | None) -> timedelta | None:
+    return None if misfire_grace_s is None else timedelta(seconds=misfire_grace_s)
+
+
+def busy_reason(max_instances: int, running: int, in_handler: int) -> str:
+    """Why a fire is SKIPPED: max_instances fires of the job are still in progress."""
+    if running > in_handler:
+        return (f"max_instances={max_instances} reached: {running} earlier fire(s) still in progress, "
+                f"{in_handler} in the handler, the rest waiting for their run record (the store is slow "
+                f"or unavailable) or for a retry")
+    return f"max_instances={max_instances} reached: {running} run(s) still going"
+
+
 def _late_text(late: timedelta) -> str:
     return f"{late.total_seconds():.3f}s"
 

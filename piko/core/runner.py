@@ -16,12 +16,12 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from piko.core.batching import Batcher
 from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
-from piko.core.policy import decide_fires, retry_delay
+from piko.core.policy import busy_reason, decide_fires, grace_of, retry_delay
 from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
 from piko.core.run_metrics import RunMetrics
@@ -98,7 +98,7 @@ class Runner:
         job_id = spec.job_id
         opts = self._options_for(job_id)
         now = self._clock.now()
-        decisions = decide_fires(due, now, _grace(opts), opts.coalesce)
+        decisions = decide_fires(due, now, grace_of(opts.misfire_grace_s), opts.coalesce)
         if (len(decisions) != 1 or decisions[0].status is not RunStatus.RUNNING
                 or self._running[job_id] >= opts.max_instances):
             return False
@@ -224,7 +224,7 @@ class Runner:
         if overflow:
             log.warning("job %s: more than %d fire times were due at once; the oldest %d are recorded",
                         job_id, len(due), len(due))
-        for decision in decide_fires(due, now, _grace(opts), opts.coalesce):
+        for decision in decide_fires(due, now, grace_of(opts.misfire_grace_s), opts.coalesce):
             self._m.lateness(job_id, now - decision.scheduled_at)
             if decision.status is RunStatus.MISSED:
                 run_id = await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire",
@@ -247,7 +247,7 @@ class Runner:
         if claimed is not None:
             _FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
         elif kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
-            reason = self._busy_reason(job_id, opts.max_instances)
+            reason = busy_reason(opts.max_instances, self._running[job_id], self._m.in_handler[job_id])
             run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
             return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
@@ -332,14 +332,6 @@ class Runner:
         except Exception:  # bookkeeping after a run must not turn it into a failure
             log.exception("job %s: after-run bookkeeping failed", spec.job_id)
 
-    def _busy_reason(self, job_id: str, max_instances: int) -> str:
-        running, in_handler = self._running[job_id], self._m.in_handler[job_id]
-        if running > in_handler:
-            return (f"max_instances={max_instances} reached: {running} earlier fire(s) still in progress, "
-                    f"{in_handler} in the handler, the rest waiting for their run record (the store is slow "
-                    f"or unavailable) or for a retry")
-        return f"max_instances={max_instances} reached: {running} run(s) still going"
-
     def _current_fence(self) -> Fence | None:
         value = _FIRE_FENCE.get(_UNSET)
         return self._fence() if value is _UNSET else value  # type: ignore[return-value]
@@ -392,10 +384,6 @@ class Runner:
     async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
         await self._store.finish_runs(finishes)
         return [None] * len(finishes)
-
-
-def _grace(opts: JobOptions) -> timedelta | None:
-    return None if opts.misfire_grace_s is None else timedelta(seconds=opts.misfire_grace_s)
 
 
 # The older module-level API (`from piko.core.runner import job_runner`) lives in default_runner.py.
