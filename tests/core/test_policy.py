@@ -38,3 +38,12 @@ def test_without_coalesce_each_backlog_time_within_grace_runs():
 def test_retry_delay_grows_exponentially_up_to_the_cap():
     assert [retry_delay(a, 1.0, 10.0, 0.0) for a in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
     assert retry_delay(1, 1.0, 10.0, 0.999) >= 0.5
+
+
+def test_busy_reason_says_whether_earlier_fires_run_or_wait_on_the_store():
+    from piko.core.policy import busy_reason, grace_of
+
+    assert busy_reason(1, 1, 1) == "max_instances=1 reached: 1 run(s) still going"
+    waiting = busy_reason(2, 3, 1)
+    assert "3 earlier fire(s) still in progress, 1 in the handler" in waiting and "store" in waiting
+    assert grace_of(None) is None and grace_of(1.5).total_seconds() == 1.5
