@@ -34,6 +34,18 @@ async def runs(app: PikoApp, job_id: str | None = None):
     return list(reversed(await app.store.recent_runs(job_id, limit=1000)))
 
 
+def hold_claims(app: PikoApp) -> asyncio.Event:
+    """Claims wait in the store until the returned event is set (a slow or locked database)."""
+    real, gate = app.store.claim_runs, asyncio.Event()
+
+    async def held(claims):
+        await gate.wait()
+        return await real(claims)
+
+    app.store.claim_runs = held
+    return gate
+
+
 async def tick(clock: FakeClock, seconds: float) -> None:
     for _ in range(10):  # let background loops reach their sleep before time moves
         await asyncio.sleep(0)
@@ -434,13 +446,7 @@ def test_a_burst_waits_for_the_store_instead_of_piling_every_fire_up_in_memory(d
         for i in range(jobs):
             app.job(f"b{i}", interval={"seconds": 60, "start_date": "2026-03-01 12:00:00"})(handler)
         async with app:
-            real, gate, peak = app.store.claim_runs, asyncio.Event(), [0]
-
-            async def slow_store(claims):
-                await gate.wait()
-                return await real(claims)
-
-            app.store.claim_runs = slow_store
+            gate, peak = hold_claims(app), [0]
             await tick(clock, 60)  # every job is due at once
             for _ in range(200):
                 await asyncio.sleep(0)
@@ -484,13 +490,7 @@ def test_shutdown_while_a_claim_is_in_flight_still_runs_and_records_that_run(db_
             ran.append(scheduled_time)
 
         await app.start()
-        real, gate = app.store.claim_runs, asyncio.Event()
-
-        async def slow(claims):
-            await gate.wait()
-            return await real(claims)
-
-        app.store.claim_runs = slow
+        gate = hold_claims(app)
         await tick(clock, 60)
         stopping = asyncio.create_task(app.stop())
         await asyncio.sleep(0.05)

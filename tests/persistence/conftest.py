@@ -35,6 +35,24 @@ def intent(key: object, sink: str = "rec", payload: Any = None, run_id: int | st
                        job_id="job", run_id=run_id, scheduled_time=SCHEDULED_AT)
 
 
+def bodies(n: int, start: int = 0, sink: str = "rec") -> list[bytes]:
+    """Spill record bodies of intents start..start+n-1."""
+    from piko.persistence import spill
+
+    return [spill.intent_body(intent(i, sink=sink)) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path) -> Any:
+    from piko.clock import SystemClock
+    from piko.persistence import spill
+
+    d = spill.SpillDir(tmp_path / "spill", SystemClock())
+    d.open()
+    yield d
+    d.close()
+
+
 class RecordingSink(ResultSink):
     """Remembers every key it took; can be down, slow, hanging, or refuse poison keys."""
 

@@ -10,26 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from piko.clock import SystemClock
 from piko.persistence import spill
 from piko.persistence.intent import WriteIntent
 from piko.persistence.replay import Delivery, Replayer, ReplayStats
 from tests.conftest import wait_until
-from tests.persistence.conftest import intent
+from tests.persistence.conftest import bodies, intent
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def bodies(n: int, start: int = 0, sink: str = "rec") -> list[bytes]:
-    return [spill.intent_body(intent(i, sink=sink)) for i in range(start, start + n)]
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path) -> spill.SpillDir:
-    d = spill.SpillDir(tmp_path / "spill", SystemClock())
-    d.open()
-    yield d
-    d.close()
 
 
 class FakeSink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -13,19 +12,7 @@ from piko.clock import SystemClock
 from piko.errors import ConfigError
 from piko.persistence import spill
 from piko.persistence.codec import CodecError
-from tests.persistence.conftest import intent
-
-
-def bodies(n: int, start: int = 0) -> list[bytes]:
-    return [spill.intent_body(intent(i)) for i in range(start, start + n)]
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path) -> spill.SpillDir:
-    d = spill.SpillDir(tmp_path / "spill", SystemClock())
-    d.open()
-    yield d
-    d.close()
+from tests.persistence.conftest import bodies, intent
 
 
 def test_records_round_trip() -> None:
