@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import MAXYEAR, datetime, timedelta, timezone, tzinfo
 
 from piko.triggers.validate import naive_after
-from piko.triggers.wallclock import WallCalendar, WallTime
+from piko.triggers.wallclock import DENSE_DAYS, WallCalendar, WallTime
 from piko.triggers.zones import Zone, cached_span, steady_span, transition_after
 
 _UTC = timezone.utc
@@ -38,11 +38,11 @@ def next_instant(
     calendar: WallCalendar, zone: Zone, after: datetime, is_debian_fixed: bool = False
 ) -> datetime | None:
     """The first instant strictly after `after` whose wall time in `zone` fires."""
-    # check_after, inlined for the hot path; utcoffset() is a third of a call's time, and
-    # UTC (what the kernel passes) is aware without asking
-    if after.tzinfo is not _UTC and (after.tzinfo is None or after.utcoffset() is None):
-        raise naive_after(after)
+    # check_after, inlined for the hot path; utcoffset() is a third of a call's time, and UTC
+    # (what the kernel passes) or the zone's own tzinfo (our previous answer) is aware without asking
     tz = zone.tzinfo
+    if after.tzinfo is not _UTC and after.tzinfo is not tz and (after.tzinfo is None or after.utcoffset() is None):
+        raise naive_after(after)
     try:
         try:
             if zone.is_fixed:  # the hot path: wall time is elapsed time
@@ -56,7 +56,7 @@ def next_instant(
                 if wall[0] == MAXYEAR:
                     fire_at.astimezone(_UTC)  # raises if UTC cannot hold it
                 return fire_at
-            found_at = _in_steady_span(calendar, tz, after)
+            found_at = _in_steady_span(calendar, tz, after) if calendar.is_dense else None
             if found_at is not None:
                 return found_at if found_at is not _NO_FIRE else None
             found = _next_in_zone(calendar, tz, after, is_debian_fixed)
@@ -75,35 +75,36 @@ def next_instant(
 
 
 _NO_FIRE = datetime.min  # _in_steady_span's "no fire at all" (None means "ask the DST search")
-_DENSE = timedelta(days=2)  # a span is worth finding for schedules that fire this often or more
+_DENSE = timedelta(days=DENSE_DAYS)  # a span is worth finding for schedules that fire this often
 
 
 def _in_steady_span(calendar: WallCalendar, tz: tzinfo, after: datetime) -> datetime | None:
     """The hot path away from transitions: inside a steady span, wall time is UTC plus one offset.
 
-    Answers only when `after` and the fire both lie in one steady span (the span is looked up,
-    and found once for a schedule that fires within two days); else None, and the full DST
-    search decides.
+    Only for dense calendars (a fire at least every DENSE_DAYS days: sparse ones would search
+    twice). Answers only when `after` and the fire both lie in one steady span (looked up, and
+    found once when the fire is near); else None, and the full DST search decides.
     """
     after_utc = after if after.tzinfo is _UTC else after.astimezone(_UTC)
     span = cached_span(tz, after_utc)
-    offset = span[2] if span is not None else after.utcoffset()
-    assert offset is not None
-    local = after_utc + offset
+    if span is None:
+        offset = after.utcoffset()
+        assert offset is not None
+        wall = _next_wall_at(calendar, after_utc + offset)
+        if wall is None or datetime(*wall, tzinfo=_UTC) - offset - after_utc > _DENSE:
+            return None  # far away (or never): not worth finding a span for
+        span = steady_span(tz, after_utc)
+        if after_utc < span[0]:  # in the wall times a fall-back repeats
+            return None
+    local = after_utc + span[2]
     wall = calendar.next_wall(local.year, local.month, local.day, local.hour, local.minute, local.second + 1)
     if wall is None:
         return _NO_FIRE
-    fire_utc = datetime(*wall, tzinfo=_UTC) - offset
-    if span is None:
-        if fire_utc - after_utc > _DENSE:
-            return None
-        span = steady_span(tz, after_utc)
-        if span[2] != offset:
-            return None
-    lo, hi, _ = span
-    if lo <= after_utc and fire_utc < hi:
-        return datetime(*wall, tzinfo=tz)
-    return None
+    return datetime(*wall, tzinfo=tz) if wall < span[3] else None
+
+
+def _next_wall_at(calendar: WallCalendar, local: datetime) -> WallTime | None:
+    return calendar.next_wall(local.year, local.month, local.day, local.hour, local.minute, local.second + 1)
 
 
 def _next_in_zone(

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Protocol
 
 YEAR_HORIZON = 400  # the Gregorian calendar repeats every 400 years
+DENSE_DAYS = 4  # a calendar firing at least this often gets firing.py's steady-span shortcut
 _MASK_MEMO = 512
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 LENGTH_MASKS = tuple(((1 << (n + 1)) - 1) & ~1 for n in range(32))  # bits 1..n
@@ -78,6 +79,8 @@ class WallCalendar:
     years: tuple[int, ...] | None = None  # sorted allowed years; None = any year
     _tables: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
     _shapes: frozenset[YearShape] = field(init=False, repr=False, compare=False)
+    is_dense: bool = field(init=False, repr=False, compare=False)  # fires at most DENSE_DAYS apart
+    _is_every_day: bool = field(init=False, repr=False, compare=False)  # any year, month and day
     _masks: dict[int, int] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,10 +97,29 @@ class WallCalendar:
             if any(self.day_rule.day_mask(example, month) for month in self.months)
         )
         object.__setattr__(self, "_shapes", shapes)
+        gap = self._max_day_gap()
+        object.__setattr__(self, "is_dense", self.years is None and gap <= DENSE_DAYS)
+        object.__setattr__(self, "_is_every_day", self.years is None and gap == 1)
+
+    def _max_day_gap(self) -> int:
+        """The longest run of days without a fire over two sample years (32 if a month has none)."""
+        if len(self.months) < 12:
+            return 32
+        gap = last = 0
+        for year in (2026, 2027):
+            for month in range(1, 13):
+                mask, days = self.day_rule.day_mask(year, month), month_shape(year, month)[1]
+                if not mask:
+                    return 32
+                for day in range(1, days + 1):
+                    last += 1
+                    if mask >> day & 1:
+                        gap, last = max(gap, last), 0
+        return gap
 
     def next_wall(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> WallTime | None:
         """The first matching wall time >= the given one (s may be 60: "the next minute")."""
-        if self.years is None and self._tables[0][mo] == mo and self._day_mask(y, mo) >> d & 1:
+        if self._is_every_day or (self.years is None and self._tables[0][mo] == mo and self._day_mask(y, mo) >> d & 1):
             found = self._time_at_or_after(h, mi, s)  # the common case: later the same day
             if found is not None:
                 return y, mo, d, found[0], found[1], found[2]

@@ -113,10 +113,11 @@ _SCAN_STEPS = 370  # a year and a bit each way
 _SPANS_PER_ZONE = 8
 _ZONES_KEPT = 256
 # keyed by the tzinfo itself, not id(): a freed zone's id can be reused by another zone
-_spans: dict[tzinfo, list[tuple[datetime, datetime, timedelta]]] = {}
+Span = tuple[datetime, datetime, timedelta, tuple[int, ...]]  # lo, hi (aware UTC), offset, hi's wall fields
+_spans: dict[tzinfo, list[Span]] = {}
 
 
-def cached_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timedelta] | None:
+def cached_span(tz: tzinfo, at_utc: datetime) -> Span | None:
     """The known steady span (see steady_span) holding at_utc (aware UTC), if one was found before."""
     spans = _spans.get(tz)
     if spans:
@@ -128,10 +129,11 @@ def cached_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timed
     return None
 
 
-def steady_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timedelta]:
-    """(lo, hi, offset), aware UTC bounds around at_utc of one offset, where every wall time of
-    [lo + offset, hi + offset) occurs once and only there: lo is past the wall times that a
-    fall-back at the span's start repeats, hi is the next transition. Cached per zone (a
+def steady_span(tz: tzinfo, at_utc: datetime) -> Span:
+    """(lo, hi, offset, hi_wall): aware UTC bounds around at_utc of one offset, where every wall
+    time of [lo + offset, hi + offset) occurs once and only there: lo is past the wall times that
+    a fall-back at the span's start repeats, hi is the next transition; hi_wall is hi + offset
+    as (year, month, day, hour, minute, second), for comparing wall times directly. Cached per zone (a
     scan in days plus a bisection at each end, about 750 offset look-ups or 0.3 ms, once per
     span), so dense schedules skip the DST search in firing.py away from transitions.
     """
@@ -153,7 +155,9 @@ def steady_span(tz: tzinfo, at_utc: datetime) -> tuple[datetime, datetime, timed
             start = transition_after(tz, probe, probe + _STEP)
             lo = start + max(timedelta(0), before - offset)  # past the wall times a fall-back repeats
             break
-    span = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC), offset
+    end = hi + offset
+    span = (lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC), offset,
+            (end.year, end.month, end.day, end.hour, end.minute, end.second))
     if tz not in _spans and len(_spans) >= _ZONES_KEPT:
         _spans.clear()
     spans = _spans.setdefault(tz, [])

@@ -48,7 +48,7 @@ def test_a_non_zone_is_a_spec_error() -> None:
 def test_steady_spans_end_at_transitions_and_start_after_the_repeated_wall_times(name, at, lo, hi) -> None:
     from piko.triggers.zones import steady_span
 
-    found_lo, found_hi, _ = steady_span(ZoneInfo(name), at)
+    found_lo, found_hi, _, _ = steady_span(ZoneInfo(name), at)
     assert (found_lo, found_hi) == (lo, hi)
 
 
