@@ -95,11 +95,11 @@ def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[st
     return seq, schedules, configs
 
 
-def schedule_row(r: Sequence[Any]) -> ScheduleRow:
+def schedule_row(r: Sequence[Any], ts: Callable[[Any], datetime | None] = from_db) -> ScheduleRow:
     return ScheduleRow(
         job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
         enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
-        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=from_db(r[10]))
+        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=ts(r[10]))
 
 
 def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:

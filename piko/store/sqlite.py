@@ -81,7 +81,8 @@ class SqliteStore:
     # -- control plane -------------------------------------------------------------------
     async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
         rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
-        return [sql.schedule_row(r) for r in rows]
+        created = batch.memo(from_db)  # rows written together share their created_at text
+        return [sql.schedule_row(r, created) for r in rows]
 
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
         params = sql.schedule_params(row)
