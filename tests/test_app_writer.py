@@ -45,12 +45,16 @@ class Typed(TypedSink):
         self.orders.extend(orders)
 
 
+def _settings(tmp_path) -> Settings:
+    return Settings(db_path=str(tmp_path / "p.db"), http_enabled=False, leader_enabled=False,
+                    persist_spill_dir=str(tmp_path / "spill"))
+
+
 def test_job_output_reaches_its_sink_and_flush_waits_for_the_runs_own_intents(tmp_path):
     sink, typed = ListSink(), Typed()
 
     async def scenario():
-        s = Settings(db_path=str(tmp_path / "p.db"), http_enabled=False, leader_enabled=False,
-                     persist_spill_dir=str(tmp_path / "spill"))
+        s = _settings(tmp_path)
         app = PikoApp("w", settings=s)
         app.writer.register_sink(sink)  # at import time, before any loop runs, as in the seed
         app.writer.register_sink(typed)
@@ -123,8 +127,7 @@ def test_a_sink_registered_after_the_app_started_still_gets_its_intents(tmp_path
     sink = ListSink()
 
     async def scenario():
-        s = Settings(db_path=str(tmp_path / "p.db"), http_enabled=False, leader_enabled=False,
-                     persist_spill_dir=str(tmp_path / "spill"))
+        s = _settings(tmp_path)
         app = PikoApp("late", settings=s)
         _writer_job(app)
         async with app:
@@ -141,8 +144,7 @@ def test_a_manual_run_of_an_app_that_is_not_started_can_use_the_writer(tmp_path)
     sink = ListSink()
 
     async def scenario():
-        s = Settings(db_path=str(tmp_path / "p.db"), http_enabled=False, leader_enabled=False,
-                     persist_spill_dir=str(tmp_path / "spill"))
+        s = _settings(tmp_path)
         app = PikoApp("manual", settings=s)
         app.writer.register_sink(sink)
         _writer_job(app)

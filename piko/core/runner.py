@@ -116,10 +116,9 @@ class Runner:
         self._claiming -= 1
         self._update_room()
         run_id = None
-        if answer.cancelled():
-            self._claim_failed(claim, StoreError("the claim was cancelled"))
-        elif answer.exception() is not None:
-            self._claim_failed(claim, answer.exception())  # type: ignore[arg-type]
+        error = StoreError("the claim was cancelled") if answer.cancelled() else answer.exception()
+        if error is not None:
+            self._claim_failed(claim, error)
         else:
             run_id = answer.result()
         if run_id is None:  # not recorded (requeued) or another instance holds the time
