@@ -31,6 +31,8 @@ def pid_is_alive(pid: int) -> bool:
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
             return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # reaped between kill() and read()
+        return False
     except OSError:
         return True
 
