@@ -5,7 +5,10 @@ answers its requests in order (keep-alive, pipelining). Nothing a client sends m
 the server or stall the loop: requests are bounded (header_limit), slow or silent clients
 are timed out (header_timeout_s from a request's first byte, blank lines included, or
 from the connection's start; idle_timeout_s between requests), writes respect flow
-control, and over max_connections new connections get a 503 and are closed at once.
+control, and at max_connections a new connection first takes the place of the connection
+that has idled longest between requests (a server may close an idle keep-alive connection
+at any time, RFC 9112 9.3); only when none idles does it get a 503 and is closed at once,
+so clients holding keep-alive connections open cannot starve a liveness probe.
 A body in pieces (/metrics) is written piece by piece, never joined.
 """
 
@@ -106,10 +109,20 @@ class HttpServer:
         return _Connection(self)
 
     def _opened(self, connection: _Connection) -> bool:
-        if len(self._connections) >= self.max_connections:
+        if len(self._connections) >= self.max_connections and not self._evict_idlest():
             self._rejected.add(connection)
             return False
         self._connections.add(connection)
+        return True
+
+    def _evict_idlest(self) -> bool:
+        idle = [c for c in self._connections if c.idle_since is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        self._connections.discard(victim)
+        self._rejected.add(victim)  # lingers there until it is closed
+        victim.end_idle()
         return True
 
     def _closed(self, connection: _Connection) -> None:
@@ -131,6 +144,8 @@ class _Connection(asyncio.Protocol):
         self.is_eof = False
         self.is_reading_paused = False
         self.is_lingering = False
+        self.idle_since: float | None = None  # set while waiting, between requests, for the next
+        self.is_evicted = False  # closed while idle to make room: serve nothing more
         self._linger_timer: asyncio.TimerHandle | None = None
         self._wakeup: asyncio.Future[bool] | None = None
         self._writable: asyncio.Future[None] | None = None
@@ -212,6 +227,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def end_idle(self) -> None:
+        """Close this connection, idle between requests, to make room for a new one."""
+        self.is_evicted = True
+        self._wake(False)
+
     def _wake(self, has_data: bool) -> None:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(has_data)
@@ -244,7 +264,7 @@ class _Connection(asyncio.Protocol):
 
     async def _next_request(self) -> Request | None:
         """The next request, or None when the peer left or idled out; ProtocolError(408) when slow."""
-        while True:
+        while not self.is_evicted:
             request = self.parser.next_request()
             if request is not None:
                 is_pipelined = self.parser.buffered > 0  # the next request's clock starts now
@@ -260,13 +280,15 @@ class _Connection(asyncio.Protocol):
                 if self.has_request_bytes:
                     raise ProtocolError(408, "the request headers did not arrive in time")
                 return None
+        return None
 
     async def _wait_for_data(self) -> bool:
         server = self.server
         if self.request_started_at is not None:
             deadline = self.request_started_at + server.header_timeout_s
         else:
-            deadline = self.loop.time() + server.idle_timeout_s
+            self.idle_since = self.loop.time()
+            deadline = self.idle_since + server.idle_timeout_s
         self._wakeup = self.loop.create_future()
         timer = self.loop.call_at(deadline, self._wake, False)
         try:
@@ -274,6 +296,7 @@ class _Connection(asyncio.Protocol):
         finally:
             timer.cancel()
             self._wakeup = None
+            self.idle_since = None
 
     async def _answer(self, request: Request) -> bool:
         """Answer one request; True if the connection stays open for the next."""

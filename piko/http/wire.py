@@ -27,6 +27,8 @@ _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")  # visible ASCII, no spaces or controls
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [":" port]; an empty value is allowed
+_HOST = re.compile(r"\A(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?\Z")
 _ABSOLUTE_FORM = re.compile(r"\Ahttps?://", re.IGNORECASE)
 
 
@@ -63,6 +65,7 @@ class RequestParser:
         self.header_limit = header_limit
         self._buffer = bytearray()
         self._blank_lines = 0  # skipped before the current request line
+        self._scanned = 0  # bytes of the buffer already searched for the end of the headers
         self._failed: ProtocolError | None = None
 
     @property
@@ -91,10 +94,14 @@ class RequestParser:
             self._blank_lines += 1
             if self._blank_lines > MAX_BLANK_LINES:
                 raise ProtocolError(400, f"more than {MAX_BLANK_LINES} blank lines before the request line")
-        end = _HEADER_END.search(buffer, 0, self.header_limit + 4)
+        # A client trickling bytes must not make each arrival rescan the whole head: the search
+        # resumes 3 bytes before where the last one ended (the longest terminator is 4 bytes).
+        end = _HEADER_END.search(buffer, max(0, self._scanned - 3), self.header_limit + 4)
         if end is None:
+            self._scanned = len(buffer)
             self._check_incomplete(buffer)
             return None
+        self._scanned = 0
         if end.start() > self.header_limit:
             raise ProtocolError(431, f"request headers exceed {self.header_limit} bytes")
         head = bytes(buffer[: end.start()])
@@ -112,14 +119,19 @@ class RequestParser:
 
 def parse_head(head: bytes) -> Request:
     """A request line and header lines (without the blank line) -> Request."""
-    lines = head.split(b"\n")
-    method, target, version = _parse_request_line(lines[0].rstrip(b"\r"))
-    headers = tuple(_parse_header_line(line.rstrip(b"\r")) for line in lines[1:])
+    # Each LF ends a line, and one CR before it belongs to the line ending. The last line's
+    # ending is part of the blank-line match that cut `head`, so a CR left on it is bare.
+    *ended, last = head.split(b"\n")
+    lines = [line[:-1] if line[-1:] == b"\r" else line for line in ended] + [last]
+    method, target, version = _parse_request_line(lines[0])
+    headers = tuple(_parse_header_line(line) for line in lines[1:])
     has_body = _has_body(headers)
     if version == "1.1":
         hosts = [v for k, v in headers if k == "host"]
         if len(hosts) != 1:
             raise ProtocolError(400, "an HTTP/1.1 request needs exactly one Host header")
+    if any(k == "host" and not _HOST.match(v) for k, v in headers):
+        raise ProtocolError(400, "the Host header is not a valid host[:port]")
     return Request(
         method=method,
         target=target,
@@ -132,6 +144,8 @@ def parse_head(head: bytes) -> Request:
 
 
 def _parse_request_line(line: bytes) -> tuple[str, str, str]:
+    if b"\r" in line:  # RFC 9112 2.2: a bare CR is invalid
+        raise ProtocolError(400, "the request line holds a bare CR")
     parts = line.split(b" ")
     if len(parts) != 3:
         raise ProtocolError(400, "the request line must be 'METHOD target HTTP/1.x'")
@@ -162,9 +176,12 @@ def _parse_header_line(line: bytes) -> tuple[str, str]:
 
 def _has_body(headers: tuple[tuple[str, str], ...]) -> bool:
     lengths = {v for k, v in headers if k == "content-length"}
-    if any(k == "transfer-encoding" for k, _ in headers):
+    codings = [c.strip().lower() for k, v in headers if k == "transfer-encoding" for c in v.split(",")]
+    if codings:
         if lengths:
             raise ProtocolError(400, "Content-Length and Transfer-Encoding together")
+        if codings[-1] != "chunked":  # RFC 9112 6.3: the body length cannot be known
+            raise ProtocolError(400, "a Transfer-Encoding must end in chunked")
         return True
     if not lengths:
         return False
@@ -209,7 +226,13 @@ def decode_path(raw: str) -> str:
 # -- responses ----------------------------------------------------------------------------------
 
 
+_RFC9110_PHRASES = {413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+                    422: "Unprocessable Content"}  # renamed since http.HTTPStatus's (RFC 7231) names
+
+
 def reason_phrase(status: int) -> str:
+    if status in _RFC9110_PHRASES:
+        return _RFC9110_PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -26,9 +26,12 @@ INF = math.inf
 
 def format_value(value: float) -> str:
     """A sample value as Prometheus writes it: ints plain, floats via repr, +Inf/-Inf/NaN."""
-    if type(value) is int:
+    if type(value) is int and -(2**63) <= value <= 2**63:
         return str(value)
-    text = repr(float(value))
+    try:
+        text = repr(float(value))
+    except OverflowError:  # an int sum beyond float64: what Prometheus would read it as
+        return "+Inf" if value > 0 else "-Inf"
     if text[-1] in "fn":  # 'inf', '-inf', 'nan'
         return {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}[text]
     return text

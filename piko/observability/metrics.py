@@ -12,6 +12,7 @@ observability modules.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from piko.observability.exposition import (
     METRIC_NAME as _METRIC_NAME,
 )
 from piko.observability.series import CounterChild, GaugeChild, HistogramChild
+
+log = logging.getLogger("piko.metrics")
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "RENDER_LINES", "RESERVED_PREFIXES", "Collector", "Counter",
            "CounterChild", "Family", "Gauge", "GaugeChild", "Histogram", "HistogramChild", "MetricsRegistry",
@@ -292,7 +295,12 @@ class MetricsRegistry:
         for metric in list(self._metrics.values()):
             yield from metric.render_chunks(lines)
         for collect in self._collectors:
-            yield "".join(f.render() for f in collect())
+            try:
+                text = "".join(f.render() for f in collect())
+            except Exception:  # one broken collector costs its own families, not the scrape
+                log.exception("metrics collector %r failed; its families are left out of this scrape", collect)
+                continue
+            yield text
 
     def render(self) -> str:
         return "".join(self.render_chunks())

@@ -16,6 +16,27 @@ from collections.abc import Sequence
 
 from piko.observability.exposition import format_labels, format_value
 
+_INT_LIMIT = 2**63  # larger ints are kept as floats: Prometheus parses sample values as float64
+
+
+def number(value: object, where: str) -> float:
+    """`value` as a sample value, or TypeError/ValueError naming `where`: a None or a str set
+    on a gauge must fail in the job that set it, not in every later scrape."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        if -_INT_LIMIT <= value <= _INT_LIMIT:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+    elif kind is bool:
+        return int(value)  # type: ignore[call-overload]
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{where} needs a number, got {kind.__name__} {value!r:.60}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(f"{where}: {value!r:.60} is too large for a sample value (float64)") from None
+
 
 class CounterChild:
     __slots__ = ("_labels", "_name", "_value", "_text")
@@ -27,6 +48,7 @@ class CounterChild:
         self._text: str | None = None
 
     def inc(self, amount: float = 1) -> None:
+        amount = number(amount, f"inc() on {self._name}")
         if not amount >= 0:  # also refuses NaN, which compares false with everything
             raise ValueError(f"counters only go up: inc({amount!r}) on {self._name}; use a gauge")
         self._value += amount
@@ -47,15 +69,15 @@ class GaugeChild(CounterChild):
     __slots__ = ()
 
     def inc(self, amount: float = 1) -> None:
-        self._value += amount
+        self._value += number(amount, f"inc() on {self._name}")
         self._text = None
 
     def dec(self, amount: float = 1) -> None:
-        self._value -= amount
+        self._value -= number(amount, f"dec() on {self._name}")
         self._text = None
 
     def set(self, value: float) -> None:
-        self._value = value
+        self._value = number(value, f"set() on {self._name}")
         self._text = None
 
 
@@ -76,6 +98,7 @@ class HistogramChild:
         self._text: str | None = None
 
     def observe(self, value: float) -> None:
+        value = number(value, f"observe() on {self._spec[0]}")
         if math.isnan(value):  # bisect would count NaN in the lowest bucket, and _sum would stay NaN
             raise ValueError(f"histogram {self._spec[0]} cannot observe NaN")
         self._counts[bisect.bisect_left(self._bounds, value)] += 1

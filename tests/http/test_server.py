@@ -164,9 +164,7 @@ async def test_silent_and_idle_connections_are_closed_without_a_reply() -> None:
 @async_test
 async def test_connections_over_the_cap_get_503_and_are_closed() -> None:
     async with serve(max_connections=2) as srv:
-        held = [await RawClient.connect(srv.port) for _ in range(2)]
-        for client in held:
-            assert (await client.request("/healthz")).status == 200
+        held = [await RawClient.connect(srv.port) for _ in range(2)]  # connected, no request yet
         extra = await RawClient.connect(srv.port)
         assert (await extra.reply()).status == 503
         assert await extra.is_closed_by_peer()
@@ -175,6 +173,21 @@ async def test_connections_over_the_cap_get_503_and_are_closed() -> None:
         await wait_until(lambda: srv.connection_count < 2)
         assert (await fetch(srv.port, "/healthz")).status == 200
         await held[1].close()
+
+
+@async_test
+async def test_at_the_cap_a_new_connection_takes_the_place_of_the_longest_idle_one() -> None:
+    async with serve(max_connections=2) as srv:
+        oldest, newer = [await RawClient.connect(srv.port) for _ in range(2)]
+        assert (await oldest.request("/healthz")).status == 200
+        assert (await newer.request("/healthz")).status == 200  # both now idle keep-alive
+        probe = await RawClient.connect(srv.port)
+        assert (await probe.request("/healthz")).status == 200  # a liveness probe is not starved
+        assert await oldest.is_closed_by_peer(timeout=2.0)  # closed between requests, no reply
+        assert (await newer.request("/healthz")).status == 200
+        assert srv.connection_count == 2
+        for client in (newer, probe, oldest):
+            await client.close()
 
 
 @async_test

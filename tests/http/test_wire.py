@@ -82,12 +82,44 @@ def test_a_body_is_flagged_and_chunked_counts_as_a_body() -> None:
         (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 9000, 431),
         (b"GET /" + b"x" * 9000, 414),
+        (b"GET /healthz HTTP/1.1\r\r\nHost: a\r\n\r\n", 400),  # a bare CR (RFC 9112 2.2)
+        (b"GET /healthz\rX HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),  # RFC 9112 6.3
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400),  # RFC 9112 3.2
+        (b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n", 400),
     ],
 )
 def test_malformed_input_raises_protocol_error_with_status(raw: bytes, status: int) -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_all(raw)
     assert caught.value.status == status
+
+
+@pytest.mark.parametrize("host", ["", "a", "example.com:8000", "[::1]:80", "10.0.0.1", "a-b.c_d~e:"])
+def test_valid_hosts_are_accepted(host: str) -> None:
+    (request,) = parse_all(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert request.header("host") == host
+
+
+def test_a_head_trickled_byte_by_byte_is_scanned_once_not_once_per_byte() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Pad: " + b"p" * 8000 + b"\r\n\r\n"
+    parser = RequestParser()
+    searched = 0
+    original = parser._next_request
+
+    for i in range(len(head)):
+        parser.feed(head[i : i + 1])
+        searched += parser.buffered - max(0, parser._scanned - 3)  # what this call will search
+        request = original()
+        assert (request is None) == (i < len(head) - 1)
+    assert searched < 5 * len(head)  # a rescan per byte would be ~len(head)**2 / 2
+
+
+def test_reason_phrases_are_rfc_9110s() -> None:
+    assert format_response_head(413, (), 0, is_keep_alive=False).startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert format_response_head(414, (), 0, is_keep_alive=False).startswith(b"HTTP/1.1 414 URI Too Long\r\n")
 
 
 def test_after_an_error_the_parser_stays_failed() -> None:

@@ -52,6 +52,48 @@ def test_gauge_goes_up_down_and_is_set() -> None:
     assert 'app_jobs_running{job_id="a"} 3\n' in reg.render()
 
 
+@pytest.mark.parametrize("bad", [None, "abc", "1.5", b"1", [1], object()])
+def test_a_non_number_is_refused_where_it_is_set_and_the_scrape_stays_whole(bad: object) -> None:
+    reg = MetricsRegistry()
+    gauge = reg.gauge("app_rows", "rows")
+    counter = reg.counter("app_done_total", "done")
+    histogram = reg.histogram("app_seconds", "s", buckets=(1.0,))
+    for call, name in ((gauge.set, "set"), (gauge.inc, "inc"), (gauge.dec, "dec"),
+                       (counter.inc, "inc"), (histogram.observe, "observe")):
+        with pytest.raises(TypeError, match=rf"{name}\(\) on app_\w+ needs a number, got"):
+            call(bad)  # type: ignore[arg-type]
+    assert "app_rows 0\n" in reg.render() and "app_seconds_count 0\n" in reg.render()
+
+
+def test_bools_decimals_and_huge_ints_become_float64_sample_values() -> None:
+    from decimal import Decimal
+
+    reg = MetricsRegistry()
+    gauge = reg.gauge("app_v", "v")
+    gauge.set(True)
+    assert reg.render().endswith("app_v 1\n")
+    gauge.set(Decimal("2.5"))
+    assert reg.render().endswith("app_v 2.5\n")
+    gauge.set(10**30)
+    assert reg.render().endswith("app_v 1e+30\n")
+    with pytest.raises(ValueError, match="too large for a sample value"):
+        gauge.set(10**400)
+    assert format_value(10**400) == "+Inf" and format_value(-(10**400)) == "-Inf"
+
+
+def test_a_collector_that_raises_leaves_out_only_its_own_families() -> None:
+    reg = MetricsRegistry()
+    reg.gauge("app_ok", "ok").set(1)
+
+    def broken() -> list[Family]:
+        raise RuntimeError("boom")
+
+    reg.register_collector(["app_broken"], broken)
+    reg.register_collector(["app_fine"], lambda: [Family("app_fine", "gauge", "f", [Sample(3)])])
+    text = reg.render()
+    assert "app_ok 1\n" in text and "app_fine 3\n" in text and "app_broken" not in text
+
+
 def test_histogram_renders_cumulative_buckets_inf_sum_and_count() -> None:
     reg = MetricsRegistry()
     duration = reg.histogram("d_seconds", "Durations", ("job_id",), buckets=(0.1, 1.0))
