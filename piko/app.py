@@ -24,6 +24,7 @@ from piko.core.registry import JobSpec, Registry, default_registry
 from piko.core.resource import ResourcePool
 from piko.core.runner import Runner
 from piko.core.types import DataInterval
+from piko.errors import ConfigError
 from piko.observability.logging import configure_logging
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.piko_metrics import PikoMetrics
@@ -262,7 +263,10 @@ class PikoApp:
         current = self.live.configs.active(spec.job_id, now)
         if current is not None:
             return self.live.configs.value_for_run(spec.job_id, now)
-        return validate_config(spec.schema, {}, job_id=spec.job_id)
+        try:
+            return validate_config(spec.schema, {}, job_id=spec.job_id)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (no job_config row applies yet, so the schema got an empty config)") from None
 
     async def manual_runner(self) -> Runner:
         """The runner, opening just the store when the app is not started (older job_runner API)."""

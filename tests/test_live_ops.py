@@ -264,6 +264,38 @@ def test_invalid_config_is_rejected_and_the_last_valid_one_keeps_serving(db_path
     assert len(rejected) == 1 and "'cfg'" in rejected[0] and "version 5" in rejected[0] and "nope" in rejected[0]
 
 
+@dataclasses.dataclass
+class NeedsKey:
+    api_key: str  # no default: an empty config cannot build it
+
+
+def test_a_job_whose_schema_needs_a_config_row_records_each_fire_failed_until_one_applies(db_path):
+    seen = []
+
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("keyed", schema=NeedsKey, interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
+        async def keyed(ctx, scheduled_time):
+            seen.append(ctx["config"].api_key)
+
+        async with app:
+            await tick(clock, 10)
+            await wait_until(lambda: fetch(db_path, "SELECT COUNT(*) FROM job_run WHERE status != 'RUNNING'")[0][0] >= 1)
+            manual = await app.run_job("keyed")
+            assert manual.status == RunStatus.FAILED and manual.error_type == "ConfigError"
+            sql(db_path, "INSERT INTO job_config(job_id, config_json) VALUES ('keyed', '{\"api_key\": \"k\"}')")
+            await app.live.reconcile_once()
+            await tick(clock, 10)
+            await wait_until(lambda: seen == ["k"])
+
+    asyncio.run(scenario())
+    rows = fetch(db_path, "SELECT status, error_type, error_message FROM job_run ORDER BY run_id")
+    assert [r[0] for r in rows] == ["FAILED", "FAILED", "SUCCESS"]  # none left RUNNING
+    assert rows[0][1] == "ConfigError" and "api_key" in rows[0][2] and "no job_config row applies" in rows[0][2]
+
+
 def test_catch_up_after_a_three_hour_outage_runs_exactly_three_windows_in_order(db_path):
     windows = []
 

@@ -26,7 +26,7 @@ from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
 from piko.core.run_metrics import RunMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
-from piko.errors import LeaseLost, StoreError, UnknownJobError
+from piko.errors import ConfigError, LeaseLost, StoreError, UnknownJobError
 from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
 
@@ -297,18 +297,23 @@ class Runner:
         """A claimed run: call the handler, record how it ended, then the after-run bookkeeping."""
         job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence
         me = asyncio.current_task()
-        ctx: dict[str, Any] = {
-            "run_id": run_id, "job_id": job_id, "attempt": claim.attempt, "scheduled_time": scheduled_at,
-            "config": config_value if config_value is not None else self._config_for(spec, self._clock.now()),
-            "logger": run_logger(job_id, run_id),
-        }
+        no_config: ConfigError | None = None
+        try:
+            config = config_value if config_value is not None else self._config_for(spec, self._clock.now())
+        except ConfigError as exc:  # no valid config: recorded as failed, the handler is not called
+            config, no_config = None, exc
+        ctx: dict[str, Any] = {"run_id": run_id, "job_id": job_id, "attempt": claim.attempt,
+                               "scheduled_time": scheduled_at, "config": config, "logger": run_logger(job_id, run_id)}
         if spec.stateful:
             ctx["data_interval"] = data_interval
         started = self._clock.monotonic()
         self._m.running(job_id, +1)
         self._leave_store(me)
         try:
-            if opts.timeout_s is None and me in self._fire_tasks:  # a manual caller's own task is not ours
+            if no_config is not None:
+                log.error("job %s run %s not started: %s", job_id, run_id, no_config)
+                outcome = RunOutcome(run_id, job_id, scheduled_at, RunStatus.FAILED, "ConfigError", str(no_config))
+            elif opts.timeout_s is None and me in self._fire_tasks:  # a manual caller's own task is not ours
                 outcome = await self._invoker.inline(me, spec, ctx, is_fenced=fence is not None)  # type: ignore[arg-type]
             else:
                 outcome = await self._invoker.in_task(spec, ctx, opts.timeout_s, is_fenced=fence is not None)
