@@ -26,7 +26,7 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
-from piko.errors import LeaseLost, StoreError
+from piko.errors import LeaseLost, StoreError, StoreUnavailable
 from piko.store import sql
 from piko.store import sqlite_batch as batch
 from piko.store.codec import from_db, to_param, to_text
@@ -61,6 +61,13 @@ class SqliteStore:
         await self.close()
 
     async def ping(self) -> None:
+        """Raises StoreUnavailable when the file is gone or the last write failed (a full disk):
+        SELECT 1 alone would answer in both cases."""
+        problem = self._worker.file_problem()
+        if problem is None and self._worker.write_failure is not None:
+            problem = f"writes fail: {self._worker.write_failure}"
+        if problem is not None:
+            raise StoreUnavailable(f"SQLite file {self.path}: {problem}")
         await self._worker.call(lambda c: c.execute("SELECT 1").fetchone(), is_write=False)
 
     async def schema_version(self) -> int:

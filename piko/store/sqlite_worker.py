@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import queue
 import sqlite3
 import threading
@@ -21,6 +22,10 @@ from piko.errors import StoreError, StoreUnavailable
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
+# Errors that mean writes cannot succeed until someone acts (a full disk, a read-only or
+# broken file), unlike SQLITE_BUSY/LOCKED: SQLITE_READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+_STUCK_CODES = frozenset({8, 10, 11, 13, 14, 26})
+_STUCK_WORDS = ("disk is full", "readonly", "disk i/o error", "malformed", "not a database", "unable to open")
 _WAKE = object()  # an urgent call is waiting
 
 
@@ -42,6 +47,10 @@ class SqliteWorker:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        # Why the last write failed, while no write has succeeded since: /readyz reports it
+        # (a SELECT 1 answers even when the disk is full and every write fails).
+        self.write_failure: str | None = None
+        self.file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="piko-sqlite", daemon=True)
@@ -78,7 +87,22 @@ class SqliteWorker:
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        self.file_id = _file_id(self.path)
         return conn
+
+    def file_problem(self) -> str | None:
+        """Why the path no longer names the file this worker has open (deleted, replaced)."""
+        if self.file_id is None:
+            return None
+        try:
+            now = _file_id(self.path)
+        except FileNotFoundError:
+            return f"the database file {self.path} was deleted while open: writes go nowhere"
+        except OSError as exc:
+            return f"the database file {self.path} cannot be checked: {exc}"
+        if now != self.file_id:
+            return f"the database file {self.path} was replaced while open: this process writes to the old one"
+        return None
 
     def _run(self) -> None:
         try:
@@ -127,21 +151,36 @@ class SqliteWorker:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._note_write_error(exc)
             err = StoreError(f"SQLite {self.path}: cannot start a write transaction: {exc}")
             self._deliver([(c, False, err) for c in batch])
             return
         for call in batch:
             results.append(self._run_one(conn, call, savepoint=True))
+            if not results[-1][1] and isinstance(results[-1][2], StoreError):
+                self._note_write_error(results[-1][2].__cause__)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._note_write_error(exc)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             err = StoreError(f"SQLite {self.path}: commit failed: {exc}")
             results = [(c, False, err) for c, _, _ in results]
+        else:
+            if any(ok for _, ok, _ in results):
+                self.write_failure = None
         self._deliver(results)
+
+    def _note_write_error(self, exc: BaseException | None) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        text = str(exc)
+        if (code is not None and code & 0xFF in _STUCK_CODES) or any(w in text.lower() for w in _STUCK_WORDS):
+            self.write_failure = text
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, call: _Call, *, savepoint: bool) -> tuple[_Call, bool, Any]:
@@ -154,7 +193,9 @@ class SqliteWorker:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
             if isinstance(exc, sqlite3.Error):
+                cause = exc
                 exc = StoreError(f"SQLite error: {exc}")
+                exc.__cause__ = cause
             elif isinstance(exc, StopIteration):  # a future refuses it, and its caller would wait forever
                 exc = RuntimeError(f"store operation raised StopIteration: {exc!r}")
             return call, False, exc
@@ -172,6 +213,13 @@ class SqliteWorker:
                 loop.call_soon_threadsafe(_resolve_all, items)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    if path == ":memory:" or path.startswith("file:") or not path:
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _resolve_all(items: list[tuple[_Call, bool, Any]]) -> None:
