@@ -116,8 +116,8 @@ class LiveState:
 
         return build_trigger(row, self._app.settings.timezone)
 
-    async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
-        return await self.watermarks.window_for(spec, at)
+    async def window_for(self, spec: JobSpec, at: datetime, kind: str = "manual") -> DataInterval:
+        return await self.watermarks.window_for(spec, at, kind)
 
     async def on_finish(self, spec: JobSpec, outcome: RunOutcome, window: DataInterval | None, kind: str) -> None:
         if spec.stateful:

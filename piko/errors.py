@@ -18,6 +18,11 @@ class ConfigError(PikoError, ValueError):
     """A setting, a job registration or a stored row is invalid."""
 
 
+class WindowWaits(PikoError):
+    """A scheduled fire of a CATCH_UP job whose earlier windows are not done yet: its window
+    waits its turn (it is recorded SKIPPED and run by the catch-up, oldest first)."""
+
+
 class TriggerSpecError(ConfigError):
     """A schedule expression cannot be turned into a trigger.
 

@@ -359,6 +359,44 @@ def test_failing_window_is_retried_and_the_watermark_does_not_move_past_it(db_pa
     assert [s for _, s in statuses].count("FAILED") == 1
 
 
+def test_catch_up_never_runs_a_newer_window_before_an_older_failed_one(db_path):
+    calls = []
+    fail = {"on": True}
+    h = [datetime(2026, 3, 1, 10 + i, tzinfo=UTC) for i in range(4)]
+
+    async def scenario():
+        clock = FakeClock(datetime(2026, 3, 1, 9, 59, 59, tzinfo=UTC))
+        app = make_app(db_path, clock)
+
+        @app.job("s", cron={"minute": 0}, stateful=True, backfill_policy=BackfillPolicy.CATCH_UP)
+        async def s(ctx, scheduled_time):
+            calls.append(ctx["data_interval"].end)
+            if fail["on"] and ctx["data_interval"].end == h[0]:
+                raise RuntimeError("source not ready")
+
+        await seed_watermark(db_path, "s", HOURLY, datetime(2026, 3, 1, 9, tzinfo=UTC))
+
+        async def mark_is(at):
+            return await app.store.get_watermark("s") == at
+
+        async with app:
+            await tick(clock, 1)  # 10:00 fails
+            for n, _ in enumerate(h[1:3], start=2):  # 11:00, 12:00: their windows wait; 10:00 is retried
+                await wait_until(lambda n=n: len(calls) == n - 1 and app.runner.is_idle())
+                await tick(clock, 3600)
+            await wait_until(lambda: len(calls) == 3 and app.runner.is_idle())
+            fail["on"] = False
+            await tick(clock, 3600)  # 13:00: 10:00 succeeds, then 11, 12 and 13 in order
+            await wait_until(lambda: mark_is(h[3]))
+
+    asyncio.run(scenario())
+    assert calls == [h[0], h[0], h[0], h[0], h[1], h[2], h[3]]  # each newer window once, after the older
+    rows = fetch(db_path, "SELECT scheduled_time, status, error_type FROM job_run ORDER BY run_id")
+    waits = [r for r in rows if r[2] == "WindowWaits"]
+    assert [r[1] for r in waits] == ["SKIPPED"] * 3  # the fires at 11, 12 and 13 are recorded, then run
+    assert sorted(r[0] for r in rows if r[1] == "SUCCESS") == [r[0] for r in rows if r[1] == "SUCCESS"]
+
+
 def test_retries_record_each_attempt_as_its_own_row(db_path):
     async def scenario():
         clock = FakeClock(T0)

@@ -26,7 +26,7 @@ from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
 from piko.core.run_metrics import RunMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
-from piko.errors import ConfigError, LeaseLost, StoreError, UnknownJobError
+from piko.errors import ConfigError, LeaseLost, StoreError, UnknownJobError, WindowWaits
 from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
 
@@ -43,7 +43,7 @@ class Runner:
     def __init__(self, *, registry: Registry, store: Store, clock: Clock, instance_id: str,
                  resources: ResourcePool, options_for: Callable[[str], JobOptions],
                  config_for: Callable[[JobSpec, datetime], Any],
-                 window_for: Callable[[JobSpec, datetime], Awaitable[DataInterval | None]] | None = None,
+                 window_for: Callable[[JobSpec, datetime, str], Awaitable[DataInterval | None]] | None = None,
                  on_finish: Callable[[JobSpec, RunOutcome, DataInterval | None, str], Awaitable[None]] | None = None,
                  fence: Callable[[], Fence | None] = lambda: None, metrics: Any = None,
                  run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None,
@@ -256,7 +256,14 @@ class Runner:
         self._active.add(me)  # type: ignore[arg-type]
         try:
             if spec.stateful and data_interval is None and self._window_for is not None:
-                data_interval = await self._window_for(spec, scheduled_at)
+                try:
+                    data_interval = await self._window_for(spec, scheduled_at, kind)
+                except WindowWaits as exc:  # CATCH_UP: this window runs after the earlier ones
+                    outcome = RunOutcome(await self._record_final(spec, scheduled_at, RunStatus.SKIPPED,
+                                                                  "WindowWaits", str(exc), take_lock=take_lock),
+                                         job_id, scheduled_at, RunStatus.SKIPPED, "WindowWaits", str(exc))
+                    await self._after_run(spec, opts, outcome, exc.args[1], kind)  # starts the catch-up
+                    return outcome
             attempt = 1
             while True:
                 if claimed is not None:

@@ -5,6 +5,8 @@ watermark (`last_data_time`) moves only on success, by compare-and-set:
 - CATCH_UP: only contiguously (from the window's start to its end), so a failed window
   holds it back until that window is retried and succeeds; missed windows (downtime, a
   failure) are run in order, oldest first, at most `max_windows` per pass, the rest reported.
+  A scheduled fire whose window is ahead of the watermark does not run out of order: it is
+  recorded SKIPPED (WindowWaits) and the catch-up runs it in its turn.
 - SKIP: to the newest successful end; after downtime only the latest window runs and the
   skipped ones are reported.
 Windows are run with the run lock at their end time, so catching up is idempotent.
@@ -21,10 +23,11 @@ from typing import Any
 from piko.core import backfill
 from piko.core.registry import JobSpec
 from piko.core.types import BackfillPolicy, DataInterval, RunStatus
-from piko.errors import PikoError
+from piko.errors import PikoError, WindowWaits
 from piko.ports import Clock, Store, Trigger
 
 log = logging.getLogger("piko.stateful")
+_BUSY = object()  # a window that is running elsewhere
 _RERUN = {RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.ABANDONED, RunStatus.MISSED,
           RunStatus.SKIPPED}
 
@@ -39,12 +42,23 @@ class Watermarks:
         self._max_windows = max_windows
         self._catching_up: dict[str, asyncio.Task[int]] = {}
 
-    async def window_for(self, spec: JobSpec, at: datetime) -> DataInterval:
+    async def window_for(self, spec: JobSpec, at: datetime, kind: str = "manual") -> DataInterval:
         """The window of a run at `at`: [previous fire, at) when `at` is a fire time of the schedule.
 
         A manual run "now" (not a fire time) gets the latest complete window instead, the one
         ending at the most recent fire: windows stay aligned, so the watermark can move past it.
+        A scheduled fire of a CATCH_UP job whose watermark is behind its window raises
+        WindowWaits: windows run in order, so the catch-up runs it after the earlier ones.
         """
+        window = await self._window_at(spec, at)
+        if kind == "schedule" and spec.backfill_policy is BackfillPolicy.CATCH_UP:
+            mark = await self._store.get_watermark(spec.job_id)
+            if mark is not None and mark < window.start:
+                raise WindowWaits(f"window [{window.start.isoformat()}, {window.end.isoformat()}) waits for the "
+                                  f"earlier ones from {mark.isoformat()} (CATCH_UP runs windows in order)", window)
+        return window
+
+    async def _window_at(self, spec: JobSpec, at: datetime) -> DataInterval:
         trigger = self._trigger_for(spec.job_id)
         prev = backfill.previous_fire(trigger, at) if trigger is not None else None
         if trigger is not None and prev is not None:
@@ -74,7 +88,12 @@ class Watermarks:
             await self.advance(spec, window)
         if spec.backfill_policy is BackfillPolicy.CATCH_UP:
             mark = await self._store.get_watermark(spec.job_id)
-            if mark is not None and mark < window.start:
+            trigger = self._trigger_for(spec.job_id)
+            after_mark = trigger.next_fire_time(mark) if trigger is not None and mark is not None else None
+            # after a success, windows that came due meanwhile (their fires waited); after a failure,
+            # only older windows: the failed one is retried at the next fire, not at once
+            limit = self._clock.now() if status is RunStatus.SUCCESS else window.start
+            if after_mark is not None and after_mark <= limit:
                 self.start_catch_up(spec)
 
     def start_catch_up(self, spec: JobSpec) -> None:
@@ -95,11 +114,19 @@ class Watermarks:
 
     async def catch_up(self, spec: JobSpec, until: datetime | None = None) -> int:
         """Run the windows between the watermark and `until` (default now); return how many ran."""
-        until = until or self._clock.now()
+        ran, is_done = 0, False
+        while not is_done:  # windows that came due during a pass (their fires waited) run next
+            passed, is_done = await self._catch_up_pass(spec, until or self._clock.now())
+            ran += passed
+            until, is_done = None, is_done or passed == 0
+        return ran
+
+    async def _catch_up_pass(self, spec: JobSpec, until: datetime) -> tuple[int, bool]:
+        """(windows run, whether to stop: a window failed or catching up cannot go on)."""
         trigger = self._trigger_for(spec.job_id)
         mark = await self._store.get_watermark(spec.job_id)
         if trigger is None or mark is None or self._run is None:
-            return 0
+            return 0, True
         windows, extra = backfill.windows_between(trigger, mark, until, self._max_windows)
         if spec.backfill_policy is BackfillPolicy.SKIP and len(windows) > 1:
             skipped = windows[:-1]
@@ -115,11 +142,13 @@ class Watermarks:
                 outcome = await self._run_window(spec, window)
             except PikoError as exc:
                 log.warning("job %s: catching up stopped: %s", spec.job_id, exc)
-                break
+                return ran, True
+            if outcome is _BUSY:
+                return ran, True  # running elsewhere (a long run): later windows wait for it
             ran += outcome is not None
             if outcome is not None and outcome.status is not RunStatus.SUCCESS:
-                break  # retried on the next pass; the watermark stays
-        return ran
+                return ran, True  # retried on the next pass; the watermark stays
+        return ran, spec.backfill_policy is not BackfillPolicy.CATCH_UP
 
     async def _run_window(self, spec: JobSpec, window: DataInterval) -> Any:
         assert self._run is not None
@@ -132,7 +161,7 @@ class Watermarks:
             return None
         if status in _RERUN:
             return await self._run(spec.job_id, window.end, kind="backfill", data_interval=window, take_lock=False)
-        return None  # RUNNING elsewhere: leave it
+        return _BUSY  # RUNNING elsewhere: leave it
 
     async def close(self) -> None:
         tasks = list(self._catching_up.values())
