@@ -56,6 +56,8 @@ class PikoApp:
         self.leader: Any = None
         self._stack: AsyncExitStack | None = None
         self._manual_lock: asyncio.Lock | None = None
+        self._manual_loop: asyncio.AbstractEventLoop | None = None  # where the manual runner's store is open
+        self._manual_keeper: asyncio.Task[None] | None = None  # closes that store when its loop ends
         self._writer_lock: asyncio.Lock | None = None
         self._writer_started_late = False
         self._is_started = False
@@ -111,7 +113,7 @@ class PikoApp:
         if self._writer_lock is None:
             self._writer_lock = asyncio.Lock()
         async with self._writer_lock:
-            is_live = self._is_started or (self._manual_lock is not None and self.runner is not None)
+            is_live = self._is_started or self._manual_keeper is not None
             if is_live and not self._writer.is_running:
                 await self._writer.start()
                 self._writer_started_late = True
@@ -206,6 +208,7 @@ class PikoApp:
                              on_trigger_error=lambda job_id, exc: self.piko_metrics.trigger_errors_total.labels(
                                  job_id=job_id).inc(),
                              wait_for_room=self.runner.wait_for_room)
+        await self.live.load_resume_points()
         self.live.start_control()
         await self.live.reconcile_once()
         await stack.enter_async_context(self.kernel)
@@ -241,8 +244,10 @@ class PikoApp:
         if stack is not None:
             log.info("piko app %r stopped", self.name)
         await self.resources.aclose()
-        if self._manual_lock is not None and self.runner is not None and stack is None:
-            await self.store.close()
+        keeper = self._manual_keeper
+        if keeper is not None and stack is None:
+            keeper.cancel()
+            await asyncio.wait({keeper})
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (or forever)."""
@@ -269,11 +274,17 @@ class PikoApp:
             raise ConfigError(f"{exc} (no job_config row applies yet, so the schema got an empty config)") from None
 
     async def manual_runner(self) -> Runner:
-        """The runner, opening just the store when the app is not started (older job_runner API)."""
-        if self.runner is not None:
+        """The runner, opening just the store when the app is not started (older job_runner API).
+
+        Opened per event loop: each `asyncio.run(...)` of a script gets its own, and it is
+        closed when that loop ends (asyncio.run cancels the keeper task below), so pooled
+        MySQL connections never outlive their loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self.runner is not None and (self._is_started or self._manual_loop is loop):
             return self.runner
-        if self._manual_lock is None:
-            self._manual_lock = asyncio.Lock()
+        if self._manual_lock is None or self._manual_loop is not loop:
+            self._manual_lock, self._manual_loop = asyncio.Lock(), loop
         async with self._manual_lock:
             if self.runner is None:
                 self.adopt_default_jobs()
@@ -283,7 +294,16 @@ class PikoApp:
                 runner = self._build_runner(new_instance(self.clock).instance_id)
                 await self.live.load_stored_state(runner)  # stored options, schedules and configs apply
                 self.runner = runner
+                self._manual_keeper = loop.create_task(self._close_manual_at_loop_end(), name="piko-manual-store")
         return self.runner
+
+    async def _close_manual_at_loop_end(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # cancelled: the loop is ending (or stop() was called)
+            self._manual_keeper = None
+            self.runner = None
+            await self.store.close()
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       data_interval: DataInterval | None = None) -> Any:

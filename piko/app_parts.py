@@ -54,6 +54,7 @@ class LiveState:
         self._defaults: JobOptions | None = None
         self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
         self._watermarks: Watermarks | None = None
+        self.resume_after: dict[str, datetime] = {}  # job_id -> its newest handled fire, until first scheduled
 
     @property
     def watermarks(self) -> Watermarks:
@@ -144,6 +145,11 @@ class LiveState:
         return hooks
 
     # -- reconcile ----------------------------------------------------------------------
+    async def load_resume_points(self) -> None:
+        """The newest handled fire of each stateless job (stateful ones resume from their watermark)."""
+        app = self._app
+        self.resume_after = await app.store.last_fire_times([s.job_id for s in app.registry if not s.stateful])
+
     def start_control(self) -> None:
         """Build the control plane and the watermark keeper once the kernel and runner exist."""
         app = self._app
@@ -153,7 +159,9 @@ class LiveState:
         def schedule(job_id: str, trigger: Trigger, row: ScheduleRow) -> None:
             # A one-shot whose time has passed still fires once: the runner runs it within its grace
             # time or records it MISSED (the run lock makes a restart's second try a no-op).
-            after = _EPOCH if row.schedule_type == "date" else None
+            # a restart resumes after the newest fire this job handled, so fires that fell due
+            # while no instance ran are run (within their grace) or recorded MISSED, not lost
+            after = _EPOCH if row.schedule_type == "date" else self.resume_after.pop(job_id, None)
             jitter = getattr(trigger, "jitter", None)  # a field dict's own `jitter`, unless the row sets jitter_s
             jitter_s = row.jitter_s if row.jitter_s is not None else (jitter.total_seconds() if jitter else 0.0)
             kernel.schedule(job_id, trigger, jitter_s=jitter_s, after=after)

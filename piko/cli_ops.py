@@ -178,20 +178,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def print_next(args: argparse.Namespace) -> int:
-    from piko.triggers import make_trigger
+    from piko.triggers import trigger_from_stored
     from piko.triggers.preview import next_fire_times, trigger_from_text
 
     after = _parse_after(args.after, args.tz) if args.after else SystemClock().now()
-    if args.kind:
-        text = args.expr.strip()
-        spec: Any = _json_object(text, "the expression") if text.startswith("{") else text
-        trigger = make_trigger(args.kind, spec, tz=args.tz, default_start=after)
+    if args.kind:  # what a scheduled_job row of that type may hold: raw text, a JSON string or object
+        trigger = trigger_from_stored(args.kind, args.expr, args.tz, default_start=after)
     else:
         trigger = trigger_from_text(args.expr, args.tz, default_start=after)
     times = next_fire_times(trigger, after, args.n)
     for t in times:
         print(t.isoformat())
-    if not times:
+    if not times and args.n > 0:
         print("(this schedule never fires after", after.isoformat() + ")")
     return 0
 

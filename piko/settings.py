@@ -1,8 +1,10 @@
 """Settings: defaults < settings file < PIKO_* environment < explicit overrides; validated, frozen.
 
-Files: the first of settings.toml / piko.toml in the working directory (plus .secrets.toml),
-or the file named by PIKO_SETTINGS_PATH / --settings. Sections `[piko]` and `[default]` hold
-flat keys; any other section is a prefix (`[mysql] dsn` is `mysql_dsn`). Environment keys are
+Files: settings.toml, then piko.toml, then .secrets.toml in the working directory (later
+wins), or the file named by PIKO_SETTINGS_PATH / --settings. Sections `[piko]` and
+`[default]` hold flat keys, as does the environment section named by PIKO_ENV (Dynaconf's
+`[development]`, `[production]`, ...); any other section is a prefix (`[mysql] dsn` is
+`mysql_dsn`). The store keys (dsn, mysql_dsn, db_path) name one store: the highest layer's. Environment keys are
 flat (`PIKO_MYSQL_DSN`) or nested (`PIKO_MYSQL__DSN`). Unknown keys and wrong types are
 errors that name the key and where it came from. Durations are `_s` floats at this boundary.
 """
@@ -22,9 +24,12 @@ from piko.errors import ConfigError
 FILE_NAMES = ("settings.toml", "piko.toml")
 SECRETS_FILE = ".secrets.toml"
 ENV_PREFIX = "PIKO_"
-ENV_IGNORED = {"PIKO_SETTINGS_PATH"}
+ENV_IGNORED = {"PIKO_SETTINGS_PATH", "PIKO_ENV"}
 ENV_IGNORED_PREFIXES = ("PIKO_TEST_", "PIKO_BENCH_")
 FLAT_SECTIONS = ("piko", "default", "defaults")
+# Dynaconf-style environment sections: the one named by PIKO_ENV (or ENV_FOR_DYNACONF, default
+# "development") applies over [default], [global] over everything; the others are ignored.
+ENV_SECTIONS = ("development", "production", "testing", "staging", "global")
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,16 @@ def _fail() -> Any:
     raise TypeError
 
 
-def _flatten_toml(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _flatten_toml(doc: Mapping[str, Any], source: str, env_name: str = "development") -> dict[str, Any]:
     out: dict[str, Any] = {}
+    chosen: list[Mapping[str, Any]] = []  # the active environment's section, then [global]
     for key, value in doc.items():
+        if isinstance(value, Mapping) and key.lower() in ENV_SECTIONS:
+            if key.lower() == env_name:
+                chosen.insert(0, value)
+            elif key.lower() == "global":
+                chosen.append(value)
+            continue  # another environment's section: not this one's settings
         if isinstance(value, Mapping):
             prefix = "" if key.lower() in FLAT_SECTIONS else f"{key.lower()}_"
             for sub, subvalue in value.items():
@@ -194,10 +206,12 @@ def _flatten_toml(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
                 out[prefix + sub.lower()] = subvalue
         else:
             out[key.lower()] = value
+    for section in chosen:
+        out.update(_flatten_toml(section, source))
     return out
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, env_name: str = "development") -> dict[str, Any]:
     try:
         import tomllib  # type: ignore[import-not-found]
     except ModuleNotFoundError:  # Python 3.10
@@ -207,7 +221,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"reading {path} needs tomli on Python < 3.11: pip install 'piko[tomli]'") from None
     try:
         with path.open("rb") as fh:
-            return _flatten_toml(tomllib.load(fh), str(path))
+            return _flatten_toml(tomllib.load(fh), str(path), env_name)
     except OSError as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -222,7 +236,7 @@ def settings_files(cwd: Path, explicit: str | None, env: Mapping[str, str]) -> l
         if not path.is_file():
             raise ConfigError(f"settings file {chosen!r} does not exist")
         return [path]
-    found = [cwd / n for n in FILE_NAMES if (cwd / n).is_file()][:1]
+    found = [cwd / n for n in FILE_NAMES if (cwd / n).is_file()]  # both, as Dynaconf reads them
     if (cwd / SECRETS_FILE).is_file():
         found.append(cwd / SECRETS_FILE)
     return found
@@ -238,6 +252,21 @@ def _env_values(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+_STORE_KEYS = ("dsn", "mysql_dsn", "db_path")  # within one layer, in this order of precedence
+
+
+def _one_store(values: dict[str, Any], ranks: dict[str, int]) -> None:
+    """The store keys name one store: the one set in the highest layer wins (an environment
+    PIKO_MYSQL_DSN beats a settings file's dsn), so the others are dropped."""
+    present = [k for k in _STORE_KEYS if values.get(k) is not None]
+    if len(present) < 2:
+        return
+    winner = max(present, key=lambda k: (ranks[k], -_STORE_KEYS.index(k)))
+    for key in present:
+        if key != winner and key != "db_path":  # db_path alone selects nothing when a DSN wins
+            values[key] = None
+
+
 def load_settings(
     *,
     path: str | None = None,
@@ -251,18 +280,23 @@ def load_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    def put(key: str, value: Any, source: str) -> None:
+    ranks: dict[str, int] = {}  # the layer each key came from: files in order, then env, then arguments
+
+    def put(key: str, value: Any, source: str, rank: int) -> None:
         values[key] = _coerce(key, value, source)
         sources[key] = source
+        ranks[key] = rank
 
-    for file in settings_files(base, path, env):
-        for key, value in _read_toml(file).items():
-            put(key, value, f"settings file {file}")
+    env_name = (env.get("PIKO_ENV") or env.get("ENV_FOR_DYNACONF") or "development").lower()
+    for rank, file in enumerate(settings_files(base, path, env)):
+        for key, value in _read_toml(file, env_name).items():
+            put(key, value, f"settings file {file}", rank)
     for key, (value, source) in _env_values(env).items():
-        put(key, value, source)
+        put(key, value, source, 1000)
     for key, value in (overrides or {}).items():
         if value is not None:
-            put(key, value, "arguments")
+            put(key, value, "arguments", 2000)
+    _one_store(values, ranks)
     try:
         return Settings(**values)
     except ConfigError as exc:

@@ -22,6 +22,18 @@ if str(ROOT) not in sys.path:
 UTC = timezone.utc
 
 
+@pytest.fixture(autouse=True)
+def _isolated_default_registry():
+    """Jobs a test registers with the module-level `@job` (the older API) leave with it: every
+    app adopts that registry's jobs, so a leftover would run in later tests' apps."""
+    from piko.core.registry import default_registry
+
+    saved = dict(default_registry._jobs)
+    yield
+    default_registry._jobs.clear()
+    default_registry._jobs.update(saved)
+
+
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))

@@ -238,3 +238,46 @@ def test_next_reads_a_naive_after_as_a_wall_time_in_the_zone(tmp_path):
     assert r.returncode == 0 and r.stdout.split() == ["2026-01-01T02:00:00+01:00"], (r.stdout, r.stderr)
     bad = piko("next", "* * * * *", "-n", "-1", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.mysql
+def test_job_runner_serves_one_script_after_another_on_mysql(mysql_db_dsn, monkeypatch, tmp_path):
+    """Each asyncio.run() gets its own pooled store, closed when that loop ends (not left to
+    the garbage collector, which printed 'Event loop is closed' tracebacks)."""
+    import gc
+    import warnings
+
+    from piko.core.registry import job
+    from piko.core.runner import job_runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIKO_MYSQL__DSN", mysql_db_dsn)
+    import piko.app as app_module
+
+    monkeypatch.setattr(app_module, "_default_app", None)  # a fresh default app reads the DSN
+
+    @job(job_id="twice", cron="* * * * *")
+    async def twice(ctx, scheduled_time):
+        return ctx["config"].get("n")
+
+    async def main(n):
+        return await job_runner.run_job("twice", config={"n": n})
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        first = asyncio.run(main(1))
+        second = asyncio.run(main(2))
+        gc.collect()
+    assert (first.status.value, first.result, second.status.value, second.result) == ("SUCCESS", 1, "SUCCESS", 2)
+    assert unraisable == []
+
+
+def test_next_with_a_type_reads_what_a_row_of_that_type_may_hold(tmp_path):
+    after = ["--after", "2026-01-05T00:00:00Z", "-n", "1"]
+    for expr in ('*/5 * * * *', '"*/5 * * * *"', '{"cron": "*/5 * * * *"}'):
+        r = piko("next", expr, "--type", "cron", *after, cwd=tmp_path)
+        assert (r.returncode, r.stdout.strip()) == (0, "2026-01-05T00:05:00+00:00"), (expr, r.stderr)
+    none = piko("next", "*/5 * * * *", "-n", "0", cwd=tmp_path)
+    assert (none.returncode, none.stdout) == (0, "")  # zero times asked: no "never fires" line

@@ -89,3 +89,35 @@ def test_secrets_are_masked_in_log_text():
 
     assert mask_secrets("mysql://user:hunter2@db:3306/piko") == "mysql://user:***@db:3306/piko"
     assert "hunter2" not in mask_secrets("connect failed password=hunter2 host=x")
+
+
+def test_an_environment_dsn_beats_a_settings_file_dsn_whatever_its_key(tmp_path):
+    (tmp_path / "settings.toml").write_text('[piko]\ndsn = "mysql://file@h/db"\n')
+    s = load_settings(env={"PIKO_MYSQL_DSN": "mysql://env@h/db"}, cwd=tmp_path)
+    assert s.store_dsn == "mysql://env@h/db"
+    s = load_settings(env={"PIKO_DB_PATH": "env.db"}, cwd=tmp_path)  # a higher layer names a SQLite file
+    assert s.store_dsn == "sqlite:///env.db"
+    s = load_settings(env={}, cwd=tmp_path, overrides={"db_path": "arg.db"})
+    assert s.store_dsn == "sqlite:///arg.db"
+    (tmp_path / "settings.toml").write_text('[piko]\ndsn = "mysql://a@h/db"\ndb_path = "x.db"\n[mysql]\ndsn = "mysql://b@h/db"\n')
+    assert load_settings(env={}, cwd=tmp_path).store_dsn == "mysql://a@h/db"  # one layer: dsn first
+
+
+def test_settings_toml_and_piko_toml_are_both_read_piko_toml_last(tmp_path):
+    (tmp_path / "settings.toml").write_text('timezone = "Asia/Shanghai"\nhttp_port = 9001\n')
+    (tmp_path / "piko.toml").write_text('http_port = 9002\n')
+    s = load_settings(env={}, cwd=tmp_path)
+    assert (s.timezone, s.http_port) == ("Asia/Shanghai", 9002)
+
+
+def test_dynaconf_environment_sections_apply_by_piko_env(tmp_path):
+    (tmp_path / "settings.toml").write_text(
+        '[default]\nlog_level = "INFO"\nhttp_port = 9001\n'
+        '[development]\nlog_level = "DEBUG"\n'
+        '[production]\nlog_level = "WARNING"\n[production.mysql]\ndsn = "mysql://p@h/db"\n'
+        '[global]\nhttp_port = 9009\n')
+    dev = load_settings(env={}, cwd=tmp_path)
+    assert (dev.log_level, dev.http_port, dev.mysql_dsn) == ("DEBUG", 9009, None)
+    prod = load_settings(env={"PIKO_ENV": "production"}, cwd=tmp_path)
+    assert (prod.log_level, prod.mysql_dsn) == ("WARNING", "mysql://p@h/db")
+    assert load_settings(env={"ENV_FOR_DYNACONF": "PRODUCTION"}, cwd=tmp_path).log_level == "WARNING"

@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from piko.core.backfill import previous_fire
 from piko.ports import Clock, Trigger
 
+_TICK = timedelta(microseconds=1)
 log = logging.getLogger("piko.kernel")
 
 FireCallback = Callable[[str, list[datetime], bool], None]  # job_id, due times (oldest first), overflow
@@ -205,8 +207,17 @@ class Kernel:
                 due.append(nxt)
                 nxt = self._next_of(entry, nxt)
             overflow = nxt is not None and nxt <= now
-            while nxt is not None and nxt <= now:  # skip the rest of an oversized backlog
-                nxt = self._next_of(entry, max(nxt, now))
+            if overflow:  # an oversized backlog: the oldest ones and the newest, which may still be on time
+                try:
+                    newest = previous_fire(entry.trigger, now + _TICK)
+                except Exception:  # _next_of below reports a broken trigger
+                    newest = None
+                if newest is not None and newest > due[-1]:
+                    due[-1] = newest
+                log.warning("job %s: more than %d fire times were due at once; the oldest %d and the newest (%s) "
+                            "are recorded, the ones between are not", job_id, len(due), len(due) - 1,
+                            due[-1].isoformat())
+                nxt = self._next_of(entry, now)
             self._push(entry, nxt)
             self._dispatch(job_id, due, overflow)
             fired += 1

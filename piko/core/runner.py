@@ -220,9 +220,6 @@ class Runner:
         opts = self._options_for(job_id)
         _FIRE_FENCE.set(self._fence())
         now = self._clock.now()
-        if overflow:
-            log.warning("job %s: more than %d fire times were due at once; the oldest %d are recorded",
-                        job_id, len(due), len(due))
         for decision in decide_fires(due, now, grace_of(opts.misfire_grace_s), opts.coalesce):
             self._m.lateness(job_id, now - decision.scheduled_at)
             if decision.status is RunStatus.MISSED:

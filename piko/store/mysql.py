@@ -258,6 +258,10 @@ class MysqlStore:
         rows = await self._fetchall(my.LATEST_STATUS, (job_id, to_naive_utc(scheduled_at)))
         return RunStatus(rows[0][0]) if rows else None
 
+    async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
+        rows = await self._select_for(my.LAST_FIRES, job_ids, tail=" GROUP BY job_id")  # loose index scan
+        return {r[0]: from_db(r[1]) for r in rows if r[1] is not None}  # type: ignore[misc]
+
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (instance.instance_id, instance.host, instance.pid, to_naive_utc(instance.started_at))
 

@@ -82,6 +82,7 @@ INSERT_RUN = q(sql.INSERT_RUN)
 SELECT_RUNS_ALL = q(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?")
 SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?")
 LATEST_STATUS = q(sql.LATEST_STATUS)
+LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
                "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")

@@ -45,6 +45,10 @@ RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fenc
 RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
 SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
+# The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
+# SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
+LAST_FIRE = "SELECT MAX(scheduled_time) FROM job_lock WHERE job_id = ?"
+LAST_FIRES = "SELECT job_id, MAX(scheduled_time) FROM job_lock"
 LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                  "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "

@@ -170,6 +170,13 @@ class SqliteStore:
             lambda c: c.execute(sql.LATEST_STATUS, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
         return RunStatus(row[0]) if row else None
 
+    async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
+        ids = list(job_ids)
+
+        def read(c: sqlite3.Connection) -> list[tuple[str, Any]]:  # one indexed MAX per job: no table scan
+            return [(j, c.execute(sql.LAST_FIRE, (j,)).fetchone()[0]) for j in ids]
+        return {j: from_db(t) for j, t in await self._worker.call(read, is_write=False) if t is not None}  # type: ignore[misc]
+
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
         await self._worker.call(lambda c: c.execute(sql.HEARTBEAT_SQLITE, params), is_write=True, is_urgent=True)

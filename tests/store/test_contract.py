@@ -255,6 +255,20 @@ async def test_latest_status_is_that_of_the_newest_run_of_the_slot(store: Store)
     assert await store.latest_status("job", T0 + timedelta(minutes=1)) is None
 
 
+async def test_last_fire_times_are_the_newest_locked_fire_of_each_job(store: Store) -> None:
+    assert await store.last_fire_times(["a", "b"]) == {}
+    for at in (T0, T0 + timedelta(minutes=2), T0 + timedelta(minutes=1)):
+        await store.claim_run(claim("a", at))
+    await store.claim_run(claim("a", T0 + timedelta(hours=5), take_lock=False))  # a manual run "now": no fire
+    await store.claim_run(claim("b", T0, status=RunStatus.MISSED))  # a recorded miss counts as handled
+    await store.claim_run(claim("c", T0))
+    found = await store.last_fire_times(["a", "b", "nope"])
+    assert found == {"a": T0 + timedelta(minutes=2), "b": T0}
+    assert all(t.tzinfo is not None for t in found.values())
+    many = [f"j{i}" for i in range(1200)]  # more ids than one IN list holds
+    assert await store.last_fire_times([*many, "c"]) == {"c": T0}
+
+
 async def test_heartbeat_upserts_the_instance_row(store: Store) -> None:
     me = InstanceInfo("inst-1", "host-a", 42, T0)
     now = datetime.now(UTC)

@@ -139,6 +139,24 @@ async def test_sessions_are_utc_so_database_defaults_are_utc(mysql_db_dsn: str) 
 
 
 @pytest.mark.mysql
+async def test_an_interval_row_inserted_from_a_session_ahead_of_utc_fires_at_once(mysql_db_dsn: str) -> None:
+    from piko.core.reconcile import build_trigger
+
+    async with MysqlStore(mysql_db_dsn) as store:
+        async def insert_from_shanghai(cur: object) -> None:  # an operator's client on a +08:00 server
+            await cur.execute("SET time_zone = '+08:00'")  # type: ignore[attr-defined]
+            await cur.execute("INSERT INTO scheduled_job (job_id, schedule_type, schedule_expr) "  # type: ignore[attr-defined]
+                              "VALUES ('tz8', 'interval', '{\"seconds\": 10}')")
+            await cur.execute("SET time_zone = '+00:00'")  # type: ignore[attr-defined]
+        await store._call(insert_from_shanghai)
+        (row,) = await store.load_schedules(["tz8"])
+        now = datetime.now(UTC)
+        assert row.created_at is not None and row.created_at - now > timedelta(hours=7)  # read as UTC
+        first = build_trigger(row, "UTC").next_fire_time(now)
+        assert first is not None and first - now <= timedelta(seconds=10)  # not 8 hours from now
+
+
+@pytest.mark.mysql
 async def test_deadlocks_are_retried_and_other_errors_are_store_errors(mysql_db_dsn: str) -> None:
     import pymysql
 
