@@ -68,6 +68,11 @@ def parse_field_value(name: str, value: object, source: object) -> FieldExprs:
             _fail(source, name, f"{shown(raw.strip())} has a tab or line break between its words; "
                   f"write {item!r} (APScheduler reads it as 'last' or refuses it)")
         else:
+            # APScheduler matches each item with a '$'-anchored pattern: one trailing LF passes,
+            # any other tab or line break is refused, so it is refused here too
+            if any(c in (raw[:-1] if raw.endswith("\n") else raw) for c in "\t\n\r\x0b\x0c"):
+                _fail(source, name, f"{shown(raw)} holds a tab or line break; separate items with ',' "
+                      "and spaces")
             values.update(_parse_item(item, name, source))
     return FieldExprs(
         text=",".join(items),
@@ -117,21 +122,28 @@ def _numbers(first_text: str, last_text: str | None, step_text: str | None,
 
 def _number(text: str, name: str, source: object) -> int:
     low, high = LIMITS[name]
-    number = int(text) if len(text) <= _MAX_DIGITS else high + 1
+    digits = text.lstrip("0") or "0"  # leading zeros are allowed, as int() allows them
+    number = int(digits) if len(digits) <= _MAX_DIGITS else high + 1
     if not low <= number <= high:
-        _fail(source, name, f"{text} is outside {low}-{high}")
+        _fail(source, name, f"{_short(text)} is outside {low}-{high}")
     return number
 
 
 def _step(text: str | None, span: int, name: str, source: object) -> int:
     if text is None:
         return 1
-    step = int(text) if len(text) <= _MAX_DIGITS else span + 1
+    digits = text.lstrip("0") or "0"
+    step = int(digits) if len(digits) <= _MAX_DIGITS else span + 1
     if step < 1:
-        _fail(source, name, f"step {text} must be at least 1")
+        _fail(source, name, f"step {_short(text)} must be at least 1")
     if step > span:
-        _fail(source, name, f"step {text} is wider than the range it divides ({span})")
+        _fail(source, name, f"step {_short(text)} is wider than the range it divides ({span})")
     return step
+
+
+def _short(digits: str) -> str:
+    """Digit text for a message, bounded: a 990-digit number shows its size instead."""
+    return digits if len(digits) <= 20 else f"{digits[:12]}... ({len(digits)} digits)"
 
 
 def _name_number(text: str, names: list[str], first_number: int, name: str, source: object) -> int:

@@ -75,7 +75,8 @@ def next_instant(
 
 
 _NO_FIRE = datetime.min  # _in_steady_span's "no fire at all" (None means "ask the DST search")
-_DENSE = timedelta(days=DENSE_DAYS)  # a span is worth finding for schedules that fire this often
+_DENSE = timedelta(days=DENSE_DAYS)
+_SPANS_FROM, _SPANS_UNTIL = datetime(2, 3, 1, tzinfo=_UTC), datetime(9998, 10, 1, tzinfo=_UTC)  # a span is worth finding for schedules that fire this often
 
 
 def _in_steady_span(calendar: WallCalendar, tz: tzinfo, after: datetime) -> datetime | None:
@@ -86,6 +87,8 @@ def _in_steady_span(calendar: WallCalendar, tz: tzinfo, after: datetime) -> date
     found once when the fire is near); else None, and the full DST search decides.
     """
     after_utc = after if after.tzinfo is _UTC else after.astimezone(_UTC)
+    if not _SPANS_FROM <= after_utc < _SPANS_UNTIL:  # a span's year-long scan would leave datetime's range
+        return None
     span = cached_span(tz, after_utc)
     if span is None:
         offset = after.utcoffset()

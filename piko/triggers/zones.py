@@ -54,6 +54,7 @@ def resolve_zone(tz: object, spec: object = None) -> Zone:
         legacy_name = getattr(tz, "zone", None)  # pytz: its arithmetic ignores fold, use zoneinfo
         if isinstance(legacy_name, str):
             return resolve_zone(legacy_name, spec)
+        _check_custom(tz, spec)
         return Zone(str(tz), tz, False)
     raise TriggerSpecError(
         spec if spec is not None else tz,
@@ -61,6 +62,20 @@ def resolve_zone(tz: object, spec: object = None) -> Zone:
         "'Europe/Berlin', 'UTC', or a tzinfo",
         "time zone",
     )
+
+
+def _check_custom(tz: tzinfo, spec: object) -> None:
+    """A hand-written tzinfo must give an offset under a day for naive probes: fail at build
+    time, not at the first fire."""
+    try:
+        for probe in (datetime(2000, 1, 15), datetime(2000, 7, 15)):
+            offset = tz.utcoffset(probe)
+            if not isinstance(offset, timedelta) or abs(offset) >= timedelta(days=1):
+                raise ValueError(f"utcoffset() returned {offset!r}")
+    except Exception as exc:
+        raise TriggerSpecError(spec if spec is not None else tz,
+                               f"tzinfo {shown(tz)} is not usable: {type(exc).__name__}: {exc}",
+                               "time zone") from None
 
 
 def _load_zoneinfo(name: str, spec: object) -> ZoneInfo:

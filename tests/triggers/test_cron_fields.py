@@ -247,3 +247,37 @@ def test_start_date_outside_the_supported_range_is_a_spec_error() -> None:
     with pytest.raises(TriggerSpecError, match="outside the supported range") as caught:
         fields({"hour": 1, "start_date": "0001-01-01 00:00:00"}, "Asia/Shanghai")
     assert caught.value.field == "start_date"
+
+
+# -- parity corners found by differential testing against APScheduler 3.11 ---------------
+
+
+def test_leading_zeros_of_any_length_are_accepted_as_apscheduler_does() -> None:
+    assert fields({"minute": "0000007"}).next_fire_time(utc(2026, 1, 1)) == utc(2026, 1, 1, 0, 7)
+    assert fields({"minute": "*/0000030"}).next_fire_time(utc(2026, 1, 1, 0, 1)) == utc(2026, 1, 1, 0, 30)
+
+
+@pytest.mark.parametrize("value", ["5\t,6", "1,\t2", "5\r\n,6", "1,\n2"])
+def test_tabs_and_line_breaks_inside_a_list_are_refused_as_apscheduler_does(value: str) -> None:
+    with pytest.raises(TriggerSpecError, match="holds a tab or line break"):
+        fields({"minute": value})
+
+
+def test_spaces_around_commas_and_one_trailing_line_feed_pass_as_in_apscheduler() -> None:
+    assert fields({"minute": "5\n,6"}) == fields({"minute": "5,6"}) == fields({"minute": "5 , 6"})
+
+
+@pytest.mark.parametrize("value", ["1-" + "9" * 990, "*/" + "7" * 990])
+def test_a_long_number_is_shown_by_its_size_in_the_message(value: str) -> None:
+    with pytest.raises(TriggerSpecError, match=r"\(990 digits\)") as caught:
+        fields({"minute": value})
+    assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Asia/Tokyo"])
+def test_dense_schedules_fire_near_both_ends_of_the_supported_years(tz: str) -> None:
+    """The steady-span shortcut scans a year each way: near year 1 and 9999 the full search answers."""
+    late = fields({"minute": "*/5"}, tz).next_fire_time(utc(9999, 6, 1))
+    early = fields({"minute": "*/5"}, tz).next_fire_time(utc(1, 6, 1))
+    assert late is not None and late.year == 9999 and late.minute % 5 == 0 and late > utc(9999, 6, 1)
+    assert early is not None and early.year == 1 and early.minute % 5 == 0 and early > utc(1, 6, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import tzinfo
 
 import pytest
 
@@ -140,3 +141,24 @@ def test_stored_garbage_is_a_spec_error(schedule_type: str, stored: str, fragmen
 def test_stored_expr_that_is_not_text_is_refused() -> None:
     with pytest.raises(TriggerSpecError, match="is not text"):
         trigger_from_stored("cron", 5, "UTC")  # type: ignore[arg-type]
+
+
+class _NoOffset(tzinfo):
+    def utcoffset(self, dt):  # type: ignore[override]
+        return None
+
+    def dst(self, dt):  # type: ignore[override]
+        return None
+
+
+class _Raising(_NoOffset):
+    def utcoffset(self, dt):  # type: ignore[override]
+        raise RuntimeError("offset table missing")
+
+
+@pytest.mark.parametrize("tz", [_NoOffset(), _Raising()])
+@pytest.mark.parametrize(("kind", "spec"), [("cron", "* * * * *"), ("interval", {"seconds": 5}),
+                                            ("date", {"run_date": "2026-01-01 00:00:00"})])
+def test_a_broken_tzinfo_is_refused_when_the_trigger_is_built(tz, kind, spec) -> None:
+    with pytest.raises(TriggerSpecError, match="invalid time zone: tzinfo .* is not usable"):
+        make_trigger(kind, spec, tz=tz)
