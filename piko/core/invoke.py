@@ -17,13 +17,49 @@ from typing import Any
 
 from piko.core.registry import JobSpec
 from piko.core.resource import ResourcePool
-from piko.core.types import RunOutcome, RunStatus
+from piko.core.types import Fence, RunOutcome, RunStatus
 from piko.errors import JobTimeout
 from piko.observability.logging import bind_run_context, run_logger
 
 RunHook = Callable[[Mapping[str, Any]], None]
 CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
 _CANCELLED = "cancelled (shutdown or lost leadership)"
+
+
+class TermGuard:
+    """Awaits a handler coroutine, checking before every resume that the run's leader term is
+    still current (the leader's monotonic deadline, not a timer): a process frozen past its
+    lease (SIGSTOP, a VM pause) wakes with the handler's own timers due, possibly before the
+    step-down timer, and the handler's code after its await must not run under a lost term.
+    The first resume after the term ended throws CancelledError into it (once: its cleanup
+    may await)."""
+
+    __slots__ = ("_coro", "_is_current")
+
+    def __init__(self, coro: Any, is_current: Callable[[], bool]) -> None:
+        self._coro = coro
+        self._is_current = is_current
+
+    def __await__(self) -> Any:
+        coro, is_current = self._coro, self._is_current
+        sent: Any = None
+        thrown: BaseException | None = None
+        is_cut = False
+        while True:
+            if thrown is None and not is_cut and not is_current():
+                is_cut, thrown = True, asyncio.CancelledError(_TERM_LOST)
+            try:
+                step = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            sent, thrown = None, None
+            try:
+                sent = yield step
+            except BaseException as exc:  # a cancellation (or anything) thrown into our task
+                thrown = exc
+
+
+_TERM_LOST = "cancelled: this instance's leader term ended while the run waited"
 
 
 def outcome_of(run_id: int | None, spec: JobSpec, scheduled_at: datetime, status: RunStatus,
@@ -43,20 +79,24 @@ class Invoker:
     """Awaits handlers; the runner keeps the task sets it cancels on shutdown or a lost term."""
 
     def __init__(self, resources: ResourcePool, hooks: list[RunHook], job_tasks: set[asyncio.Task[Any]],
-                 fenced_tasks: set[asyncio.Task[Any]]) -> None:
+                 fenced_tasks: set[asyncio.Task[Any]], current_fence: Callable[[], Fence | None] = lambda: None) -> None:
+        self._current_fence = current_fence
         self._resources = resources
         self._hooks = hooks
         self._job_tasks = job_tasks
         self._fenced_tasks = fenced_tasks
 
-    def handler_call(self, spec: JobSpec, ctx: dict[str, Any]) -> Awaitable[Any]:
-        """The handler's awaitable, with the run's context set in the task that creates it."""
+    def handler_call(self, spec: JobSpec, ctx: dict[str, Any], fence: Fence | None = None) -> Awaitable[Any]:
+        """The handler's awaitable, with the run's context set in the task that creates it;
+        under a leader term (`fence`), guarded so that it does not go on once the term is over."""
         bind_run_context(spec.job_id, ctx["run_id"])  # the job's own loggers' lines carry the run too
         for hook in self._hooks:
             hook(ctx)
-        if not spec.resources:  # no exit stack to build on the hot path
-            return spec.func(ctx, ctx["scheduled_time"])
-        return self._with_resources(spec, ctx)
+        call = spec.func(ctx, ctx["scheduled_time"]) if not spec.resources else self._with_resources(spec, ctx)
+        if fence is None or not hasattr(call, "send"):
+            return call  # type: ignore[no-any-return]
+        current = self._current_fence
+        return TermGuard(call, lambda: current() == fence)
 
     async def _with_resources(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
         async with AsyncExitStack() as stack:
@@ -64,14 +104,14 @@ class Invoker:
             return await spec.func(ctx, ctx["scheduled_time"], **injected)
 
     async def inline(self, me: asyncio.Task[Any], spec: JobSpec, ctx: dict[str, Any], *,
-                     is_fenced: bool) -> RunOutcome:
+                     fence: Fence | None) -> RunOutcome:
         """No timeout to enforce: await the handler in this (the fire's) task."""
         run_id, at = ctx["run_id"], ctx["scheduled_time"]
         self._job_tasks.add(me)
-        if is_fenced:
+        if fence is not None:
             self._fenced_tasks.add(me)
         try:
-            result = await self.handler_call(spec, ctx)
+            result = await self.handler_call(spec, ctx, fence)
         except asyncio.CancelledError:  # shutdown or a lost term cancelled this fire's task: record it
             return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
         except Exception as exc:
@@ -82,16 +122,16 @@ class Invoker:
         return outcome_of(run_id, spec, at, RunStatus.SUCCESS, result=result)
 
     async def in_task(self, spec: JobSpec, ctx: dict[str, Any], timeout_s: float | None, *,
-                      is_fenced: bool) -> RunOutcome:
+                      fence: Fence | None) -> RunOutcome:
         """The handler in its own task: a timeout, or a caller whose own task must not be cancelled."""
         run_id, at = ctx["run_id"], ctx["scheduled_time"]
 
         async def call() -> Any:
-            return await self.handler_call(spec, ctx)
+            return await self.handler_call(spec, ctx, fence)
 
         task = asyncio.create_task(call(), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
-        if is_fenced:
+        if fence is not None:
             self._fenced_tasks.add(task)
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout_s)

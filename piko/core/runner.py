@@ -72,7 +72,7 @@ class Runner:
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._fenced_tasks: set[asyncio.Task[Any]] = set()  # runs started under a leader term
         self._active: set[asyncio.Task[Any]] = set()  # tasks inside _execute (fires and manual runs)
-        self._invoker = Invoker(resources, list(run_hooks), self._job_tasks, self._fenced_tasks)
+        self._invoker = Invoker(resources, list(run_hooks), self._job_tasks, self._fenced_tasks, fence)
         self._is_closing = False
 
     # -- entry points ------------------------------------------------------------------
@@ -318,9 +318,9 @@ class Runner:
                 log.error("job %s run %s not started: %s", job_id, run_id, no_config)
                 outcome = RunOutcome(run_id, job_id, scheduled_at, RunStatus.FAILED, "ConfigError", str(no_config))
             elif opts.timeout_s is None and me in self._fire_tasks:  # a manual caller's own task is not ours
-                outcome = await self._invoker.inline(me, spec, ctx, is_fenced=fence is not None)  # type: ignore[arg-type]
+                outcome = await self._invoker.inline(me, spec, ctx, fence=fence)  # type: ignore[arg-type]
             else:
-                outcome = await self._invoker.in_task(spec, ctx, opts.timeout_s, is_fenced=fence is not None)
+                outcome = await self._invoker.in_task(spec, ctx, opts.timeout_s, fence=fence)
         finally:
             self._m.running(job_id, -1)
             self._wait_on_store(me)

@@ -1,10 +1,10 @@
 """Per-sink lanes: batch a sink's intents, write them, retry, spill, dead-letter.
 
 Rules. A lane's worker sends a batch when it is full, its oldest intent is old enough, or
-a flush/stop is waiting. A failing batch is split once; if part of it gets through, the rest
-is bisected until each intent that fails alone is dead-lettered. A batch where nothing gets
-through, or a write that timed out (never split: each part would wait as long), means the
-sink is down: capped exponential backoff with jitter, then spill. Only live batches decide
+a flush/stop is waiting. A failing batch is halved level by level; once part of it gets
+through, the rest is bisected until each intent that fails alone is dead-lettered. A batch
+of which nothing gets through in PROBE_PARTS parts, or a write that timed out (never split:
+each part would wait as long), means the sink is down: capped exponential backoff with jitter, then spill. Only live batches decide
 whether a lane is failing or stalled; replayed ones never divert live traffic to disk.
 The writer owns the queue bookkeeping and is told through `finish`; this module must not
 import piko.persistence.writer.
@@ -28,6 +28,7 @@ from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
 from piko.ports import Clock, Sink
 
+PROBE_PARTS = 4  # failed parts, none through, that make a sink look down rather than poisoned
 log = logging.getLogger("piko.persistence")
 _FOREVER = 3600.0
 
@@ -175,23 +176,40 @@ class LaneDriver:
                 lane.is_backing_off = False
 
     async def write_round(self, lane: Lane, batch: list[Envelope]) -> tuple[list[Envelope], Exception | None]:
-        """Write once, isolating poison intents: ([], None), or (the batch, error) if the sink looks down."""
+        """Write once, isolating poison intents: ([], None), or (the batch, error) if the sink looks down.
+
+        A failed batch is halved, level by level, until some part gets through (the sink is up:
+        every part that failed holds poison, bisected to the intents that fail alone) or
+        PROBE_PARTS parts failed with none through (the sink looks down; at most 7 calls), so a
+        few poison intents spread over the batch are isolated too, not only one."""
         error = await self._attempt(lane, batch)
         if error is None:
             return [], None
         if len(batch) == 1 or isinstance(error, TimeoutError):
             return batch, error
-        mid = len(batch) // 2
-        errors = [(half, await self._attempt(lane, half)) for half in (batch[:mid], batch[mid:])]
-        failed = [(half, err) for half, err in errors if err is not None]
-        if len(failed) == 2:
-            return batch, failed[0][1]
+        failed: list[tuple[list[Envelope], Exception]] = [(batch, error)]
         try:
-            for half, err in failed:  # the sink took the other half: this one holds poison
-                await self.isolate(lane, half, err)
+            while True:
+                level: list[tuple[list[Envelope], Exception | None]] = []
+                for part, err in failed:
+                    if len(part) == 1:  # cannot be split: keeps its error
+                        level.append((part, err))
+                        continue
+                    mid = len(part) // 2
+                    for half in (part[:mid], part[mid:]):
+                        level.append((half, await self._attempt(lane, half)))
+                hung = next((err for _, err in level if isinstance(err, TimeoutError)), None)
+                if hung is not None:
+                    raise hung
+                failed = [(part, err) for part, err in level if err is not None]
+                if len(failed) < len(level):  # some part got through: the failed ones hold poison
+                    for part, err in failed:
+                        await self.isolate(lane, part, err)
+                    return [], None
+                if len(failed) >= PROBE_PARTS or all(len(part) == 1 for part, _ in failed):
+                    return batch, failed[0][1]
         except TimeoutError as exc:  # it hung meanwhile: what is not done yet waits like a down sink's
             return [e for e in batch if not e.is_done], exc
-        return [], None
 
     async def isolate(self, lane: Lane, part: list[Envelope], error: Exception) -> None:
         """`part` failed with `error` while the sink is up: bisect it, dead-letter what fails alone.
@@ -221,6 +239,10 @@ class LaneDriver:
                                            self._policy.write_timeout_s)
                 except RejectedIntents as exc:
                     rejected = {id(intent): _as_error(err) for intent, err in exc.rejected}
+                except asyncio.CancelledError as exc:
+                    error = _sink_cancelled(exc)  # raises when it is our own task being cancelled
+                    self._note_failure(lane, len(batch), error, is_live)
+                    return error
                 except Exception as exc:
                     self._note_failure(lane, len(batch), exc, is_live)
                     return exc
@@ -337,6 +359,16 @@ async def call_hook(sink: Sink, name: str) -> None:
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     """Capped exponential backoff before retry `attempt` (1-based), before jitter."""
     return min(cap_s, base_s * 2 ** (attempt - 1))
+
+
+def _sink_cancelled(exc: asyncio.CancelledError) -> Exception:
+    """A CancelledError out of write_batch: ours to propagate when our own task is being
+    cancelled (shutdown), else the sink's failure like any other (a lane must not die of it)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+; 3.10 cannot tell, so propagates
+    if task is None or cancelling is None or cancelling():
+        raise exc
+    return RuntimeError(f"the sink raised CancelledError({exc})")
 
 
 def _as_error(err: BaseException) -> Exception:

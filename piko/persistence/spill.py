@@ -36,12 +36,14 @@ FILE_MAGIC = b"PIKOSPL\x01"
 REC_MAGIC = b"\xa5PR\x01"
 _REC_HEAD = struct.Struct(">II")
 _HEAD_SIZE = len(REC_MAGIC) + _REC_HEAD.size
-MAX_RECORD_BYTES = 256 * 1024 * 1024
+MAX_RECORD_BYTES = 0xFFFFFFFF  # what the 32-bit length holds: whatever is written can be read back
 SPILL_SUFFIX, DEAD_SUFFIX, TMP_SUFFIX, CORRUPT_SUFFIX = ".spill", ".dead", ".tmp", ".corrupt"
 
 
 def frame(body: bytes) -> bytes:
     """One record: magic, length, CRC32 of the body, body."""
+    if len(body) > MAX_RECORD_BYTES:
+        raise codec.CodecError(f"a record of {len(body)} bytes is over the spill format's {MAX_RECORD_BYTES}")
     return REC_MAGIC + _REC_HEAD.pack(len(body), zlib.crc32(body)) + body
 
 

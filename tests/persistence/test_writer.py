@@ -131,6 +131,62 @@ async def test_a_poison_intent_does_not_block_its_batch(make_writer: Make, metri
     assert counter(metrics.persistence_retried_total, sink="rec") == 0
 
 
+@pytest.mark.parametrize("poison", [{"3", "30"}, {"3", "13", "30"}])
+async def test_poison_intents_in_both_halves_of_a_batch_are_isolated_and_the_rest_written(
+        make_writer: Make, metrics, poison: set[str]) -> None:
+    sink = RecordingSink(poison=poison)
+    writer = make_writer(batch_size=40, retry_base_s=30, retry_cap_s=30)  # a retry would time out the test
+    writer.register_sink(sink)
+    async with writer:
+        for i in range(40):
+            await writer.enqueue(intent(i))
+        await writer.flush(timeout=5)
+    assert sorted(sink.keys, key=int) == [k for k in keys(40) if k not in poison]
+    dead = [r for f in writer._spill.dead_files() for r in spill.SpillDir.read(f)[1]]
+    assert len(dead) == len(poison)
+    assert counter(metrics.persistence_retried_total, sink="rec") == 0
+
+
+async def test_a_sink_that_is_down_is_probed_a_bounded_number_of_times_per_round(make_writer: Make) -> None:
+    sink = RecordingSink()
+    sink.is_down = True
+    writer = make_writer(batch_size=40, retry_max=0)
+    writer.register_sink(sink)
+    async with writer:
+        for i in range(40):
+            await writer.enqueue(intent(i))
+        await wait_until(lambda: writer._spill.spill_files())
+    assert sink.calls <= 1 + 2 + 4  # the batch, its halves, its quarters: then it looks down, and spills
+
+
+class CancelsItself(RecordingSink):
+    async def write_batch(self, batch) -> None:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 1:
+            raise asyncio.CancelledError("a driver gave up")  # not our task being cancelled
+        await super().write_batch(batch)
+
+
+async def test_a_sink_raising_cancelled_error_fails_that_write_and_its_lane_goes_on(make_writer: Make) -> None:
+    sink = CancelsItself()
+    writer = make_writer(batch_size=10, retry_base_s=0.01, retry_cap_s=0.01)
+    writer.register_sink(sink)
+    async with writer:
+        for i in range(10):
+            await writer.enqueue(intent(i))
+        await writer.flush(timeout=5)
+        await writer.enqueue(intent(10))  # the lane still works afterwards
+        await writer.flush(timeout=5)
+    assert sorted(sink.keys, key=int) == keys(11)
+
+
+def test_a_record_too_large_for_the_format_is_refused_when_framed(monkeypatch) -> None:
+    monkeypatch.setattr(spill, "MAX_RECORD_BYTES", 10)
+    with pytest.raises(ValueError, match="a record of 11 bytes is over the spill format's 10"):
+        spill.frame(b"x" * 11)
+    assert spill.read_records(spill.FILE_MAGIC + spill.frame(b"x" * 10)) == ([b"x" * 10], 0)
+
+
 async def test_a_sink_that_hangs_does_not_stall_other_sinks(make_writer: Make) -> None:
     stuck, fast = RecordingSink("stuck"), RecordingSink("fast")
     stuck.hang_until = asyncio.Event()
