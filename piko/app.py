@@ -234,20 +234,25 @@ class PikoApp:
         self._deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
         stack, self._stack = self._stack, None
         self._is_started = False
+        keeper = self._manual_keeper
+        if keeper is not None and stack is None:  # manual runs only: the keeper closes what they opened
+            keeper.cancel()
+            await asyncio.wait({keeper})
+            return
         if stack is not None:
             await stack.aclose()
+        await self._close_late_parts()
+        if stack is not None:
+            log.info("piko app %r stopped", self.name)
+
+    async def _close_late_parts(self) -> None:
+        """What was opened on first use, not on the start-up stack: the writer, the CPU pool."""
         if self._writer_started_late and self._writer is not None:  # not on the stack: started after it
             self._writer_started_late = False
             await self._writer.stop(self._remaining())
         if self._cpu is not None:  # created on first use, often inside a run: closed after runs drained
             await self._cpu.close(self._remaining())
-        if stack is not None:
-            log.info("piko app %r stopped", self.name)
         await self.resources.aclose()
-        keeper = self._manual_keeper
-        if keeper is not None and stack is None:
-            keeper.cancel()
-            await asyncio.wait({keeper})
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (or forever)."""
@@ -301,9 +306,13 @@ class PikoApp:
         try:
             await asyncio.Event().wait()
         finally:  # cancelled: the loop is ending (or stop() was called)
-            self._manual_keeper = None
-            self.runner = None
-            await self.store.close()
+            self._deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
+            try:
+                await self._close_late_parts()  # a writer a manual run started spills or writes what it holds
+            finally:
+                self._manual_keeper = None
+                self.runner = None
+                await self.store.close()
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       data_interval: DataInterval | None = None) -> Any:

@@ -154,3 +154,32 @@ def test_a_manual_run_of_an_app_that_is_not_started_can_use_the_writer(tmp_path)
 
     outcome = asyncio.run(scenario())
     assert outcome.status.value == "SUCCESS" and len(sink.items) == 1
+
+
+def test_manual_runs_in_one_asyncio_run_after_another_lose_no_intent(tmp_path):
+    """The writer a manual run started is stopped when its loop ends (asyncio.run cancels the
+    app's keeper task): what it held is written or spilled, and the next loop starts it afresh."""
+    sink = ListSink()
+    app = PikoApp("manual", settings=_settings(tmp_path))
+    app.writer.register_sink(sink)
+
+    @app.job("emit_many")
+    async def emit_many(ctx, scheduled_time):
+        for n in range(50):  # no flush: the run ends with its intents still queued
+            await app.writer.enqueue(WriteIntent(sink="mem", key=f"{ctx['run_id']}-{n}", payload=n,
+                                                 job_id=ctx["job_id"], run_id=ctx["run_id"],
+                                                 scheduled_time=scheduled_time))
+
+    first = asyncio.run(app.run_job("emit_many"))
+    assert not app.writer.is_running  # stopped with its loop, not left "running" on a dead loop
+
+    async def second_and_flush():
+        outcome = await app.run_job("emit_many")  # its start replays what the first loop spilled
+        await app.writer.flush(timeout=5)
+        await app.stop()
+        return outcome
+
+    second = asyncio.run(second_and_flush())
+    assert (first.status.value, second.status.value) == ("SUCCESS", "SUCCESS")
+    keys = sorted(i.key for i in sink.items)
+    assert len(set(keys)) == 100 and {k.split("-")[0] for k in keys} == {str(first.run_id), str(second.run_id)}

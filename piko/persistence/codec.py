@@ -102,11 +102,11 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     timedelta: _tagged("td", timedelta.total_seconds),
     Decimal: _tagged("dec", str),
     bytes: _tagged("b64", lambda v: base64.b64encode(v).decode("ascii")),
-    bytearray: _tagged("b64", lambda v: base64.b64encode(v).decode("ascii")),
+    bytearray: _tagged("ba64", lambda v: base64.b64encode(v).decode("ascii")),
     uuid.UUID: _tagged("uuid", str),
     tuple: _tagged("tuple", lambda v: [encode(x) for x in v]),
     set: _tagged("set", lambda v: [encode(x) for x in v]),
-    frozenset: _tagged("set", lambda v: [encode(x) for x in v]),
+    frozenset: _tagged("fset", lambda v: [encode(x) for x in v]),
 }
 
 
@@ -252,6 +252,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any], Mapping[str, type]], Any]] = {
     "uuid": lambda d, _: uuid.UUID(d["v"]),
     "tuple": lambda d, t: tuple(decode(d["v"], t)),
     "set": lambda d, t: set(decode(d["v"], t)),
+    "fset": lambda d, t: frozenset(decode(d["v"], t)),
+    "ba64": lambda d, _: bytearray(base64.b64decode(d["v"])),
     "map": lambda d, t: {_hashable(decode(k, t)): decode(v, t) for k, v in d["v"]},
     "dc": _decode_model,
     "model": _decode_model,

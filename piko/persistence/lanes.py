@@ -28,6 +28,7 @@ from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
 from piko.ports import Clock, Sink
 
+_DRAIN_PAUSE_S = 0.5  # between tries to spill while stopping, when neither the sink nor the disk takes
 PROBE_PARTS = 4  # failed parts, none through, that make a sink look down rather than poisoned
 log = logging.getLogger("piko.persistence")
 _FOREVER = 3600.0
@@ -118,14 +119,24 @@ class LaneDriver:
                 await call_hook(lane.sink, "open")
             except Exception:  # its writes will fail and spill until it can work
                 log.exception("persistence: sink %r failed to open", lane.name)
+        is_disk_failing = False
         while batch := await self._next_batch(lane):
             lane.in_flight = batch
             try:
                 await self._deliver(lane, batch)
-            except Exception:  # the disk failed us too: keep the intents queued and wait
-                log.exception("persistence: cannot spill or dead-letter for sink %r; retrying", lane.name)
+                is_disk_failing = False
+            except Exception as exc:  # the disk failed us too: keep the intents queued and wait
+                if not is_disk_failing:  # once per outage, not once per retry
+                    log.exception("persistence: cannot spill or dead-letter for sink %r; retrying", lane.name)
+                else:
+                    log.debug("persistence: still cannot spill for sink %r: %r", lane.name, exc)
+                is_disk_failing = True
                 self._requeue(lane, batch)
-                await self._clock.wait(self.stopping, self._policy.retry_cap_s)
+                lane.in_flight = []  # back in pending: counted once while we wait
+                # while stopping, `stopping` is set: pause anyway, or the retries spin until the budget ends
+                await self._clock.wait(None if self.is_draining else self.stopping,
+                                       min(self._policy.retry_cap_s, _DRAIN_PAUSE_S) if self.is_draining
+                                       else self._policy.retry_cap_s)
             lane.in_flight = []
             self._on_change()
 

@@ -239,7 +239,9 @@ class SpillDir:
         header = _header(bodies[0]) if bodies else None
         if header is not None:
             sink = header.get("sink")
-            return (sink if isinstance(sink, str) else None), bodies[1:], bad
+            if isinstance(sink, str):
+                return sink, bodies[1:], bad
+            bodies, bad = bodies[1:], bad + 1  # a readable header that names no sink counts as one bad record
         for body in bodies:  # the header record was damaged: the records name their sink
             try:
                 return body_sink(body), bodies, bad

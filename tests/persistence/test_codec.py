@@ -53,6 +53,14 @@ def test_values_round_trip(value: Any) -> None:
     assert codec.loads(codec.dumps(value)) == value
 
 
+@pytest.mark.parametrize("value", [frozenset({1, 2}), bytearray(b"\x00ab"), {"k": (frozenset(), bytearray())}])
+def test_frozensets_and_bytearrays_keep_their_types(value: Any) -> None:
+    back = codec.loads(codec.dumps(value))
+    assert back == value and type(back) is type(value)
+    if isinstance(value, dict):
+        assert [type(x) for x in back["k"]] == [frozenset, bytearray]
+
+
 def test_registered_dataclass_and_model_are_rebuilt() -> None:
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     values = [Point(1, when), User(id=1, name="alice", joined=when)]

@@ -105,3 +105,12 @@ def test_a_damaged_header_still_yields_the_sink_from_the_records(spill_dir: spil
     data[len(spill.FILE_MAGIC) + 14] ^= 0xFF  # inside the header record
     path.write_bytes(bytes(data))
     assert spill_dir.read(path) == ("rec", bodies(2), 1)
+
+
+def test_a_readable_header_that_names_no_sink_counts_as_one_bad_record(spill_dir: spill.SpillDir) -> None:
+    path = spill_dir.spill("rec", bodies(3))
+    header = spill.frame(json.dumps({"kind": "spill", "sink": 5}).encode())  # passes its checksum
+    records = path.read_bytes()[len(spill.FILE_MAGIC):]
+    first = records.index(spill.REC_MAGIC, 1)  # past the real header record
+    path.write_bytes(spill.FILE_MAGIC + header + records[first:])
+    assert spill_dir.read(path) == ("rec", bodies(3), 1)  # the records still name their sink

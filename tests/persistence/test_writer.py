@@ -514,16 +514,20 @@ async def test_losing_intents_to_a_full_disk_with_the_sink_down_is_counted_logge
     monkeypatch.setattr(spill.SpillDir, "dead_letter", disk_full)
     sink = RecordingSink()
     sink.is_down = True
-    writer = make_writer(retry_max=0, queue_max=100)
+    writer = make_writer(retry_max=0, queue_max=100, retry_cap_s=0.2)
     writer.register_sink(sink)
     await writer.start()
     for i in range(40):
         await writer.enqueue(intent(i))
     with caplog.at_level(logging.ERROR, logger="piko.persistence"):
+        calls_before = sink.calls
         lost = await writer.stop(deadline_s=0.5)
     assert lost == 40
     assert counter(metrics.persistence_lost_total) == 40
     assert any("40 accepted intent(s) LOST" in r.getMessage() for r in caplog.records)
+    # while stopping, the tries pause between rounds instead of spinning until the budget ends
+    assert sum("cannot spill or dead-letter" in r.getMessage() for r in caplog.records) <= 1
+    assert sink.calls - calls_before <= 4 * 7  # about 0.5 s / 0.2 s rounds of at most 7 probes
 
 
 async def test_journal_mode_starts_on_a_full_disk_and_recovers_the_journal_when_there_is_room(
