@@ -211,6 +211,7 @@ class PikoApp:
         await self.live.load_resume_points()
         self.live.start_control()
         await self.live.reconcile_once()
+        self.live.resume_after.clear()  # only rows running at start resume; one enabled later starts now
         await stack.enter_async_context(self.kernel)
         await stack.enter_async_context(self.live.reconcile_loop())
         if self.leader is not None and self.leader.is_leader():

@@ -151,8 +151,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     from piko.cli import _app
-    from piko.core.reconcile import build_trigger
-    from piko.errors import TriggerSpecError
+    from piko.core.reconcile import build_trigger, check_row_options
     from piko.triggers.preview import next_fire_times
 
     app = _app(args)
@@ -167,10 +166,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             continue
         state = "" if row.enabled else " [disabled]"
         try:
+            check_row_options(row)
             trig = build_trigger(row, app.settings.timezone)
             times = ", ".join(t.isoformat() for t in next_fire_times(trig, now, args.n)) or "never again"
             print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> next: {times}")
-        except TriggerSpecError as exc:
+        except ConfigError as exc:  # TriggerSpecError is one
             print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> INVALID: {exc}")
     for job_id in sorted(set(rows) - {s.job_id for s in app.registry}):
         print(f"{job_id}: stored schedule, but no code registers this job id")

@@ -314,6 +314,38 @@ def test_fires_that_fell_due_while_piko_was_down_are_run_or_recorded_missed_afte
         assert rows == {s[1]: "SUCCESS", s[2]: "MISSED", s[3]: "SUCCESS", s[4]: "SUCCESS", s[5]: "SUCCESS"}
 
 
+def test_a_row_disabled_across_a_restart_starts_afresh_when_enabled_again(db_path):
+    ran: list[datetime] = []
+    s = [T0 + timedelta(seconds=10 * n) for n in range(20)]
+
+    def build(clock):
+        app = make_app(db_path, clock, misfire_grace_s=3600, coalesce=False, poll_interval_s=1)
+
+        @app.job("every10", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
+        async def every10(ctx, scheduled_time):
+            ran.append(scheduled_time)
+        return app
+
+    async def scenario():
+        clock = FakeClock(T0)
+        async with build(clock) as app:
+            await tick(clock, 10)
+            await wait_until(lambda: ran == [s[1]] and idle(app))
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE scheduled_job SET enabled = 0")
+        clock.advance(45)
+        async with build(clock) as app:  # started while the row is disabled: nothing to resume
+            with sqlite3.connect(db_path) as conn:
+                conn.execute("UPDATE scheduled_job SET enabled = 1")
+            await app.live.reconcile_once()
+            await tick(clock, 5)  # 12:01:00
+            await wait_until(lambda: len(ran) == 2 and idle(app))
+
+    asyncio.run(scenario())
+    assert ran == [s[1], s[6]]  # not the fires of the time it was disabled
+    assert [st for _, st in _statuses(db_path)] == ["SUCCESS", "SUCCESS"]
+
+
 def _statuses(db_path: str) -> list[tuple[datetime, str]]:
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT scheduled_time, status FROM job_run ORDER BY scheduled_time").fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 from piko.core.registry import JobSpec, Registry
 from piko.core.types import JobOptions, ScheduleRow
-from piko.errors import TriggerSpecError
+from piko.errors import ConfigError, TriggerSpecError
 from piko.ports import Trigger
 
 log = logging.getLogger("piko.reconcile")
@@ -61,6 +62,27 @@ def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], regist
     stop = [job_id for job_id in candidates
             if job_id not in by_id or not by_id[job_id].enabled or not registered(job_id)]
     return Plan(tuple(upsert), tuple(sorted(stop)), tuple(sorted(unknown)))
+
+
+MAX_GRACE_S = 100 * 365 * 86400.0  # beyond this a grace time is "no limit": write NULL or a negative value
+MAX_JITTER_S = 86400.0
+
+
+def check_row_options(row: ScheduleRow) -> None:
+    """The row's per-job options, as operators typed them: ConfigError naming the column.
+
+    A negative misfire_grace_s means no limit (as NULL grace in APScheduler); huge or NaN
+    values, a max_instances under 1 and a jitter past a day are refused like a bad schedule."""
+    def fail(column: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"invalid {column}: {TriggerSpecError.preview(value)} is not allowed; use {allowed}")
+
+    grace, jitter, most = row.misfire_grace_s, row.jitter_s, row.max_instances
+    if grace is not None and not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace <= MAX_GRACE_S):
+        fail("misfire_grace_s", grace, f"seconds up to {MAX_GRACE_S:.0f}, or a negative value or NULL for no limit")
+    if jitter is not None and not (isinstance(jitter, (int, float)) and 0 <= jitter <= MAX_JITTER_S):
+        fail("jitter_s", jitter, f"seconds from 0 to {MAX_JITTER_S:.0f}, or NULL")
+    if most is not None and not (isinstance(most, int) and not isinstance(most, bool) and most >= 1):
+        fail("max_instances", most, "a whole number of 1 or more, or NULL")
 
 
 def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOptions) -> JobOptions:
@@ -157,8 +179,9 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
         result.stopped.append(job_id)
     for row in plan.upsert:
         try:
+            check_row_options(row)
             trigger = make(row, default_tz)
-        except TriggerSpecError as exc:
+        except ConfigError as exc:  # TriggerSpecError is one
             if book.report_once(row.job_id, str(exc)):
                 keeps = "keeps its last good schedule" if row.job_id in book.triggers else "is not scheduled"
                 log.error("scheduled_job row %r (version %s) is invalid and %s: %s", row.job_id, row.version,

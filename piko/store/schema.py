@@ -156,6 +156,21 @@ def v2_triggers(dialect: str) -> list[str]:
     return out
 
 
+# v3: an UPDATE that changes a row's job_id (a rename) must stop the old job too, so the
+# update triggers log the old and the new job_id. The v2 update triggers are superseded.
+_SUPERSEDED = ("piko_sj_update", "piko_jc_update")
+
+
+def v3_triggers(dialect: str) -> list[str]:
+    out = []
+    for table, short in (("scheduled_job", "sj"), ("job_config", "jc")):
+        body = (f"INSERT INTO piko_change (table_name, job_id) VALUES ('{table}', NEW.job_id), "
+                f"('{table}', OLD.job_id)")
+        out.append(trigger_sql(dialect, f"piko_{short}_update_v3", table, "UPDATE", body))
+    # dropped after the new ones exist: no moment without an update trigger
+    return out + [f"DROP TRIGGER IF EXISTS {name}" for name in _SUPERSEDED]
+
+
 @dataclass(frozen=True)
 class Migration:
     """Statements run once, in order. `optional` ones are retried at every open and may fail
@@ -185,11 +200,19 @@ def migrations(dialect: str) -> list[Migration]:
     v2.append("INSERT INTO job_config_history (job_id, schema_version, config_json, version, effective_from) "
               "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config")
     return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1)),
-            Migration(2, "change log and config history (triggers)", tuple(v2), tuple(v2_triggers(dialect)))]
+            Migration(2, "change log and config history (triggers)", tuple(v2), tuple(v2_triggers(dialect))),
+            Migration(3, "change log: updates log the old and the new job_id", (), tuple(v3_triggers(dialect)))]
 
 
 def optional_statements(dialect: str) -> list[str]:
-    return [statement for mig in migrations(dialect) for statement in mig.optional]
+    """The optional statements that bring any database to the newest state, re-run at every
+    open (MySQL): superseded triggers are dropped, never created again first."""
+    out = []
+    for mig in migrations(dialect):
+        out += [st for st in mig.optional if not any(f"TRIGGER {name} " in st or
+                                                         f"TRIGGER IF NOT EXISTS {name} " in st
+                                                         for name in _SUPERSEDED)]
+    return out
 
 
 def latest_version(dialect: str) -> int:

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from piko.core.reconcile import diff, options_for
-from piko.core.registry import JobSpec
+from datetime import datetime, timezone
+
+import pytest
+
+from piko.core.reconcile import ScheduleBook, apply_plan, check_row_options, diff, options_for
+from piko.core.registry import JobSpec, Registry
 from piko.core.types import JobOptions, ScheduleRow
+from piko.errors import ConfigError
 
 
 async def _f(ctx, t):
@@ -43,3 +48,37 @@ def test_options_take_the_row_then_the_code_then_the_defaults():
     assert (opts.misfire_grace_s, opts.max_instances, opts.timeout_s, opts.coalesce) == (5, 4, 9, True)
     date_row = ScheduleRow("j", "date", '{"run_date": "2026-01-01"}')
     assert options_for(spec, date_row, JobOptions()).is_one_shot
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("misfire_grace_s", 1e308), ("misfire_grace_s", float("nan")), ("misfire_grace_s", "soon"),
+    ("jitter_s", 1e9), ("jitter_s", -1.0), ("max_instances", 0), ("max_instances", -3), ("max_instances", 2.5),
+])
+def test_absurd_row_options_are_refused_naming_the_column(column, value):
+    row = ScheduleRow("j", "cron", "* * * * *", **{column: value})
+    with pytest.raises(ConfigError, match=f"invalid {column}: .* is not allowed; use "):
+        check_row_options(row)
+
+
+def test_sensible_row_options_pass_and_a_negative_grace_means_no_limit():
+    for row in (ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=-5, jitter_s=0.5, max_instances=3),
+                ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=3600.0, jitter_s=86400, max_instances=1),
+                ScheduleRow("j", "cron", "* * * * *")):
+        check_row_options(row)
+
+
+def test_a_row_with_absurd_options_is_reported_once_and_keeps_its_last_good_schedule():
+    registry = Registry()
+    registry.job("j")(_f)
+    book, scheduled = ScheduleBook(), []
+    good = ScheduleRow("j", "cron", "* * * * *")
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+    def apply(row):
+        return apply_plan(diff(book.applied, [row], lambda _: True), book, registry, "UTC",
+                          lambda job_id, trigger, r: scheduled.append(r), lambda _: None, now)
+
+    assert apply(good).started == ["j"]
+    bad = ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=1e308, version=2)
+    assert apply(bad).invalid == ["j"] and scheduled == [good]
+    assert "misfire_grace_s" in book.problems["j"]

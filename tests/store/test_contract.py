@@ -139,6 +139,17 @@ async def test_change_log_names_jobs_edited_through_the_store_and_by_plain_sql(s
     assert await store.changes_since(start, limit=2) is None  # too many: the caller reloads everything
 
 
+async def test_a_rename_by_plain_sql_names_the_old_and_the_new_job_id(store: Store) -> None:
+    await raw_execute(store, "INSERT INTO scheduled_job (job_id, schedule_expr) VALUES ('old', '0 * * * *')")
+    await raw_execute(store, "INSERT INTO job_config (job_id, config_json) VALUES ('cold', '{}')")
+    start = await store.change_cursor()
+    assert start is not None
+    await raw_execute(store, "UPDATE scheduled_job SET job_id = 'new' WHERE job_id = 'old'")
+    await raw_execute(store, "UPDATE job_config SET job_id = 'cnew' WHERE job_id = 'cold'")
+    changes = await store.changes_since(start)
+    assert changes is not None and changes[1] == {"old", "new"} and changes[2] == {"cold", "cnew"}
+
+
 async def test_prune_changes_drops_only_entries_older_than_the_cutoff(store: Store) -> None:
     await store.upsert_schedule(ScheduleRow("a", "cron", "* * * * *"))
     assert await store.prune_changes(datetime.now(UTC) - timedelta(hours=1)) == 0
