@@ -28,11 +28,10 @@ from piko.core.types import (
 )
 from piko.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from piko.observability.logging import mask_dsn
+from piko.store import mysql_schema, sql
 from piko.store import mysql_sql as my
-from piko.store import sql
 from piko.store.codec import from_db, to_naive_utc, to_param
 from piko.store.mysql_pool import MysqlConnections, Op, T
-from piko.store.schema import SCHEMA_TABLE, migrations, optional_statements, render
 
 log = logging.getLogger("piko.store.mysql")
 
@@ -53,6 +52,7 @@ class MysqlStore:
         self._db = MysqlConnections(self._connect_args, self.description, pool_size=pool_size,
                                     pool_recycle=pool_recycle, attempts=retry_attempts)
         self._seeded_leases: set[str] = set()
+        self._write_failure: str | None = None  # why writes fail, while none has succeeded since
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
@@ -80,9 +80,11 @@ class MysqlStore:
             await cur.execute("SELECT 1")
 
         try:
-            await self._call(select_one, attempts=2)
+            await self._call(select_one, attempts=2, is_read=True)
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
+        if self._write_failure is not None:  # SELECT 1 answers while every write fails (read-only, full)
+            raise StoreUnavailable(f"{self.description}: writes fail: {self._write_failure}")
 
     async def schema_version(self) -> int:
         async def read(cur: Any) -> int:
@@ -94,31 +96,30 @@ class MysqlStore:
                 raise
             row = await cur.fetchone()
             return int(row[0] or 0)
-        return await self._call(read)
+        return await self._call(read, is_read=True)
 
     async def _migrate(self) -> None:
-        lock_name = f"piko_migrate:{self._connect_args['db']}"[:64]
+        db_name = str(self._connect_args["db"])
 
-        async def migrate(cur: Any) -> None:
-            await cur.execute(my.MIGRATION_LOCK, (lock_name,))  # one migrator at a time
-            try:
-                await cur.execute(render(SCHEMA_TABLE, "mysql"))
-                await cur.execute(my.SCHEMA_VERSION)
-                current = int((await cur.fetchone())[0] or 0)
-                for mig in migrations("mysql"):
-                    if mig.version > current:
-                        for statement in mig.statements:
-                            await _execute_ddl(cur, statement)
-                        await cur.execute(my.RECORD_MIGRATION, (mig.version, mig.description))
-                self._has_change_log = await _create_optional(cur)
-            finally:
-                await cur.execute(my.MIGRATION_UNLOCK, (lock_name,))
-        await self._call(migrate)
+        async def run(cur: Any) -> None:
+            self._has_change_log = await mysql_schema.migrate(cur, db_name)
+        await self._call(run)
 
     # -- the one way SQL runs: see mysql_pool.py ------------------------------------------------
     async def _call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None,
-                    is_urgent: bool = False) -> T:
-        return await self._db.call(op, is_tx=is_tx, attempts=attempts, is_urgent=is_urgent)
+                    is_urgent: bool = False, is_read: bool = False) -> T:
+        """The one way SQL runs; a write failing for a reason that lasts (read-only server, full
+        disk) is remembered for ping() until a write succeeds again."""
+        try:
+            result = await self._db.call(op, is_tx=is_tx, attempts=attempts, is_urgent=is_urgent)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not is_read and cause is not None and my.error_code(cause) in my.WRITES_REFUSED:
+                self._write_failure = my.reason(cause)
+            raise
+        if not is_read:
+            self._write_failure = None
+        return result
 
     async def _execute(self, statement: str, params: Any = (), *, is_tx: bool = False) -> int:
         """Run one statement; its rowcount."""
@@ -131,7 +132,7 @@ class MysqlStore:
         async def run(cur: Any) -> list[Any]:
             await cur.execute(statement, params)
             return list(await cur.fetchall())
-        return await self._call(run)
+        return await self._call(run, is_read=True)
 
     async def _select_for(self, base: str, job_ids: Collection[str] | None, *, condition: str = "",
                           tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
@@ -345,7 +346,7 @@ class MysqlStore:
             await cur.execute(my.LEASE_HOLDER, (name,))
             row = await cur.fetchone()
             return (str(row[0]), int(row[1])) if row else None
-        return await self._call(read, is_urgent=True)
+        return await self._call(read, is_urgent=True, is_read=True)
 
 
 def _check_charset(name: str) -> None:
@@ -367,28 +368,3 @@ async def _check_fence(cur: Any, fence: Fence | None) -> None:
     await cur.execute(my.CHECK_FENCE, (fence.lease_name, fence.holder, fence.token))
     if await cur.fetchone() is None:
         raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")
-
-
-async def _execute_ddl(cur: Any, statement: str) -> None:
-    try:
-        await cur.execute(statement)
-    except Exception as exc:
-        code = my.error_code(exc)
-        if code == my.ER_BINLOG_CREATE_ROUTINE_NEED_SUPER:
-            raise StoreError(
-                "the schema migration creates triggers, which a server with binary logging (MySQL 8's "
-                "default) allows only with SUPER or log_bin_trust_function_creators=1: set that variable, "
-                "or run the first start once as an administrator") from exc
-        if code not in my.ALREADY_DONE:  # index/trigger exists: an earlier run got that far
-            raise
-
-
-async def _create_optional(cur: Any) -> bool:
-    """Create (or confirm) the change-log triggers; False when the server refuses them."""
-    for statement in optional_statements("mysql"):
-        try:
-            await _execute_ddl(cur, statement)
-        except Exception as exc:  # 1419 (binlog without SUPER), 1142 (no TRIGGER privilege), ...
-            log.warning("change log unavailable, reconcile will read every row each tick: %s", exc)
-            return False
-    return True

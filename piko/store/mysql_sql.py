@@ -138,6 +138,9 @@ BUSY = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT (MyS
 # (MySQL 8); 0 is the driver's "not connected" on a connection it already closed.
 CONNECTION_LOST = frozenset({0, 1053, 1927, 2003, 2006, 2013, 2055, 4031})
 TRANSIENT = BUSY | CONNECTION_LOST
+# Writes refused until someone acts: disk full (1021), table full (1114), read-only server or
+# transaction (1290, 1792, 1836), InnoDB read-only (1015 can't lock, 1030 engine error).
+WRITES_REFUSED = frozenset({1015, 1021, 1030, 1114, 1290, 1792, 1836})
 
 
 def error_code(exc: BaseException) -> int | None:

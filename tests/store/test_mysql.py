@@ -157,6 +157,31 @@ async def test_an_interval_row_inserted_from_a_session_ahead_of_utc_fires_at_onc
 
 
 @pytest.mark.mysql
+async def test_refused_writes_fail_the_ping_until_a_write_succeeds_again(mysql_db_dsn: str) -> None:
+    """SELECT 1 answers while every write is refused (a read-only server, a full disk): /readyz
+    must say so. A read-only session on the one pooled connection refuses writes for real (1792)."""
+    from piko.core.types import ScheduleRow
+
+    async def session(mode: str) -> None:
+        async def run(cur: object) -> None:
+            await cur.execute(f"SET SESSION TRANSACTION {mode}")  # type: ignore[attr-defined]
+        await store._call(run, is_read=True)
+
+    async with MysqlStore(mysql_db_dsn + "?pool_size=1") as store:
+        await store.ping()
+        await session("READ ONLY")
+        with pytest.raises(StoreError, match="1792"):
+            await store.upsert_schedule(ScheduleRow("j", "cron", "* * * * *"))
+        with pytest.raises(StoreUnavailable, match="writes fail: MySQL error 1792"):
+            await store.ping()
+        await session("READ WRITE")
+        with pytest.raises(StoreUnavailable):  # still: nothing was written since
+            await store.ping()
+        await store.upsert_schedule(ScheduleRow("j", "cron", "* * * * *"))
+        await store.ping()
+
+
+@pytest.mark.mysql
 async def test_deadlocks_are_retried_and_other_errors_are_store_errors(mysql_db_dsn: str) -> None:
     import pymysql
 
