@@ -163,6 +163,7 @@ class PikoApp:
         """Start every part; `serve_http=False` when an ASGI server serves the ops routes instead."""
         if self._is_started:
             return
+        _refuse_in_worker_bootstrap()
         self.adopt_default_jobs()
         s = self.settings
         if not logging.getLogger("piko").handlers and not logging.getLogger().handlers:
@@ -253,7 +254,7 @@ class PikoApp:
             await self._writer.stop(self._remaining())
         if self._cpu is not None:  # created on first use, often inside a run: closed after runs drained
             await self._cpu.close(self._remaining())
-        await self.resources.aclose()
+        await self.resources.aclose(self._remaining())
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (or forever)."""
@@ -267,6 +268,7 @@ class PikoApp:
         """Blocking entry point: run until SIGINT/SIGTERM (a second signal exits at once)."""
         from piko.app_parts import run_blocking
 
+        _refuse_in_worker_bootstrap()
         run_blocking(self)
 
     # -- runs ----------------------------------------------------------------------------
@@ -319,6 +321,17 @@ class PikoApp:
                       data_interval: DataInterval | None = None) -> Any:
         runner = await self.manual_runner()
         return await runner.run_job(job_id, scheduled_time, config, data_interval=data_interval)
+
+
+def _refuse_in_worker_bootstrap() -> None:
+    """A CPU worker (spawn/forkserver) imports the main script again: an unguarded app.run()
+    there would start a second piko in every worker. Say so instead of hanging."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "app.run() / app.start() was called while a CPU worker process imported your script: "
+            "put it under `if __name__ == \"__main__\":` (or run the jobs file with `python -m piko run`)")
 
 
 def _tune_gc() -> None:

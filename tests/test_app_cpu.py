@@ -126,3 +126,59 @@ def test_no_worker_outlives_an_interpreter_that_never_closed_its_pool(tmp_path, 
     while any(is_alive(pid) for pid in pids):
         assert time.monotonic() < deadline, f"workers {pids} outlived their interpreter ({ending})"
         time.sleep(0.05)
+
+
+def test_a_sigterm_to_the_whole_process_group_lets_a_running_cpu_job_finish(tmp_path):
+    """`timeout`, `kill -- -PGID` and systemd signal every process of the group: the CPU
+    workers and the fork server must leave stopping to piko, which drains its runs first."""
+    import signal
+    import sqlite3
+
+    from tests.test_cli import FIXTURES, ROOT, wait_for_line
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIKO_LEADER_ENABLED": "false", "PIKO_CPU_WORKERS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "piko", "run", str(FIXTURES / "cpu_signal_jobs.py"),
+                             "--http", "off"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_line(proc, "started")
+        time.sleep(0.5)  # the map_reduce is under way in the workers
+        os.killpg(proc.pid, signal.SIGTERM)
+        wait_for_line(proc, "finished")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with sqlite3.connect(tmp_path / "piko.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT status FROM job_run")] == ["SUCCESS"]
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
+    """Each worker imports the main script again; an unguarded start there must fail loudly."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent("""
+        import asyncio
+        from piko import PikoApp
+        app = PikoApp("unguarded")
+        app.configure(http_enabled=False, leader_enabled=False, cpu_workers=1)
+
+        def double(x):
+            return 2 * x
+
+        async def main():
+            await app.start()
+            try:
+                print("got", await app.cpu_manager.submit(double, 21), flush=True)
+            except Exception as exc:
+                print("raised", type(exc).__name__, exc, flush=True)
+            finally:
+                await app.stop()
+
+        asyncio.run(main())  # no `if __name__ == "__main__":`
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert "raised OffloadError CPU workers keep dying at start-up" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in r.stdout
+    assert "called while a CPU worker process imported your script" in r.stderr

@@ -77,7 +77,17 @@ def context_for(start_method: str | None) -> Any:
             f"start_method {start_method!r} is not allowed: use 'forkserver' or 'spawn' "
             "('fork' is unsafe in a process running an event loop and threads)"
         )
-    return multiprocessing.get_context(start_method)
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":  # see forkserver_boot.py; kept with any preload the user set
+        from multiprocessing import forkserver
+
+        preload = list(getattr(forkserver._forkserver, "_preload_modules", []))
+        if _BOOT not in preload:
+            context.set_forkserver_preload([*preload, _BOOT])
+    return context
+
+
+_BOOT = "piko.compute.forkserver_boot"
 
 
 def check_count(name: str, value: object) -> int | None:

@@ -243,6 +243,7 @@ class WorkerPool:
         except Exception as exc:  # e.g. the result's class cannot be imported here
             status, value, text, item_index = "undecodable", None, f"{type(exc).__name__}: {exc}", None
         if status == wire.READY:
+            w.is_ready = True
             if w.state == "starting":
                 w.state = "idle"
                 self._failed_starts = 0
@@ -319,10 +320,12 @@ class WorkerPool:
             w.process.close()
         self._workers.remove(w)
         self._changed.set()
-        if was == "starting":
+        if not w.is_ready and was != "stopping":  # also when its closed socket was noticed first
             self._failed_starts += 1
             if self._failed_starts >= _MAX_FAILED_STARTS:
-                self._halt(f"CPU workers keep dying at start-up (the last one: {how})", None)
+                self._halt(f"CPU workers keep dying at start-up (the last one: {how}); their traceback is on "
+                           "stderr, and a common cause is a main script that starts an app or asyncio.run() "
+                           "without an `if __name__ == \"__main__\":` guard", None)
         self._ensure_workers()
         self._dispatch()
 

@@ -34,6 +34,7 @@ class WorkerProcess:
     transport: asyncio.Transport | None = None
     task: Task | None = None
     tasks_done: int = 0
+    is_ready: bool = False  # it reported READY once: a death before that is a failed start
 
 
 class FrameReader(asyncio.Protocol):

@@ -88,8 +88,10 @@ def worker_main(
     sock: socket.socket, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
 ) -> None:
     """Entry point of a worker process (the target of multiprocessing.Process)."""
-    # Ctrl-C reaches the whole process group; the parent decides how its workers stop.
+    # Ctrl-C and a group-wide SIGTERM reach every process of the group; the parent decides how
+    # its workers stop (it drains runs first, then closes their sockets or SIGKILLs them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     with sock:
         try:

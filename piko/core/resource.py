@@ -9,12 +9,16 @@ of entry, on success, failure and cancellation alike.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from piko.errors import ConfigError
+
+log = logging.getLogger("piko.resources")
 
 
 class Resource:
@@ -34,7 +38,13 @@ def resource(cls: type) -> type:
 
 @asynccontextmanager
 async def _from_awaitable(value: Any) -> AsyncIterator[Any]:
-    yield await value
+    """An `async def acquire` returns the value itself, or an async context manager to enter."""
+    obtained = await value
+    if hasattr(obtained, "__aenter__") and hasattr(obtained, "__aexit__") or inspect.isasyncgen(obtained):
+        async with as_context_manager(obtained, "") as entered:
+            yield entered
+    else:
+        yield obtained
 
 
 def as_context_manager(obtained: Any, name: str) -> AbstractAsyncContextManager[Any]:
@@ -77,12 +87,24 @@ class ResourcePool:
             values[name] = await stack.enter_async_context(self.open(decl, name, ctx))
         return values
 
-    async def aclose(self) -> None:
-        """Close shared instances that know how (aclose()/close()), newest first."""
-        for inst in reversed(list(self._instances.values())):
+    async def aclose(self, budget_s: float | None = None) -> None:
+        """Close shared instances that know how (aclose()/close()), newest first, within
+        `budget_s` in all: one that raises or hangs is logged and the others are still closed."""
+        loop = asyncio.get_running_loop()
+        deadline = None if budget_s is None else loop.time() + budget_s
+        instances = list(reversed(list(self._instances.values())))
+        self._instances.clear()
+        for inst in instances:
             closer = getattr(inst, "aclose", None) or getattr(inst, "close", None)
-            if callable(closer):
+            if not callable(closer):
+                continue
+            try:
                 result = closer()
                 if inspect.isawaitable(result):
-                    await result
-        self._instances.clear()
+                    left = None if deadline is None else max(0.0, deadline - loop.time())
+                    await asyncio.wait_for(result, left)
+            except asyncio.TimeoutError:
+                log.error("resource %s: closing it took longer than the shutdown budget; left open",
+                          type(inst).__name__)
+            except Exception:
+                log.exception("resource %s: closing it failed", type(inst).__name__)

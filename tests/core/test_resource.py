@@ -93,3 +93,68 @@ def test_factory_function_returning_a_context_manager_works():
     async def body(values):
         assert values == {"who": "j"}
     run({"who": factory}, body)
+
+
+class _CM:
+    async def __aenter__(self):
+        events.append("enter-cm")
+        return "C"
+
+    async def __aexit__(self, *exc):
+        events.append("exit-cm")
+
+
+class AsyncReturnsCM(Resource):
+    async def acquire(self, ctx):  # an async def that hands back a context manager to enter
+        return _CM()
+
+
+def test_an_async_acquire_returning_a_context_manager_is_entered_and_exited():
+    async def body(values):
+        assert values == {"c": "C"}
+        events.append("body")
+    run({"c": AsyncReturnsCM}, body)
+    assert events == ["enter-cm", "body", "exit-cm"]
+
+
+class HangsOnClose:
+    def acquire(self, ctx):
+        return _CM()
+
+    async def aclose(self):
+        events.append("hang")
+        await asyncio.sleep(3600)
+
+
+class RaisesOnClose:
+    def acquire(self, ctx):
+        return _CM()
+
+    def close(self):
+        events.append("raise")
+        raise RuntimeError("close boom")
+
+
+class ClosesFine:
+    def acquire(self, ctx):
+        return _CM()
+
+    def close(self):
+        events.append("fine")
+
+
+def test_closing_shared_instances_is_bounded_and_one_failure_does_not_stop_the_others(caplog):
+    async def go():
+        pool = ResourcePool()
+        for decl in (ClosesFine, HangsOnClose, RaisesOnClose):
+            async with AsyncExitStack() as stack:
+                await pool.enter_all(stack, {"r": decl}, {})
+        events.clear()
+        started = asyncio.get_running_loop().time()
+        await pool.aclose(budget_s=0.2)
+        return asyncio.get_running_loop().time() - started
+
+    took = asyncio.run(go())
+    assert events == ["raise", "hang", "fine"]  # newest first, each one tried
+    assert took < 1.0
+    assert "closing it failed" in caplog.text and "longer than the shutdown budget" in caplog.text
