@@ -323,9 +323,8 @@ class WorkerPool:
         if not w.is_ready and was != "stopping":  # also when its closed socket was noticed first
             self._failed_starts += 1
             if self._failed_starts >= _MAX_FAILED_STARTS:
-                self._halt(f"CPU workers keep dying at start-up (the last one: {how}); their traceback is on "
-                           "stderr, and a common cause is a main script that starts an app or asyncio.run() "
-                           "without an `if __name__ == \"__main__\":` guard", None)
+                self._halt(f"CPU workers keep dying at start-up (the last one: {how}); see their traceback on "
+                           f"stderr (often: a main script without an `if __name__ == \"__main__\":` guard)", None)
         self._ensure_workers()
         self._dispatch()
 
