@@ -150,7 +150,8 @@ def test_a_sigterm_to_the_whole_process_group_lets_a_running_cpu_job_finish(tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     with sqlite3.connect(tmp_path / "piko.db") as conn:
-        assert [r[0] for r in conn.execute("SELECT status FROM job_run")] == ["SUCCESS"]
+        statuses = [r[0] for r in conn.execute("SELECT status FROM job_run ORDER BY run_id")]
+    assert statuses[0] == "SUCCESS" and set(statuses) <= {"SUCCESS", "SKIPPED"}  # fires during it: SKIPPED
 
 
 def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
