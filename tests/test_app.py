@@ -284,20 +284,11 @@ def test_date_job_runs_once_then_disables_its_schedule(db_path):
 def test_fires_that_fell_due_while_piko_was_down_are_run_or_recorded_missed_after_a_restart(db_path, coalesce):
     ran: list[datetime] = []
     s = [T0 + timedelta(seconds=10 * n) for n in range(20)]
-
-    def build(clock):
-        app = make_app(db_path, clock, misfire_grace_s=25, coalesce=coalesce)
-
-        @app.job("every10", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
-        async def every10(ctx, scheduled_time):
-            ran.append(scheduled_time)
-        return app
+    build = _every10(db_path, ran, misfire_grace_s=25, coalesce=coalesce)
 
     async def scenario():
         clock = FakeClock(T0)
-        async with build(clock) as app:
-            await tick(clock, 10)
-            await wait_until(lambda: ran == [s[1]] and idle(app))
+        await _run_first_fire(build(clock), clock, ran, s[1])
         clock.advance(45)  # down from 12:00:10 to 12:00:55: 20, 30, 40 and 50 fell due meanwhile
         async with build(clock) as app:
             await wait_until(lambda: idle(app) and _count_status(db_path, "RUNNING") == 0
@@ -317,20 +308,11 @@ def test_fires_that_fell_due_while_piko_was_down_are_run_or_recorded_missed_afte
 def test_a_row_disabled_across_a_restart_starts_afresh_when_enabled_again(db_path):
     ran: list[datetime] = []
     s = [T0 + timedelta(seconds=10 * n) for n in range(20)]
-
-    def build(clock):
-        app = make_app(db_path, clock, misfire_grace_s=3600, coalesce=False, poll_interval_s=1)
-
-        @app.job("every10", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
-        async def every10(ctx, scheduled_time):
-            ran.append(scheduled_time)
-        return app
+    build = _every10(db_path, ran, misfire_grace_s=3600, coalesce=False, poll_interval_s=1)
 
     async def scenario():
         clock = FakeClock(T0)
-        async with build(clock) as app:
-            await tick(clock, 10)
-            await wait_until(lambda: ran == [s[1]] and idle(app))
+        await _run_first_fire(build(clock), clock, ran, s[1])
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE scheduled_job SET enabled = 0")
         clock.advance(45)
@@ -344,6 +326,24 @@ def test_a_row_disabled_across_a_restart_starts_afresh_when_enabled_again(db_pat
     asyncio.run(scenario())
     assert ran == [s[1], s[6]]  # not the fires of the time it was disabled
     assert [st for _, st in _statuses(db_path)] == ["SUCCESS", "SUCCESS"]
+
+
+def _every10(db_path: str, ran: list[datetime], **settings):
+    """An app factory with one job every 10 s from T0 that records its scheduled times."""
+    def build(clock):
+        app = make_app(db_path, clock, **settings)
+
+        @app.job("every10", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"})
+        async def every10(ctx, scheduled_time):
+            ran.append(scheduled_time)
+        return app
+    return build
+
+
+async def _run_first_fire(app: PikoApp, clock: FakeClock, ran: list[datetime], first: datetime) -> None:
+    async with app:
+        await tick(clock, 10)
+        await wait_until(lambda: ran == [first] and idle(app))
 
 
 def _statuses(db_path: str) -> list[tuple[datetime, str]]:
