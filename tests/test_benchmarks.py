@@ -188,3 +188,17 @@ def test_quick_footprint_run_end_to_end(tmp_path):
     figures = [r for r in payload["results"] if "error" not in r]
     assert {r["metric"] for r in figures} >= {"import time", "RSS after import", "start-up", "RSS"}
     assert all(r["piko"]["n"] >= 1 for r in figures)
+
+
+def test_trigger_benchmark_shows_pikos_figures_when_no_peer_is_installed(monkeypatch):
+    from benchmarks import bench_triggers
+
+    def missing(*_args):
+        raise ImportError("not installed")
+
+    monkeypatch.setattr(bench_triggers, "PEERS", {"croniter": missing, "cronsim": missing})
+    rows = bench_triggers.run(quick=True)
+    assert rows and all("peer" not in r and r["us_per_call"] > 0 for r in rows)
+    assert {r["case"] for r in rows} == set(bench_triggers.EXPRESSIONS)
+    [normalised] = report.normalise([rows[0]])
+    assert normalised["peer"] is None and normalised["samples"]
