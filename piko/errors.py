@@ -22,6 +22,10 @@ class WindowWaits(PikoError):
     """A scheduled fire of a CATCH_UP job whose earlier windows are not done yet: its window
     waits its turn (it is recorded SKIPPED and run by the catch-up, oldest first)."""
 
+    def __init__(self, message: str, window: object) -> None:
+        super().__init__(message)
+        self.window = window  # the DataInterval that waits
+
 
 class TriggerSpecError(ConfigError):
     """A schedule expression cannot be turned into a trigger.

@@ -394,6 +394,8 @@ def test_catch_up_never_runs_a_newer_window_before_an_older_failed_one(db_path):
     rows = fetch(db_path, "SELECT scheduled_time, status, error_type FROM job_run ORDER BY run_id")
     waits = [r for r in rows if r[2] == "WindowWaits"]
     assert [r[1] for r in waits] == ["SKIPPED"] * 3  # the fires at 11, 12 and 13 are recorded, then run
+    (message,) = fetch(db_path, "SELECT error_message FROM job_run WHERE error_type = 'WindowWaits' LIMIT 1")[0]
+    assert message.startswith("window [2026-03-01T10:00:00+00:00, 2026-03-01T11:00:00+00:00) waits for")
     assert sorted(r[0] for r in rows if r[1] == "SUCCESS") == [r[0] for r in rows if r[1] == "SUCCESS"]
 
 

@@ -259,7 +259,7 @@ class Runner:
                     outcome = RunOutcome(await self._record_final(spec, scheduled_at, RunStatus.SKIPPED,
                                                                   "WindowWaits", str(exc), take_lock=take_lock),
                                          job_id, scheduled_at, RunStatus.SKIPPED, "WindowWaits", str(exc))
-                    await self._after_run(spec, opts, outcome, exc.args[1], kind)  # starts the catch-up
+                    await self._after_run(spec, opts, outcome, exc.window, kind)  # type: ignore[arg-type]  # catch-up
                     return outcome
             attempt = 1
             while True:
