@@ -296,6 +296,38 @@ def test_a_job_whose_schema_needs_a_config_row_records_each_fire_failed_until_on
     assert rows[0][1] == "ConfigError" and "api_key" in rows[0][2] and "no job_config row applies" in rows[0][2]
 
 
+def test_a_rejected_version_that_a_newer_valid_one_replaced_is_not_reported_again_after_a_restart(db_path, caplog):
+    seen = []
+
+    def build(clock):
+        app = make_app(db_path, clock)
+
+        @app.job("cfg", schema=SweepConfig)
+        async def cfg(ctx, scheduled_time):
+            seen.append(ctx["config"].concurrency)
+        return app
+
+    async def scenario():
+        clock = FakeClock(T0)
+        async with build(clock) as app:
+            sql(db_path, "INSERT INTO job_config(job_id, config_json, version) VALUES ('cfg', '{\"nope\": 1}', 1)")
+            await app.live.reconcile_once()  # rejected, reported
+            sql(db_path, "UPDATE job_config SET config_json = '{\"concurrency\": 3}', version = 2")
+            await app.live.reconcile_once()
+        caplog.clear()
+        async with build(clock) as app:  # a restart: version 1 is history behind a valid version 2
+            await app.run_job("cfg")
+        sql(db_path, "UPDATE job_config SET config_json = '{\"bad\": 2}', version = 3")
+        async with build(clock) as app:  # the newest in force is invalid: version 2 keeps serving
+            await app.run_job("cfg")
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert seen == [3, 3]
+    assert len(rejected) == 1 and "version 3" in rejected[0]  # not version 1 again
+
+
 def test_catch_up_after_a_three_hour_outage_runs_exactly_three_windows_in_order(db_path):
     windows = []
 

@@ -99,6 +99,9 @@ class ConfigBook:
         self._versions[row.job_id] = versions[-self._keep:]
         return None
 
+    def has_version(self, job_id: str, seq: int) -> bool:
+        return any(v.seq == seq for v in self._versions.get(job_id, ()))
+
     def forget(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
             self._versions.pop(job_id, None)

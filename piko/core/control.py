@@ -90,17 +90,26 @@ class ControlPlane:
         history = await self._store.load_config_history(job_ids)
         with_history = {row.job_id for row in history}
         fallback = [row for row in current if row.job_id not in with_history]  # no triggers: current only
-        for row in [*history, *fallback]:
-            self._offer(row)
+        now = self._clock.now()
+        # Newest first, per job: once a valid version is in force, older ones can never serve again,
+        # so they are not validated (nor their old rejections reported again after each restart).
+        in_force: set[str] = set()
+        for row in sorted([*history, *fallback], key=lambda r: r.seq, reverse=True):
+            if row.job_id in in_force:
+                continue
+            if self._offer(row) and (row.effective_from is None or row.effective_from <= now):
+                in_force.add(row.job_id)
 
-    def _offer(self, row: ConfigRow) -> None:
+    def _offer(self, row: ConfigRow) -> bool:
+        """Offer one version; True if it is valid and kept."""
         spec = self._registry.get(row.job_id)
         if spec is None:
-            return
+            return False
         problem = self.configs.offer(row, spec.schema)
         if problem:
             log.error("job_config rejected; the job keeps its last valid config: %s", problem)
             self._count("invalid_config")
+        return problem is None and self.configs.has_version(row.job_id, row.seq)
 
     def _count(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:
