@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from piko.clock import SystemClock
@@ -259,7 +259,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from piko.cli import _app
-    from piko.core.backfill import windows_between
+    from piko.core.backfill import previous_fire, windows_between
     from piko.core.reconcile import build_trigger
 
     app = _app(args)
@@ -277,7 +277,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             row = row or (spec.default_schedule_row() if spec else None)
             if row is None:
                 raise ConfigError(f"job {args.job_id!r} has no schedule to derive windows from")
-            windows, extra = windows_between(build_trigger(row, app.settings.timezone), start, end, 100_000)
+            trigger = build_trigger(row, app.settings.timezone)
+            # windows stay on the schedule's grid: a --start between two fires begins at the one before
+            # it, or the first window would be a stub that marks its whole end time done
+            first = previous_fire(trigger, start + timedelta(microseconds=1))
+            windows, extra = windows_between(trigger, first or start, end, 100_000)
             if not windows:
                 print(f"{args.job_id}: no data window ends between {start.isoformat()} and {end.isoformat()}")
             failed = 0

@@ -233,6 +233,18 @@ def test_backfill_with_no_window_in_range_says_so(tmp_path):
     assert r.returncode == 0 and "no data window ends between" in r.stdout, (r.stdout, r.stderr)
 
 
+def test_backfill_windows_stay_on_the_schedules_grid_when_start_falls_between_fires(tmp_path):
+    (tmp_path / "hourly.py").write_text(
+        "from piko import PikoApp\napp = PikoApp('h')\n"
+        "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    print(ctx['data_interval'])\n")
+    r = piko("backfill", "hourly.py", "h", "--start", "2026-01-01T10:30:00Z", "--end", "2026-01-01T12:30:00Z",
+             cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("[")]
+    assert lines == ["[2026-01-01T10:00:00+00:00, 2026-01-01T11:00:00+00:00): SUCCESS",
+                     "[2026-01-01T11:00:00+00:00, 2026-01-01T12:00:00+00:00): SUCCESS"]  # no [10:30, 11:00) stub
+
+
 def test_next_reads_a_naive_after_as_a_wall_time_in_the_zone(tmp_path):
     r = piko("next", "0 2 * * *", "-n", "1", "--tz", "Europe/Berlin", "--after", "2026-01-01 01:30", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.split() == ["2026-01-01T02:00:00+01:00"], (r.stdout, r.stderr)

@@ -543,3 +543,23 @@ def test_invalid_interval_rows_are_reported_not_fatal(db_path, bad):
             return app.live.book.problems.get("iv")
 
     assert asyncio.run(scenario())
+
+
+@dataclasses.dataclass
+class Typed:
+    batch: int = 10
+    ratio: float = 0.5
+    label: str | None = None
+
+
+@pytest.mark.parametrize(("config", "fragment"), [
+    ({"batch": "ten"}, "'batch' must be int, got str"), ({"batch": True}, "'batch' must be int, got bool"),
+    ({"label": 3}, "'label' must be str or null, got int"),
+])
+def test_a_dataclass_schema_checks_plainly_typed_fields(config, fragment):
+    from piko.core.configs import validate_config
+    from piko.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=fragment):
+        validate_config(Typed, config, job_id="j")
+    assert validate_config(Typed, {"batch": 3, "ratio": 1, "label": None}, job_id="j") == Typed(3, 1, None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +43,7 @@ def validate_config(schema: Any, data: Any, *, job_id: str) -> Any:
             if unknown:
                 raise ConfigError(f"job {job_id!r}: unknown config keys {unknown} for {getattr(schema, '__name__', schema)} "
                                   f"(allowed: {sorted(known)})")
+            _check_simple_types(schema, data, job_id)
         return schema(**data)
     except ConfigError:
         raise
@@ -48,6 +51,33 @@ def validate_config(schema: Any, data: Any, *, job_id: str) -> Any:
         reason = " ".join(str(exc).split())[:500]
         raise ConfigError(f"job {job_id!r}: config does not match {getattr(schema, '__name__', schema)}: "
                           f"{reason}") from None
+
+
+_SIMPLE: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
+                                        list: (list,), dict: (dict,)}
+
+
+def _check_simple_types(schema: Any, data: dict[str, Any], job_id: str) -> None:
+    """A dataclass takes any value: check the fields annotated with a plain JSON type
+    (int, float, str, bool, list, dict, or Optional of one); others are left to the class."""
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # an annotation that cannot be resolved here: nothing to check against
+        return
+    for name, value in data.items():
+        hint = base = hints.get(name)
+        is_optional = False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            is_optional = len(args) < len(typing.get_args(hint))
+            base = args[0] if len(args) == 1 else None
+        allowed = _SIMPLE.get(base)
+        if allowed is None or (value is None and is_optional):
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            want = base.__name__ + (" or null" if is_optional else "")  # type: ignore[union-attr]
+            raise ConfigError(f"job {job_id!r}: config field {name!r} must be {want}, "
+                              f"got {type(value).__name__} {value!r:.60}")
 
 
 def parse_config_json(row: ConfigRow) -> Any:

@@ -215,8 +215,8 @@ class Kernel:
                 if newest is not None and newest > due[-1]:
                     due[-1] = newest
                 log.warning("job %s: more than %d fire times were due at once; the oldest %d and the newest (%s) "
-                            "are recorded, the ones between are not", job_id, len(due), len(due) - 1,
-                            due[-1].isoformat())
+                            "are recorded, the ones after %s and before it are not", job_id, len(due),
+                            len(due) - 1, due[-1].isoformat(), due[-2].isoformat() if len(due) > 1 else "-")
                 nxt = self._next_of(entry, now)
             self._push(entry, nxt)
             self._dispatch(job_id, due, overflow)
