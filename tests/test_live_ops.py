@@ -358,6 +358,27 @@ def test_catch_up_after_a_three_hour_outage_runs_exactly_three_windows_in_order(
     assert mark == h[4]
 
 
+def test_skip_after_an_outage_longer_than_backfill_max_windows_runs_the_latest_window(db_path):
+    windows = []
+
+    async def scenario():
+        await seed_watermark(db_path, "hourly", HOURLY, datetime(2026, 2, 20, 0, tzinfo=UTC))  # 9 days ago
+        clock = FakeClock(datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+        app = make_app(db_path, clock, backfill_max_windows=5)
+
+        @app.job("hourly", cron={"minute": 0}, stateful=True, backfill_policy=BackfillPolicy.SKIP)
+        async def hourly(ctx, scheduled_time):
+            windows.append((ctx["data_interval"].start, ctx["data_interval"].end))
+
+        async with app:
+            await wait_until(lambda: windows and app.runner.is_idle())
+            return await app.store.get_watermark("hourly")
+
+    mark = asyncio.run(scenario())
+    latest = (datetime(2026, 3, 1, 11, tzinfo=UTC), datetime(2026, 3, 1, 12, tzinfo=UTC))
+    assert windows == [latest] and mark == latest[1]  # not the 5th window after the old watermark
+
+
 def test_failing_window_is_retried_and_the_watermark_does_not_move_past_it(db_path):
     calls = []
     fail = {"on": True}

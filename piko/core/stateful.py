@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from piko.core import backfill
@@ -28,6 +28,7 @@ from piko.ports import Clock, Store, Trigger
 
 log = logging.getLogger("piko.stateful")
 _BUSY = object()  # a window that is running elsewhere
+_TICK = timedelta(microseconds=1)
 _RERUN = {RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.ABANDONED, RunStatus.MISSED,
           RunStatus.SKIPPED}
 
@@ -128,11 +129,15 @@ class Watermarks:
         if trigger is None or mark is None or self._run is None:
             return 0, True
         windows, extra = backfill.windows_between(trigger, mark, until, self._max_windows)
-        if spec.backfill_policy is BackfillPolicy.SKIP and len(windows) > 1:
-            skipped = windows[:-1]
+        if spec.backfill_policy is BackfillPolicy.SKIP and (len(windows) > 1 or extra):
+            latest = windows[-1]
+            if extra:  # past backfill_max_windows: windows[-1] is not the latest, the one ending at the last fire is
+                last = backfill.previous_fire(trigger, until + _TICK)
+                if last is not None and last > latest.end:
+                    latest = DataInterval(backfill.previous_fire(trigger, last) or latest.end, last)
             log.warning("job %s (backfill SKIP): %d missed window(s) [%s, %s) not run; running the latest only",
-                        spec.job_id, len(skipped) + extra, skipped[0].start.isoformat(), skipped[-1].end.isoformat())
-            windows = windows[-1:]
+                        spec.job_id, len(windows) + extra - 1, mark.isoformat(), latest.start.isoformat())
+            windows = [latest]
         elif extra:
             log.warning("job %s: %d more missed window(s) beyond backfill_max_windows=%d; they run on later passes",
                         spec.job_id, extra, self._max_windows)
