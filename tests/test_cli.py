@@ -224,19 +224,21 @@ def test_jobs_and_run_count_jobs_of_the_older_decorator_beside_an_app(tmp_path):
     assert "new_style: cron" in r.stdout and "old_style: cron" in r.stdout and "no code registers" not in r.stdout
 
 
-def test_backfill_with_no_window_in_range_says_so(tmp_path):
+def _hourly_stateful_jobs_file(tmp_path: Path) -> None:
     (tmp_path / "hourly.py").write_text(
         "from piko import PikoApp\napp = PikoApp('h')\n"
         "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    pass\n")
+
+
+def test_backfill_with_no_window_in_range_says_so(tmp_path):
+    _hourly_stateful_jobs_file(tmp_path)
     r = piko("backfill", "hourly.py", "h", "--start", "2026-01-01T10:10:00Z", "--end", "2026-01-01T10:20:00Z",
              cwd=tmp_path)
     assert r.returncode == 0 and "no data window ends between" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_backfill_windows_stay_on_the_schedules_grid_when_start_falls_between_fires(tmp_path):
-    (tmp_path / "hourly.py").write_text(
-        "from piko import PikoApp\napp = PikoApp('h')\n"
-        "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    print(ctx['data_interval'])\n")
+    _hourly_stateful_jobs_file(tmp_path)
     r = piko("backfill", "hourly.py", "h", "--start", "2026-01-01T10:30:00Z", "--end", "2026-01-01T12:30:00Z",
              cwd=tmp_path)
     assert r.returncode == 0, (r.stdout, r.stderr)
