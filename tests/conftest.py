@@ -78,3 +78,21 @@ def _no_piko_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PIKO_") and not name.startswith("PIKO_TEST_"):
             monkeypatch.delenv(name, raising=False)
+
+
+_PEERS = ("apscheduler", "croniter", "cronsim", "aiomysql", "prometheus_client", "uvicorn", "pydantic", "hypothesis")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Print which peer versions the differential and compatibility tests run against (CI's log
+    shows it even under -q, where pytest hides its report header)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("peers: " + ", ".join(f"{name} {version(name)}" for name in _PEERS))

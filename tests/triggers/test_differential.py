@@ -30,7 +30,7 @@ def _field(rnd: random.Random, low: int, high: int) -> str:
     if kind < 0.45:
         return f"*/{rnd.randint(1, high - low + 1)}"
     first = rnd.randint(low, high - 1)
-    last = rnd.randint(first + 1, high)  # never a-a/n: cronsim reads it as a-max/n, croniter as */n
+    last = rnd.randint(first + 1, high)  # never a-a/n: peers read it their own way (see the referee test below)
     if kind < 0.6:
         return str(first)
     if kind < 0.75:
@@ -83,24 +83,45 @@ def test_crontab_agrees_with_croniter(seed: int) -> None:
     assert checked > CASES_PER_SEED // 3
 
 
-def test_croniter_and_cron_differ_on_star_step_day_of_week() -> None:
-    croniter = pytest.importorskip("croniter").croniter
-    after = datetime(2026, 1, 1, tzinfo=UTC)
-    expr = "0 0 */2 * 1"  # cron: odd days that are Mondays; croniter: odd days or Mondays
-    assert make_trigger("cron", expr).next_fire_time(after) == datetime(2026, 1, 5, tzinfo=UTC)
-    assert croniter(expr, after).get_next(datetime) == datetime(2026, 1, 3, tzinfo=UTC)
+def test_a_star_step_day_of_month_is_anded_with_day_of_week_as_in_cron() -> None:
+    # cron: odd days that are Mondays (croniter ORs them; its cases are filtered out above)
+    trigger = make_trigger("cron", "0 0 */2 * 1")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(6):
+        nxt = trigger.next_fire_time(at)
+        assert nxt is not None and nxt.day % 2 == 1 and nxt.weekday() == 0, nxt
+        at = nxt
 
 
-def test_peers_read_a_one_value_range_with_a_step_differently_from_cron() -> None:
-    croniter = pytest.importorskip("croniter").croniter
-    cronsim = pytest.importorskip("cronsim").CronSim
-    after = datetime(2026, 1, 1, tzinfo=UTC)
-    expr = "5-5/10 * * * *"  # cron: minute 5 only
-    assert make_trigger("cron", expr).next_fire_time(after + timedelta(minutes=6)) == datetime(2026, 1, 1, 1, 5,
-                                                                                                tzinfo=UTC)
-    assert next(cronsim(expr, after)) == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # 5-59/10
-    assert next(cronsim(expr, after + timedelta(minutes=6))) == datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
-    assert croniter(expr, after).get_next(datetime) == datetime(2026, 1, 1, 0, 10, tzinfo=UTC)  # */10
+def _minutes_of(field: str) -> set[int]:
+    """A crontab minute field `a-b/n` read as cron reads it (the referee; no peer involved)."""
+    span, _, step = field.partition("/")
+    first, _, last = span.partition("-")
+    return set(range(int(first), int(last or first) + 1, int(step or 1)))
+
+
+@pytest.mark.parametrize("field", ["5-5/10", "0-0/7", "59-59/2", "10-10/1"])
+def test_a_one_value_range_with_a_step_is_that_one_value_as_in_cron(field: str) -> None:
+    # Peers read `a-a/n` their own way, and differently from one release to the next (cronsim
+    # read 5-5/10 as 5-59/10 before 2.9, croniter reads it as */10), so the referee is cron's rule.
+    trigger = make_trigger("cron", f"{field} * * * *")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(5):
+        nxt = trigger.next_fire_time(at)
+        assert nxt is not None
+        assert nxt.minute in _minutes_of(field) and nxt.second == 0
+        assert all(m not in _minutes_of(field) for m in _minutes_between(at, nxt))
+        at = nxt
+
+
+def _minutes_between(start: datetime, end: datetime) -> list[int]:
+    """The minutes strictly between two instants, as minute-of-hour values."""
+    probe = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    out = []
+    while probe < end:
+        out.append(probe.minute)
+        probe += timedelta(minutes=1)
+    return out
 
 
 # -- APScheduler dicts -----------------------------------------------------------------
