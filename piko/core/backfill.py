@@ -53,3 +53,11 @@ def windows_between(trigger: Trigger, start: datetime, end: datetime, limit: int
                 break
         prev, nxt = nxt, trigger.next_fire_time(nxt)
     return out, extra
+
+
+def aligned_windows(trigger: Trigger, start: datetime, end: datetime, limit: int) -> tuple[list[DataInterval], int]:
+    """The windows a backfill of [start, end] runs: on the schedule's grid, at most `limit`; and how
+    many more. A `start` between two fires begins at the fire before it: a first window starting
+    at `start` would be a stub that marks its whole end time done."""
+    first = previous_fire(trigger, start + timedelta(microseconds=1))
+    return windows_between(trigger, first or start, end, limit)

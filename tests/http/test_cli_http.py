@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from piko.cli import _settings_overrides
+from piko.cli.args import settings_overrides as _settings_overrides
 from piko.errors import PikoError
 
 

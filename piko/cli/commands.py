@@ -1,0 +1,174 @@
+"""The commands: run, db, jobs, runs, next, trigger, schedule, config (backfill has its own module).
+
+Each builds what it needs from its arguments (args.py), does one thing, prints plain text,
+and returns its exit status. Heavy imports are lazy: `piko next` never imports a store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import timezone
+from typing import Any
+
+from piko.cli.args import (
+    bare_app,
+    json_object,
+    log_like_run,
+    missing_sqlite_file,
+    parse_after,
+    parse_time,
+    require_existing,
+    target_app,
+    with_store,
+)
+from piko.clock import SystemClock
+from piko.errors import ConfigError
+
+UTC = timezone.utc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    app = target_app(args)
+    print(f"piko: running {len(app.registry)} job(s) from {args.target}; data in {app.store.description}",
+          file=sys.stderr)
+    print("piko: stop with Ctrl+C or SIGTERM", file=sys.stderr)
+    app.run()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    app = bare_app(args)
+    if args.action == "check":
+        require_existing(app)
+
+    async def go(store: Any) -> None:
+        from piko.store.schema import latest_version
+
+        version = await store.schema_version()
+        print(f"{store.description}: schema version {version} (newest {latest_version(store.dialect)}) - ok")
+
+    asyncio.run(with_store(app, go))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    app = bare_app(args)
+    require_existing(app)
+    runs = asyncio.run(with_store(app, lambda s: s.recent_runs(args.job_id, args.limit)))
+    print(f"{'run_id':>7} {'job_id':<24} {'scheduled (UTC)':<26} {'status':<10} {'att':>3} {'secs':>8}  error")
+    for r in runs:
+        secs = f"{r.duration_s:.3f}" if r.duration_s is not None else "-"
+        err = f"{r.error_type}: {r.error_message}" if r.error_type else ""
+        when = r.scheduled_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]  # one width for every row
+        print(f"{r.run_id:>7} {r.job_id[:24]:<24} {when:<26} {r.status.value:<10} "
+              f"{r.attempt:>3} {secs:>8}  {err[:100]}")
+    if not runs:
+        print("(no runs recorded yet)")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from piko.core.reconcile import build_trigger, check_row_options
+    from piko.triggers.preview import next_fire_times
+
+    app = target_app(args)
+    rows = {} if missing_sqlite_file(app) else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
+    now = SystemClock().now()
+    for spec in sorted(app.registry, key=lambda j: j.job_id):
+        row = rows.get(spec.job_id) or spec.default_schedule_row()
+        if row is None:
+            print(f"{spec.job_id}: no schedule (manual runs only)")
+            continue
+        state = "" if row.enabled else " [disabled]"
+        try:
+            check_row_options(row)
+            trig = build_trigger(row, app.settings.timezone)
+            times = ", ".join(t.isoformat() for t in next_fire_times(trig, now, args.n)) or "never again"
+            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> next: {times}")
+        except ConfigError as exc:  # TriggerSpecError is one
+            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> INVALID: {exc}")
+    for job_id in sorted(set(rows) - {s.job_id for s in app.registry}):
+        print(f"{job_id}: stored schedule, but no code registers this job id")
+    return 0
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from piko.triggers import trigger_from_stored
+    from piko.triggers.preview import next_fire_times, trigger_from_text
+
+    after = parse_after(args.after, args.tz) if args.after else SystemClock().now()
+    if args.kind:  # what a scheduled_job row of that type may hold: raw text, a JSON string or object
+        trigger = trigger_from_stored(args.kind, args.expr, args.tz, default_start=after)
+    else:
+        trigger = trigger_from_text(args.expr, args.tz, default_start=after)
+    times = next_fire_times(trigger, after, args.n)
+    for t in times:
+        print(t.isoformat())
+    if not times and args.n > 0:
+        print("(this schedule never fires after", after.isoformat() + ")")
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+
+    app = target_app(args)
+    config = json_object(args.config, "--config") if args.config else None
+    log_like_run(app)
+
+    async def go() -> Any:
+        try:
+            return await app.run_job(args.job_id, config=config)
+        finally:
+            await app.stop()  # drains the writer and the CPU pool a manual run may have used
+
+    outcome = asyncio.run(go())
+    print(f"run {outcome.run_id} of {args.job_id}: {outcome.status.value}"
+          + (f" ({outcome.error_type}: {outcome.error_message})" if outcome.error_type else ""))
+    return 0 if outcome.status.value == "SUCCESS" else 1
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from piko.core.types import ScheduleRow
+    from piko.triggers import trigger_from_stored
+
+    app = bare_app(args)
+    kind, expr = next(((k, v) for k, v in (("cron", args.cron), ("interval", args.interval),
+                                           ("date", args.date)) if v), (None, None))
+    if kind == "date" and expr and not expr.lstrip().startswith("{"):
+        expr = json.dumps({"run_date": expr})
+
+    async def go(store: Any) -> str:
+        rows = {r.job_id: r for r in await store.load_schedules()}
+        row = rows.get(args.job_id)
+        if row is None and kind is None:
+            raise ConfigError(f"job {args.job_id!r} has no schedule yet: give --cron, --interval or --date")
+        row = row or ScheduleRow(args.job_id, kind or "cron", expr or "")
+        if kind is not None:
+            row = replace(row, schedule_type=kind, schedule_expr=expr)
+        if args.timezone:
+            row = replace(row, timezone=args.timezone)
+        if args.enable or args.disable:
+            row = replace(row, enabled=bool(args.enable))
+        trigger_from_stored(row.schedule_type, row.schedule_expr, row.timezone or app.settings.timezone)
+        await store.upsert_schedule(row)
+        return f"{row.job_id}: {row.schedule_type} {row.schedule_expr} ({'enabled' if row.enabled else 'disabled'})"
+
+    print(asyncio.run(with_store(app, go)))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from piko.core.types import ConfigRow
+
+    value = json_object(args.json, "config")
+    when = parse_time(args.effective_from, "--effective-from") if args.effective_from else None
+    app = bare_app(args)
+    row = ConfigRow(args.job_id, json.dumps(value, sort_keys=True), effective_from=when)
+    asyncio.run(with_store(app, lambda s: s.upsert_config(row)))
+    print(f"{args.job_id}: config stored" + (f", effective from {when.isoformat()}" if when else ""))
+    return 0
