@@ -311,6 +311,8 @@ class PikoApp:
         finally:  # cancelled: the loop is ending (or stop() was called)
             self._deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
             try:
+                if self.runner is not None:  # run ends the store did not take yet: a last try, then logged
+                    await self.runner.flush_records(self._remaining())
                 await self._close_late_parts()  # a writer a manual run started spills or writes what it holds
             finally:
                 self._manual_keeper = None

@@ -61,7 +61,8 @@ class LiveState:
         if self._watermarks is None:
             app = self._app
             self._watermarks = Watermarks(app.store, app.clock, self.trigger_for, self.fence,
-                                          max_windows=app.settings.backfill_max_windows)
+                                          max_windows=app.settings.backfill_max_windows,
+                                          recheck_s=app.settings.heartbeat_interval_s)
         return self._watermarks
 
     # -- OpsState ----------------------------------------------------------------------
@@ -169,7 +170,7 @@ class LiveState:
         self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
                                     configs=self.configs, default_tz=app.settings.timezone, schedule=schedule,
                                     unschedule=kernel.unschedule, metrics=app.piko_metrics)
-        self.watermarks.bind_runner(runner.run_job)
+        self.watermarks.bind_runner(runner.run_job, runner.holds, runner.record_final)
 
     async def load_stored_state(self, runner: Any) -> None:
         """For manual runs without a started app: read schedules and configs once, schedule nothing."""
@@ -177,7 +178,7 @@ class LiveState:
         self.control = ControlPlane(store=app.store, registry=app.registry, clock=app.clock, book=self.book,
                                     configs=self.configs, default_tz=app.settings.timezone,
                                     schedule=lambda *_: None, unschedule=lambda _: None, metrics=app.piko_metrics)
-        self.watermarks.bind_runner(runner.run_job)
+        self.watermarks.bind_runner(runner.run_job, runner.holds, runner.record_final)
         await self.control.tick()
 
     async def reconcile_once(self) -> None:

@@ -56,8 +56,8 @@ class Settings:
     backfill_max_windows: int = 1000
     # control plane
     poll_interval_s: float = 10.0
-    heartbeat_interval_s: float = 10.0
-    orphan_after_s: float = 60.0
+    heartbeat_interval_s: float = 2.0
+    orphan_after_s: float = 10.0  # RUNNING rows of an instance silent this long are ABANDONED
     shutdown_timeout_s: float = 30.0
     # leader election
     leader_enabled: bool = True
@@ -114,6 +114,10 @@ def _validate(s: Settings) -> None:
     need(s.max_instances >= 1, "max_instances", "must be >= 1")
     need(s.retries >= 0, "retries", "must be >= 0")
     need(s.poll_interval_s > 0, "poll_interval_s", "must be > 0")
+    need(s.heartbeat_interval_s > 0, "heartbeat_interval_s", "must be > 0")
+    need(s.orphan_after_s >= 2 * s.heartbeat_interval_s, "orphan_after_s",
+         f"must be at least twice heartbeat_interval_s ({s.heartbeat_interval_s}), or one late beat makes a "
+         f"live instance's runs ABANDONED; about five beats is usual")
     need(0 < s.http_port < 65536 or s.http_port == 0, "http_port", "must be a TCP port (0-65535)")
     need(s.persist_durability in {"memory", "journal"}, "persist_durability", "must be 'memory' or 'journal'")
     need(s.persist_queue_max >= 1 and s.persist_batch_size >= 1, "persist_queue_max", "queue and batch must be >= 1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from contextlib import asynccontextmanager
@@ -303,6 +304,25 @@ def test_fires_that_fell_due_while_piko_was_down_are_run_or_recorded_missed_afte
     else:
         assert ran == [s[1], s[3], s[4], s[5]]
         assert rows == {s[1]: "SUCCESS", s[2]: "MISSED", s[3]: "SUCCESS", s[4]: "SUCCESS", s[5]: "SUCCESS"}
+
+
+def test_a_restart_after_a_long_downtime_logs_one_line_for_the_fires_it_records_missed(db_path, caplog):
+    ran: list[datetime] = []
+    build = _every10(db_path, ran, misfire_grace_s=25, coalesce=True)
+
+    async def scenario():
+        clock = FakeClock(T0)
+        await _run_first_fire(build(clock), clock, ran, T0 + timedelta(seconds=10))
+        clock.advance(180)  # down for 3 min: 18 fire times fell due
+        async with build(clock) as app:
+            await wait_until(lambda: idle(app) and _count_status(db_path, "MISSED") == 17)
+
+    with caplog.at_level(logging.WARNING, "piko.runner"):
+        asyncio.run(scenario())
+    missed_lines = [r.getMessage() for r in caplog.records if "MISSED" in r.getMessage()]
+    assert missed_lines == ["job every10: 17 fires recorded MISSED from 2026-03-01T12:00:20+00:00 to "
+                            "2026-03-01T12:03:00+00:00 (17 coalesced into a newer fire, 0 later than "
+                            "misfire_grace_time)"]
 
 
 def test_a_row_disabled_across_a_restart_starts_afresh_when_enabled_again(db_path):

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from piko.core.types import InstanceInfo
 from piko.errors import StoreError
@@ -62,8 +62,9 @@ class InstanceKeeper:
         self._stop = asyncio.Event()
 
     async def __aenter__(self) -> InstanceKeeper:
-        await self.beat()
-        await self.sweep()
+        now = self._clock.now()
+        await self.beat(now)
+        await self.sweep(now)
         self._task = asyncio.create_task(self._beat_loop(), name="piko-heartbeat")
         return self
 
@@ -73,14 +74,17 @@ class InstanceKeeper:
             await asyncio.wait({self._task}, timeout=5.0)
             self._task.cancel()
 
-    async def beat(self) -> None:
-        await self._store.heartbeat(self.info, self._clock.now())
+    async def beat(self, now: datetime | None = None) -> None:
+        await self._store.heartbeat(self.info, now or self._clock.now())
 
-    async def sweep(self) -> int:
-        """Mark RUNNING rows of dead or silent instances ABANDONED; return how many."""
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Mark RUNNING rows of dead or silent instances ABANDONED; return how many.
+
+        `now` is the time our own beat just recorded: measured from it, our own row is never
+        stale, however long the store took to answer the beat (a loop stall, a slow disk)."""
         dead = [i.instance_id for i in await self._store.list_instances()
                 if i.host == self.info.host and i.instance_id != self.info.instance_id and not pid_is_alive(i.pid)]
-        now = self._clock.now()
+        now = now or self._clock.now()
         count = await self._store.abandon_orphans(now - self._orphan_after, now, dead)
         if count:
             log.warning("marked %d run(s) of stopped instances as ABANDONED", count)
@@ -89,7 +93,8 @@ class InstanceKeeper:
     async def _beat_loop(self) -> None:
         while not await self._clock.wait(self._stop, self._heartbeat_s):
             try:
-                await self.beat()
-                await self.sweep()
+                now = self._clock.now()
+                await self.beat(now)
+                await self.sweep(now)
             except (StoreError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)

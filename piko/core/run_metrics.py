@@ -65,6 +65,14 @@ class RunMetrics:
         if m is not None:
             m.lateness.observe(max(0.0, late.total_seconds()))
 
+    def pending_records(self, size: int) -> None:
+        if self._metrics is not None:
+            self._metrics.run_records_pending.set(size)
+
+    def lost_records(self, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.run_records_lost_total.inc(count)
+
     def running(self, job_id: str, delta: int) -> None:
         self.in_handler[job_id] += delta
         m = self._for(job_id)

@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.batching import Batcher
 from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
-from piko.core.policy import busy_reason, decide_fires, grace_of, retry_delay
+from piko.core.policy import FireDecision, busy_reason, decide_fires, grace_of, retry_delay
+from piko.core.recorder import RunRecorder
 from piko.core.registry import JobSpec, Registry
 from piko.core.resource import ResourcePool
 from piko.core.run_metrics import RunMetrics
-from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunFinish, RunOutcome, RunStatus
-from piko.errors import ConfigError, LeaseLost, StoreError, UnknownJobError, WindowWaits
+from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunOutcome, RunStatus
+from piko.errors import ConfigError, StoreError, UnknownJobError, WindowWaits
 from piko.observability.logging import run_logger
 from piko.ports import Clock, Store
 
@@ -57,13 +57,11 @@ class Runner:
         self._window_for = window_for
         self._on_finish = on_finish
         self._fence = fence
-        self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
-        self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: self._store.claim_runs(claims))
-        self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
         self._m = RunMetrics(metrics)
-        self._unrecorded: set[tuple[str, datetime]] = set()
+        self._rec = RunRecorder(store, clock, self._m, requeue)
         self._rng = rng or random.Random()
         self._running: Counter[str] = Counter()  # fires of each job from claim to finish
+        self._in_flight: Counter[tuple[str, datetime]] = Counter()  # claimed runs not yet recorded as ended
         self._fire_tasks: set[asyncio.Task[Any]] = set()
         self._on_store: set[asyncio.Task[Any]] = set()  # fire tasks waiting for a claim or a finish record
         self._claiming = 0  # fires claimed early (no task yet) whose claim has not answered
@@ -109,7 +107,7 @@ class Runner:
         self._running[job_id] += 1
         self._claiming += 1
         self._update_room()
-        self._claims.submit(claim, group=fence).add_done_callback(functools.partial(self._claimed, spec, opts, claim))
+        self._rec.submit_claim(claim).add_done_callback(functools.partial(self._claimed, spec, opts, claim))
         return True
 
     def _claimed(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, answer: asyncio.Future[int | None]) -> None:
@@ -118,7 +116,7 @@ class Runner:
         run_id = None
         error = StoreError("the claim was cancelled") if answer.cancelled() else answer.exception()
         if error is not None:
-            self._claim_failed(claim, error)
+            self._rec.claim_failed(claim, error)
         else:
             run_id = answer.result()
         if run_id is None:  # not recorded (requeued) or another instance holds the time
@@ -200,7 +198,7 @@ class Runner:
         self._is_closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, budget_s)
-        await self._claims.drain(budget_s)  # early claims answer: their runs start, and are waited for below
+        await self._rec.drain_claims(budget_s)  # early claims answer: their runs start, and are waited for below
         me = asyncio.current_task()
         pending = (self._fire_tasks | self._active) - {me}
         if pending:
@@ -210,6 +208,16 @@ class Runner:
                 for task in list(self._job_tasks):
                     task.cancel()
                 await asyncio.wait(still, timeout=CANCEL_GRACE_S + 1.0)
+        await self.flush_records(deadline - loop.time())
+
+    async def flush_records(self, budget_s: float) -> None:
+        """Write what waits for the store (run ends, watermarks) within the budget; log the rest."""
+        await self._rec.close(budget_s)
+
+    def holds(self, job_id: str, scheduled_at: datetime) -> bool:
+        """A run of this time is in progress here, or it ended and its end still waits for the store:
+        whatever its row says (another instance may have marked it ABANDONED), it is not to be re-run."""
+        return (job_id, scheduled_at) in self._in_flight or self._rec.holds_end(job_id, scheduled_at)
 
     # -- one fire ----------------------------------------------------------------------
     async def _handle_fire(self, job_id: str, due: list[datetime], overflow: bool) -> None:
@@ -220,17 +228,32 @@ class Runner:
         opts = self._options_for(job_id)
         _FIRE_FENCE.set(self._fence())
         now = self._clock.now()
-        for decision in decide_fires(due, now, grace_of(opts.misfire_grace_s), opts.coalesce):
+        decisions = decide_fires(due, now, grace_of(opts.misfire_grace_s), opts.coalesce)
+        for decision in decisions:
             self._m.lateness(job_id, now - decision.scheduled_at)
-            if decision.status is RunStatus.MISSED:
-                run_id = await self._record_final(spec, decision.scheduled_at, RunStatus.MISSED, "Misfire",
-                                                  decision.reason)
-                if run_id is not None:  # e.g. a one-shot is over
-                    await self._after_run(spec, opts, RunOutcome(run_id, job_id, decision.scheduled_at,
-                                                                 RunStatus.MISSED, "Misfire", decision.reason),
-                                          None, "schedule")
-            else:
+        missed = [d for d in decisions if d.status is RunStatus.MISSED]
+        if missed:  # the older fires of a backlog: recorded together, in one store call
+            await self._record_missed(spec, opts, missed)
+        for decision in decisions:
+            if decision.status is not RunStatus.MISSED:
                 await self._execute(spec, opts, decision.scheduled_at, kind="schedule")
+
+    async def _record_missed(self, spec: JobSpec, opts: JobOptions, missed: list[FireDecision]) -> None:
+        """MISSED rows for fires that do not run; one log line for them all (a restart after a long
+        downtime records hundreds), naming the range and why."""
+        job_id = spec.job_id
+        run_ids = await asyncio.gather(*(self.record_final(job_id, d.scheduled_at, RunStatus.MISSED, "Misfire",
+                                                       d.reason, is_quiet=len(missed) > 1) for d in missed))
+        recorded = [d for d, run_id in zip(missed, run_ids, strict=True) if run_id is not None]
+        if len(recorded) > 1:
+            coalesced = sum(1 for d in recorded if (d.reason or "").startswith("coalesced"))
+            log.warning("job %s: %d fires recorded MISSED from %s to %s (%d coalesced into a newer fire, %d later "
+                        "than misfire_grace_time)", job_id, len(recorded), recorded[0].scheduled_at.isoformat(),
+                        recorded[-1].scheduled_at.isoformat(), coalesced, len(recorded) - coalesced)
+        for d, run_id in zip(missed, run_ids, strict=True):
+            if run_id is not None and opts.is_one_shot:  # a one-shot's one fire is over
+                await self._after_run(spec, opts, RunOutcome(run_id, job_id, d.scheduled_at, RunStatus.MISSED,
+                                                             "Misfire", d.reason), None, "schedule")
 
     async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
                        take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
@@ -244,7 +267,7 @@ class Runner:
             _FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
         elif kind == "schedule" and self._running[job_id] >= opts.max_instances:  # manual runs are explicit
             reason = busy_reason(opts.max_instances, self._running[job_id], self._m.in_handler[job_id])
-            run_id = await self._record_final(spec, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
+            run_id = await self.record_final(spec.job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
                                               take_lock=take_lock)
             return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
         else:
@@ -256,8 +279,8 @@ class Runner:
                 try:
                     data_interval = await self._window_for(spec, scheduled_at, kind)
                 except WindowWaits as exc:  # CATCH_UP: this window runs after the earlier ones
-                    outcome = RunOutcome(await self._record_final(spec, scheduled_at, RunStatus.SKIPPED,
-                                                                  "WindowWaits", str(exc), take_lock=take_lock),
+                    outcome = RunOutcome(await self.record_final(spec.job_id, scheduled_at, RunStatus.SKIPPED,
+                                                                 "WindowWaits", str(exc), take_lock=take_lock),
                                          job_id, scheduled_at, RunStatus.SKIPPED, "WindowWaits", str(exc))
                     await self._after_run(spec, opts, outcome, exc.window, kind)  # type: ignore[arg-type]  # catch-up
                     return outcome
@@ -290,7 +313,7 @@ class Runner:
                          attempt=attempt, kind=kind, take_lock=take_lock, fence=fence,
                          data_start=data_interval.start if data_interval else None,
                          data_end=data_interval.end if data_interval else None)
-        run_id = await self._claim(claim)
+        run_id = await self._rec.claim(claim)
         if run_id is None:
             return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
                               "another instance holds this scheduled time")
@@ -313,6 +336,8 @@ class Runner:
         started = self._clock.monotonic()
         self._m.running(job_id, +1)
         self._leave_store(me)
+        key = (job_id, scheduled_at)
+        self._in_flight[key] += 1
         try:
             if no_config is not None:
                 log.error("job %s run %s not started: %s", job_id, run_id, no_config)
@@ -326,17 +351,29 @@ class Runner:
             self._wait_on_store(me)
         outcome.duration_s = self._clock.monotonic() - started
         self._m.duration(job_id, outcome.duration_s)
-        await self._finish(run_id, outcome)
+        try:
+            await self._rec.finish(run_id, outcome)
+        finally:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
         await self._after_run(spec, opts, outcome, data_interval, claim.kind)
         return outcome
 
     async def _after_run(self, spec: JobSpec, opts: JobOptions, outcome: RunOutcome,
                          window: DataInterval | None, kind: str) -> None:
-        """Watermarks and one-shot bookkeeping; only stateful and date jobs have any."""
-        if self._on_finish is None or not (spec.stateful or opts.is_one_shot):
+        """Watermarks and one-shot bookkeeping; only stateful and date jobs have any. What the store
+        does not take now waits, in order, with the run ends (PendingWrites)."""
+        on_finish = self._on_finish
+        if on_finish is None or not (spec.stateful or opts.is_one_shot):
             return
+        what = f"the bookkeeping after run {outcome.run_id} (job {spec.job_id}, {outcome.status.value})"
+
+        def write() -> Awaitable[None]:
+            return on_finish(spec, outcome, window, kind)
+
         try:
-            await self._on_finish(spec, outcome, window, kind)
+            await self._rec.bookkeeping(what, write)
         except Exception:  # bookkeeping after a run must not turn it into a failure
             log.exception("job %s: after-run bookkeeping failed", spec.job_id)
 
@@ -344,54 +381,14 @@ class Runner:
         value = _FIRE_FENCE.get(_UNSET)
         return self._fence() if value is _UNSET else value  # type: ignore[return-value]
 
-    async def _claim(self, claim: RunClaim) -> int | None:
-        """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
-        try:
-            run_id = await self._claims.submit(claim, group=claim.fence)
-        except (LeaseLost, StoreError, OSError) as exc:
-            self._claim_failed(claim, exc)
-            return None
-        if self._unrecorded:
-            self._unrecorded.discard((claim.job_id, claim.scheduled_at))
-        return run_id
-
-    def _claim_failed(self, claim: RunClaim, exc: BaseException) -> None:
-        key = (claim.job_id, claim.scheduled_at)
-        if isinstance(exc, LeaseLost):
-            log.warning("job %s at %s not started here: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
-        elif key not in self._unrecorded:  # once per fire, not once per retry
-            log.error("job %s at %s could not be recorded, so it did not run yet (will retry): %s",
-                      claim.job_id, claim.scheduled_at.isoformat(), exc)
-        self._unrecorded.add(key)
-        if len(self._unrecorded) > 100_000:
-            self._unrecorded.clear()
-        if claim.kind == "schedule" and claim.attempt == 1 and self._requeue is not None:
-            self._requeue(claim.job_id, claim.scheduled_at)  # tried again, or recorded as missed, later
-
-    async def _record_final(self, spec: JobSpec, at: datetime, status: RunStatus, error_type: str,
-                            reason: str | None, *, take_lock: bool = True) -> int | None:
-        claim = RunClaim(spec.job_id, at, status, self._clock.now(), self.instance_id, take_lock=take_lock,
-                         fence=self._current_fence(), error_type=error_type, error_message=reason)
-        run_id = await self._claim(claim)
-        if run_id is not None:
-            log.warning("job %s at %s %s: %s", spec.job_id, at.isoformat(), status.value, reason)
-            self._m.count(spec.job_id, status)
-        return run_id
-
-    async def _finish(self, run_id: int, outcome: RunOutcome) -> None:
-        for attempt in range(5):
-            try:
-                await self._finishes.submit(RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type,
-                                                      outcome.error_message, outcome.duration_s))
-                break
-            except (StoreError, OSError) as exc:  # keep trying briefly: the run already happened
-                log.warning("recording the end of run %s failed (try %d): %s", run_id, attempt + 1, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        self._m.count(outcome.job_id, outcome.status)
-
-    async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
-        await self._store.finish_runs(finishes)
-        return [None] * len(finishes)
+    async def record_final(self, job_id: str, at: datetime, status: RunStatus, error_type: str, reason: str | None,
+                           window: DataInterval | None = None, *, take_lock: bool = True,
+                           is_quiet: bool = False) -> int | None:
+        """A row born final (MISSED, SKIPPED) for `at`, under the run lock unless take_lock is False."""
+        claim = RunClaim(job_id, at, status, self._clock.now(), self.instance_id, take_lock=take_lock,
+                         fence=self._current_fence(), error_type=error_type, error_message=reason,
+                         data_start=window.start if window else None, data_end=window.end if window else None)
+        return await self._rec.record_final(claim, is_quiet=is_quiet)
 
 
 # The older module-level API (`from piko.core.runner import job_runner`) lives in default_runner.py.

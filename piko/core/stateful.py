@@ -9,14 +9,18 @@ watermark (`last_data_time`) moves only on success, by compare-and-set:
   recorded SKIPPED (WindowWaits) and the catch-up runs it in its turn.
 - SKIP: to the newest successful end; after downtime only the latest window runs and the
   skipped ones are reported.
-Windows are run with the run lock at their end time, so catching up is idempotent.
+Windows are run with the run lock at their end time, so catching up is idempotent. A window
+still RUNNING elsewhere holds the later ones back; the catch-up looks again every `recheck_s`
+(the heartbeat interval), so once the orphan sweep marks a dead instance's run ABANDONED it
+is re-run within about orphan_after_s + 2 x heartbeat_interval_s of that instance's last beat.
+A window this process itself still runs, or whose end waits for the store, is never re-run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,12 +39,13 @@ _RERUN = {RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.AB
 
 class Watermarks:
     def __init__(self, store: Store, clock: Clock, trigger_for: Callable[[str], Trigger | None],
-                 fence: Callable[[], Any], max_windows: int) -> None:
+                 fence: Callable[[], Any], max_windows: int, recheck_s: float = 2.0) -> None:
         self._store = store
         self._clock = clock
         self._trigger_for = trigger_for
         self._fence = fence
         self._max_windows = max_windows
+        self._recheck_s = recheck_s
         self._catching_up: dict[str, asyncio.Task[int]] = {}
 
     async def window_for(self, spec: JobSpec, at: datetime, kind: str = "manual") -> DataInterval:
@@ -108,26 +113,51 @@ class Watermarks:
         task.add_done_callback(lambda _t: self._catching_up.pop(job_id, None))
 
     _run: Callable[..., Any] | None = None
+    _holds: Callable[[str, datetime], bool] = staticmethod(lambda job_id, at: False)  # type: ignore[assignment]
 
-    def bind_runner(self, run: Callable[..., Any]) -> None:
-        """`run(job_id, scheduled_time, *, kind, data_interval, take_lock)` -> RunOutcome."""
+    _record: Callable[..., Awaitable[Any]] | None = None
+
+    def bind_runner(self, run: Callable[..., Any], holds: Callable[[str, datetime], bool] | None = None,
+                    record: Callable[..., Awaitable[Any]] | None = None) -> None:
+        """`run(job_id, scheduled_time, *, kind, data_interval, take_lock)` -> RunOutcome; `holds(job_id,
+        at)`: a run of that time is in progress in this process, or its end waits for the store;
+        `record(job_id, at, status, error_type, reason, window)`: a row born final (SKIPPED)."""
         self._run = run
+        self._record = record
+        if holds is not None:
+            self._holds = holds
 
     async def catch_up(self, spec: JobSpec, until: datetime | None = None) -> int:
         """Run the windows between the watermark and `until` (default now); return how many ran."""
         ran, is_done = 0, False
         while not is_done:  # windows that came due during a pass (their fires waited) run next
-            passed, is_done = await self._catch_up_pass(spec, until or self._clock.now())
+            passed, is_done, busy_at = await self._catch_up_pass(spec, until or self._clock.now())
             ran += passed
+            if busy_at is not None:  # held back by a run elsewhere: look again until it ended or was abandoned
+                await self._wait_while_running(spec.job_id, busy_at)
+                until, is_done = None, False
+                continue
             until, is_done = None, is_done or passed == 0
         return ran
 
-    async def _catch_up_pass(self, spec: JobSpec, until: datetime) -> tuple[int, bool]:
-        """(windows run, whether to stop: a window failed or catching up cannot go on)."""
+    async def _wait_while_running(self, job_id: str, at: datetime) -> None:
+        while True:
+            await self._clock.wait(None, self._recheck_s)
+            if self._holds(job_id, at):
+                continue
+            try:
+                if await self._store.latest_status(job_id, at) is not RunStatus.RUNNING:
+                    return
+            except PikoError as exc:
+                log.debug("job %s: checking the window ending %s failed: %s", job_id, at.isoformat(), exc)
+
+    async def _catch_up_pass(self, spec: JobSpec, until: datetime) -> tuple[int, bool, datetime | None]:
+        """(windows run, whether to stop: a window failed or catching up cannot go on, and the end of
+        a window running elsewhere that holds the rest back)."""
         trigger = self._trigger_for(spec.job_id)
         mark = await self._store.get_watermark(spec.job_id)
         if trigger is None or mark is None or self._run is None:
-            return 0, True
+            return 0, True, None
         windows, extra = backfill.windows_between(trigger, mark, until, self._max_windows)
         if spec.backfill_policy is BackfillPolicy.SKIP and (len(windows) > 1 or extra):
             latest = windows[-1]
@@ -137,6 +167,7 @@ class Watermarks:
                     latest = DataInterval(backfill.previous_fire(trigger, last) or latest.end, last)
             log.warning("job %s (backfill SKIP): %d missed window(s) [%s, %s) not run; running the latest only",
                         spec.job_id, len(windows) + extra - 1, mark.isoformat(), latest.start.isoformat())
+            await self._record_skipped(spec, [w for w in windows if w.end < latest.end], latest, extra)
             windows = [latest]
         elif extra:
             log.warning("job %s: %d more missed window(s) beyond backfill_max_windows=%d; they run on later passes",
@@ -147,13 +178,25 @@ class Watermarks:
                 outcome = await self._run_window(spec, window)
             except PikoError as exc:
                 log.warning("job %s: catching up stopped: %s", spec.job_id, exc)
-                return ran, True
+                return ran, True, None
             if outcome is _BUSY:
-                return ran, True  # running elsewhere (a long run): later windows wait for it
+                return ran, True, window.end  # running elsewhere (a long run): later windows wait for it
             ran += outcome is not None
             if outcome is not None and outcome.status is not RunStatus.SUCCESS:
-                return ran, True  # retried on the next pass; the watermark stays
-        return ran, spec.backfill_policy is not BackfillPolicy.CATCH_UP
+                return ran, True, None  # retried on the next pass; the watermark stays
+        return ran, spec.backfill_policy is not BackfillPolicy.CATCH_UP, None
+
+    async def _record_skipped(self, spec: JobSpec, skipped: list[DataInterval], latest: DataInterval,
+                              extra: int) -> None:
+        """A SKIP job's windows that do not run are recorded SKIPPED (shown by `piko runs`, re-runnable
+        with `piko backfill --rerun-failed`); past backfill_max_windows only the log line counts them."""
+        if self._record is None or not skipped:
+            return
+        reason = (f"backfill SKIP: the newest window [{latest.start.isoformat()}, {latest.end.isoformat()}) "
+                  f"runs instead" + (f"; {extra} older window(s) beyond backfill_max_windows not recorded"
+                                     if extra else ""))
+        await asyncio.gather(*(self._record(spec.job_id, w.end, RunStatus.SKIPPED, "BackfillSkip", reason,
+                                            DataInterval(w.start, w.end)) for w in skipped))
 
     async def _run_window(self, spec: JobSpec, window: DataInterval) -> Any:
         assert self._run is not None
@@ -164,7 +207,7 @@ class Watermarks:
         if status is RunStatus.SUCCESS:
             await self.advance(spec, window)  # done earlier (e.g. by the regular fire)
             return None
-        if status in _RERUN:
+        if status in _RERUN and not self._holds(spec.job_id, window.end):  # ABANDONED while we still run it
             return await self._run(spec.job_id, window.end, kind="backfill", data_interval=window, take_lock=False)
         return _BUSY  # RUNNING elsewhere: leave it
 

@@ -44,6 +44,11 @@ class PikoMetrics:
             "piko_job_lateness_seconds", "How late a run started after its scheduled time, in seconds.",
             ("job_id",), buckets=LATENESS_BUCKETS)
         self.jobs_running = r.gauge("piko_jobs_running", "Runs in progress.", ("job_id",))
+        self.run_records_pending = r.gauge(
+            "piko_run_records_pending", "Run ends and watermark moves waiting for the store to take them.")
+        self.run_records_lost_total = r.counter(
+            "piko_run_records_lost_total", "Run ends and watermark moves given up: still unwritten at exit, "
+            "or past the pending limit.")
         self.trigger_errors_total = r.counter(
             "piko_trigger_errors_total", "Schedules whose trigger could not compute a next fire.",
             ("job_id",))

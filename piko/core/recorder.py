@@ -1,0 +1,115 @@
+"""Recording runs in the store: claims (lock + RUNNING row), run ends, after-run bookkeeping.
+
+Claims and ends made in one loop iteration share one store call (batching.py). A claim the
+store does not take means the run did not start: the fire goes back to the kernel
+(`requeue`), to be tried again or recorded MISSED. An end the store does not take means the
+run DID happen: it waits in PendingWrites and is retried for as long as the process lives,
+and so does the bookkeeping after it. Imports no store implementation and not the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from piko.core.batching import Batcher
+from piko.core.pending_writes import RETRYABLE, PendingWrites
+from piko.core.run_metrics import RunMetrics
+from piko.core.types import RunClaim, RunFinish, RunOutcome
+from piko.errors import LeaseLost, StoreError
+from piko.ports import Clock, Store
+
+log = logging.getLogger("piko.runner")
+MAX_UNRECORDED = 100_000  # fires remembered as "could not be recorded" (to log each once)
+
+
+class RunRecorder:
+    def __init__(self, store: Store, clock: Clock, metrics: RunMetrics,
+                 requeue: Callable[[str, datetime], None] | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._m = metrics
+        self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
+        # late-bound (lambda): the store's methods are looked up per call, as a test may wrap them
+        self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: store.claim_runs(claims))
+        self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
+        self._pending = PendingWrites(lambda finishes: store.finish_runs(finishes), clock, on_size=metrics.pending_records,
+                                      on_lost=metrics.lost_records)
+        self._unrecorded: set[tuple[str, datetime]] = set()
+
+    # -- claims --------------------------------------------------------------------------
+    def submit_claim(self, claim: RunClaim) -> asyncio.Future[int | None]:
+        """The claim's answer as a plain future (the hot path: no coroutine per fire)."""
+        return self._claims.submit(claim, group=claim.fence)
+
+    async def claim(self, claim: RunClaim) -> int | None:
+        """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
+        try:
+            run_id = await self.submit_claim(claim)
+        except (LeaseLost, StoreError, OSError) as exc:
+            self.claim_failed(claim, exc)
+            return None
+        if self._unrecorded:
+            self._unrecorded.discard((claim.job_id, claim.scheduled_at))
+        return run_id
+
+    def claim_failed(self, claim: RunClaim, exc: BaseException) -> None:
+        key = (claim.job_id, claim.scheduled_at)
+        if isinstance(exc, LeaseLost):
+            log.warning("job %s at %s not started here: %s", claim.job_id, claim.scheduled_at.isoformat(), exc)
+        elif key not in self._unrecorded:  # once per fire, not once per retry
+            log.error("job %s at %s could not be recorded, so it did not run yet (will retry): %s",
+                      claim.job_id, claim.scheduled_at.isoformat(), exc)
+        self._unrecorded.add(key)
+        if len(self._unrecorded) > MAX_UNRECORDED:
+            self._unrecorded.clear()
+        if claim.kind == "schedule" and claim.attempt == 1 and self._requeue is not None:
+            self._requeue(claim.job_id, claim.scheduled_at)  # tried again, or recorded as missed, later
+
+    async def record_final(self, claim: RunClaim, *, is_quiet: bool = False) -> int | None:
+        """A row born final (MISSED, SKIPPED): recorded, logged (unless the caller sums them up), counted."""
+        run_id = await self.claim(claim)
+        if run_id is not None:
+            if not is_quiet:
+                log.warning("job %s at %s %s: %s", claim.job_id, claim.scheduled_at.isoformat(), claim.status.value,
+                            claim.error_message)
+            self._m.count(claim.job_id, claim.status)
+        return run_id
+
+    async def drain_claims(self, budget_s: float) -> None:
+        await self._claims.drain(budget_s)
+
+    # -- ends and bookkeeping --------------------------------------------------------------
+    async def finish(self, run_id: int, outcome: RunOutcome) -> None:
+        """Record how the run ended; if the store does not take it, it waits in PendingWrites."""
+        finish = RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type, outcome.error_message,
+                           outcome.duration_s)
+        try:
+            await self._finishes.submit(finish)
+        except RETRYABLE as exc:
+            self._pending.add_finish(finish, outcome.job_id, outcome.scheduled_at, exc)
+        self._m.count(outcome.job_id, outcome.status)
+
+    async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
+        await self._store.finish_runs(finishes)
+        return [None] * len(finishes)
+
+    async def bookkeeping(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
+        """A write after a run (a watermark, a one-shot's row): now, or queued behind earlier ones."""
+        if self._pending.has_writes:  # earlier bookkeeping waits: this one must not overtake it
+            self._pending.add_write(what, write, None)
+            return
+        try:
+            await write()
+        except RETRYABLE as exc:
+            self._pending.add_write(what, write, exc)
+
+    def holds_end(self, job_id: str, scheduled_at: datetime) -> bool:
+        """A run of this time ended here and its end still waits for the store."""
+        return self._pending.holds(job_id, scheduled_at)
+
+    async def close(self, budget_s: float) -> None:
+        """Write what waits for the store within the budget; log the rest."""
+        await self._pending.close(budget_s)
