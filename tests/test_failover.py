@@ -96,12 +96,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
 class Cluster:
     """Instances of the failover jobs file on one store; `close()` leaves no process behind."""
 
-    def __init__(self, db: Db, workdir: Path, **env: str) -> None:
-        self.db, self.workdir = db, workdir
+    def __init__(self, db: Db, workdir: Path, jobs_file: Path = JOBS_FILE, **env: str) -> None:
+        self.db, self.workdir, self.jobs_file = db, workdir, jobs_file
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PIKO_")}
-        self.env.update(PYTHONPATH=str(ROOT), PIKO_LEADER_LEASE_S=str(LEASE_S),
-                        PIKO_LEADER_RENEW_INTERVAL_S=str(RENEW_S), PIKO_POLL_INTERVAL_S="1",
-                        PIKO_SHUTDOWN_TIMEOUT_S="3", PIKO_LOG_LEVEL="INFO", **env)
+        self.env.update({"PYTHONPATH": str(ROOT), "PIKO_LEADER_LEASE_S": str(LEASE_S),
+                         "PIKO_LEADER_RENEW_INTERVAL_S": str(RENEW_S), "PIKO_POLL_INTERVAL_S": "1",
+                         "PIKO_SHUTDOWN_TIMEOUT_S": "3", "PIKO_LOG_LEVEL": "INFO", **env})
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, count: int) -> None:
@@ -109,7 +109,7 @@ class Cluster:
             n = len(self.procs)
             with open(self.workdir / f"i{n}.out", "wb") as out, open(self.workdir / f"i{n}.err", "wb") as err:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "piko", "run", str(JOBS_FILE), "--dsn", self.db.cli_dsn, "--http", "off"],
+                    [sys.executable, "-m", "piko", "run", str(self.jobs_file), "--dsn", self.db.cli_dsn, "--http", "off"],
                     cwd=self.workdir, env=self.env, stdout=out, stderr=err))
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
@@ -144,8 +144,8 @@ class Cluster:
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make(db: Db, **env: str) -> Cluster:
-        made.append(Cluster(db, tmp_path, **env))
+    def make(db: Db, jobs_file: Path = JOBS_FILE, **env: str) -> Cluster:
+        made.append(Cluster(db, tmp_path, jobs_file, **env))
         return made[-1]
 
     try:
