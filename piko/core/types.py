@@ -112,6 +112,7 @@ class RunFinish:
     error_type: str | None = None
     error_message: str | None = None
     duration_s: float | None = None  # measured on the monotonic clock; else finished_at - started_at
+    error_traceback: str | None = None  # FAILED / TIMEOUT: the formatted traceback, tail kept (bounded)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class RunRecord:
     error_message: str | None
     data_start: datetime | None = None
     data_end: datetime | None = None
+    error_traceback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,3 +181,4 @@ class RunOutcome:
     error_message: str | None = None
     result: object = None
     duration_s: float | None = None
+    error_traceback: str | None = None  # FAILED / TIMEOUT: where it happened, innermost frames kept

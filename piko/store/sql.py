@@ -44,7 +44,7 @@ RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fenc
                "finished_at, duration_s, error_type, error_message, data_start, data_end")
 RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
-SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
+SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback FROM job_run"  # a run is born without one
 # The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
 # SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
 LAST_FIRE = "SELECT MAX(scheduled_time) FROM job_lock WHERE job_id = ?"
@@ -53,10 +53,12 @@ LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time
                  "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
-                     "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                     "error_type = ?, error_message = ?, error_traceback = ? "
+                     "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 FINISH_RUN_MEASURED_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
                               "ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6)), error_type = ?, "
-                              "error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                              "error_message = ?, error_traceback = ? "
+                              "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
                    "error_message = 'the instance running it stopped (no heartbeat)' "
                    "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
@@ -84,7 +86,7 @@ def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRec
         run_id=int(r[0]), job_id=r[1], scheduled_at=ts(r[2]), status=RunStatus(r[3]),  # type: ignore[arg-type]
         attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
         duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
-        data_start=ts(r[13]), data_end=ts(r[14]))
+        data_start=ts(r[13]), data_end=ts(r[14]), error_traceback=r[15])
 
 
 def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[str], set[str]] | None:

@@ -153,8 +153,10 @@ class SqliteStore:
         await self._worker.call(lambda c: batch.finish_runs(c, finishes, to_text), is_write=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
-                         error_type: str | None = None, error_message: str | None = None) -> None:
-        params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message, run_id)
+                         error_type: str | None = None, error_message: str | None = None,
+                         error_traceback: str | None = None) -> None:
+        params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message,
+                  error_traceback, run_id)
         await self._worker.call(lambda c: c.execute(sql.FINISH_RUN_SQLITE, params), is_write=True)
 
     async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:

@@ -237,6 +237,25 @@ async def test_finish_runs_records_every_end_once_with_the_measured_duration(sto
     assert runs[ids[2]].status is RunStatus.TIMEOUT and runs[ids[2]].finished_at == T0 + timedelta(seconds=3)
 
 
+async def test_the_traceback_of_a_failed_run_is_stored_and_read_back_whole(store: Store) -> None:
+    from piko.core.invoke import TRACEBACK_MAX_CHARS
+    from piko.core.types import RunFinish
+
+    frames, last = "  File \"jobs.py\", line 7, in load — ünïcode 🚀\n" * 200, "KeyError: 'k'\n"
+    trace = frames[-(TRACEBACK_MAX_CHARS - len(last)):] + last  # as long as a stored one gets, 4-byte chars too
+    ids = await store.claim_runs([claim(f"t{i}") for i in range(3)])
+    one = await store.claim_run(claim("single"))
+    assert None not in ids and one is not None
+    await store.finish_runs([RunFinish(ids[0], RunStatus.FAILED, T0, "KeyError", "'k'", error_traceback=trace),
+                             RunFinish(ids[1], RunStatus.TIMEOUT, T0, "JobTimeout", "late", 1.0, "JobTimeout\n"),
+                             RunFinish(ids[2], RunStatus.SUCCESS, T0)])
+    await store.finish_run(one, RunStatus.FAILED, T0, "ValueError", "bad", error_traceback="ValueError: bad\n")
+    runs = {r.run_id: r for r in await store.recent_runs()}
+    assert runs[ids[0]].error_traceback == trace and len(trace) == TRACEBACK_MAX_CHARS
+    assert runs[ids[1]].error_traceback == "JobTimeout\n" and runs[ids[2]].error_traceback is None
+    assert runs[one].error_traceback == "ValueError: bad\n"
+
+
 async def test_claim_with_final_status_is_born_finished(store: Store) -> None:
     run_id = await store.claim_run(claim(status=RunStatus.MISSED, error_type="Missed", error_message="late"))
     (run,) = await store.recent_runs()
