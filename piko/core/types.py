@@ -83,6 +83,9 @@ class Fence:
     token: int
 
 
+RUN_KINDS = ("schedule", "manual", "backfill", "retry")  # why a run exists: job_run.kind
+
+
 @dataclass(frozen=True)
 class RunClaim:
     """A request to open a run record, optionally taking the (job_id, scheduled_at) lock."""

@@ -250,12 +250,15 @@ class MysqlStore:
         await self._execute(my.FINISH_RUN, (status.value, at, at, error_type, error_message, error_traceback,
                                             run_id))
 
-    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:
-        if job_id is None:
-            rows = await self._fetchall(my.SELECT_RUNS_ALL, (limit,))
-        else:
-            rows = await self._fetchall(my.SELECT_RUNS_OF_JOB, (job_id, limit))
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
+                          kind: str | None = None) -> list[RunRecord]:
+        statement, params = sql.select_runs(job_id, status, kind)
+        rows = await self._fetchall(my.q(statement), (*params, limit))
         return [sql.run_record(r, from_db) for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        rows = await self._fetchall(my.GET_RUN, (run_id,))
+        return sql.run_record(rows[0], from_db) if rows else None
 
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
         rows = await self._fetchall(my.LATEST_STATUS, (job_id, to_naive_utc(scheduled_at)))

@@ -79,8 +79,7 @@ UPSERT_CONFIG = q(
 TAKE_LOCK = q("INSERT IGNORE INTO job_lock (job_id, scheduled_time, instance_id, fence_token, locked_at) "
               "VALUES (?, ?, ?, ?, ?)")
 INSERT_RUN = q(sql.INSERT_RUN)
-SELECT_RUNS_ALL = q(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?")
-SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?")
+GET_RUN = q(sql.GET_RUN)
 LATEST_STATUS = q(sql.LATEST_STATUS)
 LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "

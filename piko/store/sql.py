@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.types import RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.core.types import RUN_KINDS, RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.errors import ConfigError
 from piko.store.codec import from_db
 
 SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, misfire_grace_s, `coalesce`, "
@@ -45,6 +46,7 @@ RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fenc
 RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
 SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback FROM job_run"  # a run is born without one
+GET_RUN = SELECT_RUNS + " WHERE run_id = ?"
 # The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
 # SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
 LAST_FIRE = "SELECT MAX(scheduled_time) FROM job_lock WHERE job_id = ?"
@@ -79,6 +81,22 @@ def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int
             claim.instance_id, token, ts(claim.started_at), ts(claim.started_at) if is_final else None,
             0.0 if is_final else None, claim.error_type, claim.error_message,
             ts(claim.data_start), ts(claim.data_end))
+
+
+def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The newest runs matching every filter given, filtered in SQL (so LIMIT counts matches):
+    the statement, ending in `LIMIT ?` for the caller's limit, and the filters' parameters."""
+    try:
+        status_value = None if status is None else RunStatus(status).value
+    except ValueError:
+        raise ConfigError(f"unknown run status {status!r} (use one of {', '.join(s.value for s in RunStatus)})"
+                          ) from None
+    if kind is not None and kind not in RUN_KINDS:
+        raise ConfigError(f"unknown run kind {kind!r} (use one of {', '.join(RUN_KINDS)})")
+    filters = {"job_id": job_id, "status": status_value, "kind": kind}
+    used = {column: value for column, value in filters.items() if value is not None}
+    where = " WHERE " + " AND ".join(f"{column} = ?" for column in used) if used else ""
+    return f"{SELECT_RUNS}{where} ORDER BY run_id DESC LIMIT ?", tuple(used.values())
 
 
 def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRecord:
