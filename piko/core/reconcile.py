@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import ChainMap
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -109,12 +110,21 @@ def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOpti
 
 @dataclass
 class ScheduleBook:
-    """What the kernel was last told, per job, and which problems were already reported."""
+    """What the kernel was last told, per job, and which problems were already reported.
+
+    `applied` holds the rows in force (the job's options are read from them); a row refused
+    since is kept in `refused`, so the next tick sees it unchanged and does not report it
+    again, while the job runs on with its last good row's schedule and options."""
 
     applied: dict[str, ScheduleRow] = field(default_factory=dict)
     triggers: dict[str, Trigger] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # job_id -> current problem text
     reported: set[tuple[str, str]] = field(default_factory=set)
+    refused: dict[str, ScheduleRow] = field(default_factory=dict)
+
+    def last_seen(self) -> Mapping[str, ScheduleRow]:
+        """Every job's row as last read (refused or in force): what the next diff compares with."""
+        return ChainMap(self.refused, self.applied)
 
     def report_once(self, job_id: str, problem: str) -> bool:
         self.problems[job_id] = problem
@@ -174,6 +184,7 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
     for job_id in plan.stop:
         unschedule(job_id)
         book.applied.pop(job_id, None)
+        book.refused.pop(job_id, None)
         book.triggers.pop(job_id, None)
         book.problems.pop(job_id, None)
         result.stopped.append(job_id)
@@ -186,12 +197,13 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
                 keeps = "keeps its last good schedule" if row.job_id in book.triggers else "is not scheduled"
                 log.error("scheduled_job row %r (version %s) is invalid and %s: %s", row.job_id, row.version,
                           keeps, exc)
-            book.applied[row.job_id] = row  # do not retry the same broken row every tick
+            book.refused[row.job_id] = row  # do not retry the same broken row every tick
             result.invalid.append(row.job_id)
             continue
         if book.triggers.get(row.job_id) != trigger or book.applied.get(row.job_id) != row:
             schedule(row.job_id, trigger, row)
         book.applied[row.job_id] = row
+        book.refused.pop(row.job_id, None)
         book.triggers[row.job_id] = trigger
         book.problems.pop(row.job_id, None)
         result.started.append(row.job_id)

@@ -75,10 +75,31 @@ def test_a_row_with_absurd_options_is_reported_once_and_keeps_its_last_good_sche
     now = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
     def apply(row):
-        return apply_plan(diff(book.applied, [row], lambda _: True), book, registry, "UTC",
+        return apply_plan(diff(book.last_seen(), [row], lambda _: True), book, registry, "UTC",
                           lambda job_id, trigger, r: scheduled.append(r), lambda _: None, now)
 
     assert apply(good).started == ["j"]
     bad = ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=1e308, version=2)
     assert apply(bad).invalid == ["j"] and scheduled == [good]
     assert "misfire_grace_s" in book.problems["j"]
+    assert diff(book.last_seen(), [bad], lambda _: True).is_empty  # the next tick: nothing new to report
+
+
+def test_a_refused_row_leaves_the_last_good_rows_options_in_force():
+    """The job keeps firing on its last good schedule, so its options must be that row's too:
+    a refused 'soon' or 0 must never reach the runner."""
+    registry = Registry()
+    registry.job("j")(_f)
+    book = ScheduleBook()
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    good = ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=30, max_instances=2)
+    for r in (good, ScheduleRow("j", "cron", "* * * * *", misfire_grace_s="soon", max_instances=0)):
+        apply_plan(diff(book.last_seen(), [r], lambda _: True), book, registry, "UTC", lambda *a: None,
+                   lambda _: None, now)
+    assert book.applied["j"] == good and "misfire_grace_s" in book.problems["j"]
+    opts = options_for(registry.get("j"), book.applied["j"], JobOptions())
+    assert (opts.misfire_grace_s, opts.max_instances) == (30, 2)
+    fixed = ScheduleRow("j", "cron", "*/5 * * * *")
+    result = apply_plan(diff(book.last_seen(), [fixed], lambda _: True), book, registry, "UTC", lambda *a: None,
+                        lambda _: None, now)
+    assert result.started == ["j"] and book.applied["j"] == fixed and not book.refused and "j" not in book.problems
