@@ -47,7 +47,11 @@ class DataInterval:
 
 @dataclass(frozen=True)
 class ScheduleRow:
-    """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it."""
+    """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it.
+
+    Read from a store, a column holding what its type never should (enabled 2 or 'yes', a
+    timezone '', a misfire_grace_s 'soon') keeps that value; reconcile.check_row_options
+    refuses the row, so nothing downstream guesses what it meant."""
 
     job_id: str
     schedule_type: str

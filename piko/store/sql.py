@@ -120,13 +120,24 @@ def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[st
 
 
 def schedule_row(r: Sequence[Any], ts: Callable[[Any], datetime | None] = from_db) -> ScheduleRow:
+    """A stored row as operators wrote it: a value the column should never hold (enabled 2 or
+    'yes', timezone '') is kept, not read as something valid, so reconcile can refuse the row."""
     return ScheduleRow(
-        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
-        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
+        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3],
+        enabled=_stored_flag(r[4]), misfire_grace_s=r[5], coalesce=_stored_flag(r[6]),
         max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=ts(r[10]))
 
 
+def _stored_flag(value: Any) -> Any:
+    """A boolean column's 0 / 1 as False / True; NULL and any other value as stored."""
+    return bool(value) if isinstance(value, int) and value in (0, 1) else value
+
+
 def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
-    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
-            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
-            row.jitter_s, row.version)
+    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, _flag_param(row.enabled),
+            row.misfire_grace_s, _flag_param(row.coalesce), row.max_instances, row.jitter_s, row.version)
+
+
+def _flag_param(value: Any) -> Any:
+    """A bool as 0 / 1; a value read as stored (a refused 'yes') is written back unchanged."""
+    return int(value) if isinstance(value, bool) else value

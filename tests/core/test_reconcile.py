@@ -53,6 +53,8 @@ def test_options_take_the_row_then_the_code_then_the_defaults():
 @pytest.mark.parametrize(("column", "value"), [
     ("misfire_grace_s", 1e308), ("misfire_grace_s", float("nan")), ("misfire_grace_s", "soon"),
     ("jitter_s", 1e9), ("jitter_s", -1.0), ("max_instances", 0), ("max_instances", -3), ("max_instances", 2.5),
+    ("enabled", 2), ("enabled", -1), ("enabled", "yes"), ("enabled", None), ("coalesce", 2), ("coalesce", "no"),
+    ("timezone", ""), ("timezone", "  "),
 ])
 def test_absurd_row_options_are_refused_naming_the_column(column, value):
     row = ScheduleRow("j", "cron", "* * * * *", **{column: value})
@@ -63,8 +65,17 @@ def test_absurd_row_options_are_refused_naming_the_column(column, value):
 def test_sensible_row_options_pass_and_a_negative_grace_means_no_limit():
     for row in (ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=-5, jitter_s=0.5, max_instances=3),
                 ScheduleRow("j", "cron", "* * * * *", misfire_grace_s=3600.0, jitter_s=86400, max_instances=1),
-                ScheduleRow("j", "cron", "* * * * *")):
+                ScheduleRow("j", "cron", "* * * * *"),
+                ScheduleRow("j", "cron", "* * * * *", timezone="Europe/Berlin", enabled=False, coalesce=False)):
         check_row_options(row)
+
+
+def test_only_enabled_0_stops_a_job_and_other_odd_values_go_on_to_be_refused():
+    applied = {"two": row("two"), "null": row("null"), "off": row("off")}
+    rows = [row("two", enabled=2), row("null", enabled=None), row("off", enabled=0), row("yes", enabled="yes")]
+    plan = diff(applied, rows, registered)
+    assert plan.stop == ("off",)  # the others keep their last good schedule once refused
+    assert [r.job_id for r in plan.upsert] == ["two", "null", "yes"]
 
 
 def test_a_row_with_absurd_options_is_reported_once_and_keeps_its_last_good_schedule():
