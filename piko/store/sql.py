@@ -89,8 +89,8 @@ def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) 
     try:
         status_value = None if status is None else RunStatus(status).value
     except ValueError:
-        raise ConfigError(f"unknown run status {status!r} (use one of {', '.join(s.value for s in RunStatus)})"
-                          ) from None
+        allowed = ", ".join(s.value for s in RunStatus)
+        raise ConfigError(f"unknown run status {status!r} (use one of {allowed})") from None
     if kind is not None and kind not in RUN_KINDS:
         raise ConfigError(f"unknown run kind {kind!r} (use one of {', '.join(RUN_KINDS)})")
     filters = {"job_id": job_id, "status": status_value, "kind": kind}
