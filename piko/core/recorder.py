@@ -85,7 +85,7 @@ class RunRecorder:
     async def finish(self, run_id: int, outcome: RunOutcome) -> None:
         """Record how the run ended; if the store does not take it, it waits in PendingWrites."""
         finish = RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type, outcome.error_message,
-                           outcome.duration_s)
+                           outcome.duration_s, error_traceback=outcome.error_traceback)
         try:
             await self._finishes.submit(finish)
         except RETRYABLE as exc:

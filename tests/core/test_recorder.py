@@ -131,3 +131,24 @@ def test_stopping_with_the_store_still_down_logs_each_unrecorded_end_and_counts_
     with caplog.at_level(logging.ERROR, "piko.runner"):
         assert asyncio.run(scenario()) == 1
     assert "exiting with the end of run 1 unrecorded (job j, SUCCESS)" in caplog.text
+
+
+def test_a_failed_run_records_its_traceback_down_to_the_raising_line(db_path) -> None:
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+
+        @app.job("breaks", interval={"seconds": 60, "start_date": "2026-03-01 12:00:00"})
+        async def breaks(ctx, scheduled_time):
+            raise KeyError("customer_id")
+
+        async with app:
+            await tick(clock, 60)
+            await wait_until(lambda: app.runner.is_idle() and app.piko_metrics.run_records_pending.value == 0)
+            (run,) = await app.store.recent_runs("breaks")
+            return run
+
+    run = asyncio.run(scenario())
+    assert run.status is RunStatus.FAILED and run.error_type == "KeyError"
+    assert 'raise KeyError("customer_id")' in run.error_traceback
+    assert run.error_traceback.rstrip().endswith("KeyError: 'customer_id'")
