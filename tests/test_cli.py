@@ -268,7 +268,7 @@ def test_job_runner_serves_one_script_after_another_on_mysql(mysql_db_dsn, monke
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIKO_MYSQL__DSN", mysql_db_dsn)
-    import piko.app as app_module
+    import piko.compat as app_module
 
     monkeypatch.setattr(app_module, "_default_app", None)  # a fresh default app reads the DSN
 

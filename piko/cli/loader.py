@@ -66,7 +66,8 @@ def load_app(target: str) -> Any:
 
 
 def _find_app(module: Any, target: str, where: str, attr: str) -> Any:
-    from piko.app import PikoApp, default_app
+    from piko.app import PikoApp
+    from piko.compat import default_app
     from piko.core.registry import default_registry
 
     if attr:

@@ -1,4 +1,4 @@
-"""PikoApp: the one place that wires concrete parts together.
+"""PikoApp: what users call, and the one place that wires concrete parts together.
 
 Start-up enters each part on one AsyncExitStack, in order: store, ops HTTP, instance
 heartbeat, writer, CPU pool, leader lease, runner, kernel, reconcile loop. Shutdown leaves
@@ -9,20 +9,20 @@ down, drain the writer, close the store. A failure while starting unwinds what s
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
-from piko.app_parts import LiveState, build_http, build_leader
+from piko.app import components
+from piko.app.live import LiveState
+from piko.app.process import refuse_in_worker_bootstrap, run_blocking, tune_gc
 from piko.clock import SystemClock
-from piko.core import runner as runner_module
 from piko.core.configs import validate_config
 from piko.core.kernel import Kernel
 from piko.core.registry import JobSpec, Registry, default_registry
 from piko.core.resource import ResourcePool
-from piko.core.runner import Runner
+from piko.core.runs import Runner
 from piko.core.types import DataInterval
 from piko.errors import ConfigError
 from piko.observability.logging import configure_logging
@@ -50,7 +50,7 @@ class PikoApp:
         self._writer: Any = None
         self._cpu: Any = None
         self._api_app: Any = None
-        self.live = LiveState(self)
+        self.live = LiveState(self.registry, self.clock, self.piko_metrics)
         self.kernel: Kernel | None = None
         self.runner: Runner | None = None
         self.leader: Any = None
@@ -85,12 +85,7 @@ class PikoApp:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from piko.store import make_store
-
-            s = self.settings
-            options = {"pool_size": s.mysql_pool_size, "pool_recycle": s.mysql_pool_recycle} \
-                if s.store_dsn.startswith("mysql") else {}
-            self._store = make_store(s.store_dsn, **options)
+            self._store = components.build_store(self.settings)
         return self._store
 
     @property
@@ -102,9 +97,7 @@ class PikoApp:
     @property
     def writer(self) -> Any:
         if self._writer is None:
-            from piko.app_parts import build_writer
-
-            self._writer = build_writer(self)
+            self._writer = components.build_writer(self.settings, self.piko_metrics, self.clock)
             self._writer.autostart = self._start_writer_late
         return self._writer
 
@@ -121,10 +114,7 @@ class PikoApp:
     @property
     def cpu_manager(self) -> Any:
         if self._cpu is None:
-            from piko.compute.manager import CpuManager
-
-            s = self.settings
-            self._cpu = CpuManager(s.cpu_workers or None, per_job_cap=s.cpu_per_job_cap or None)
+            self._cpu = components.build_cpu(self.settings)
         return self._cpu
 
     @property
@@ -163,7 +153,7 @@ class PikoApp:
         """Start every part; `serve_http=False` when an ASGI server serves the ops routes instead."""
         if self._is_started:
             return
-        _refuse_in_worker_bootstrap()
+        refuse_in_worker_bootstrap()
         self.adopt_default_jobs()
         s = self.settings
         if not logging.getLogger("piko").handlers and not logging.getLogger().handlers:
@@ -175,9 +165,9 @@ class PikoApp:
             await stack.aclose()
             raise
         self._stack = stack
-        self._is_started = True
+        self._is_started = self.live.started = True
         if s.tune_gc:
-            _tune_gc()
+            tune_gc()
         log.info("piko app %r started with %d job(s); data in %s", self.name, len(self.registry),
                  self.store.description)
 
@@ -187,8 +177,9 @@ class PikoApp:
         store = self.store
         await store.open()
         stack.push_async_callback(store.close)
+        self.live.attach(store, s)
         if s.http_enabled and serve_http:
-            await stack.enter_async_context(build_http(self, s))
+            await stack.enter_async_context(components.build_http(self.live, self.metrics, s))
         instance = new_instance(self.clock)
         await stack.enter_async_context(InstanceKeeper(store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s,
                                                        orphan_after_s=s.orphan_after_s))
@@ -198,7 +189,9 @@ class PikoApp:
             writer = self._writer
             await writer.start()
             stack.push_async_callback(lambda: writer.stop(self._remaining()))
-        self.leader = build_leader(self, s, instance.instance_id)
+        self.leader = components.build_leader(store, s, instance.instance_id, self.clock, self.piko_metrics,
+                                              self._leadership_changed)
+        self.live.bind(leader=self.leader)
         if self.leader is not None:
             await stack.enter_async_context(self.leader)
         self.runner = self._build_runner(instance.instance_id)
@@ -209,6 +202,7 @@ class PikoApp:
                              on_trigger_error=lambda job_id, exc: self.piko_metrics.trigger_errors_total.labels(
                                  job_id=job_id).inc(),
                              wait_for_room=self.runner.wait_for_room)
+        self.live.bind(kernel=self.kernel, runner=self.runner, leader=self.leader)
         await self.live.load_resume_points()
         self.live.start_control()
         await self.live.reconcile_once()
@@ -224,6 +218,15 @@ class PikoApp:
                       window_for=self.live.window_for, on_finish=self.live.on_finish, fence=self.live.fence,
                       metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue)
 
+    def _leadership_changed(self, is_leader: bool) -> None:
+        if self.kernel is not None:
+            self.kernel.leadership_changed(is_leader)
+        log.info("this instance is now %s", "the leader" if is_leader else "a standby")
+        if not is_leader and self.runner is not None:
+            cancelled = self.runner.cancel_running()  # runs must not go on unfenced after our term ended
+            if cancelled:
+                log.warning("leadership lost: cancelled %d running job(s)", cancelled)
+
     def _requeue(self, job_id: str, at: datetime) -> None:
         if self.kernel is not None:
             self.kernel.requeue(job_id, at)
@@ -235,7 +238,7 @@ class PikoApp:
         """Stop firing, drain runs within shutdown_timeout_s, then close every part."""
         self._deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
         stack, self._stack = self._stack, None
-        self._is_started = False
+        self._is_started = self.live.started = False
         keeper = self._manual_keeper
         if keeper is not None and stack is None:  # manual runs only: the keeper closes what they opened
             keeper.cancel()
@@ -266,10 +269,8 @@ class PikoApp:
 
     def run(self) -> None:
         """Blocking entry point: run until SIGINT/SIGTERM (a second signal exits at once)."""
-        from piko.app_parts import run_blocking
-
-        _refuse_in_worker_bootstrap()
-        run_blocking(self)
+        refuse_in_worker_bootstrap()
+        run_blocking(self.serve, self.settings)
 
     # -- runs ----------------------------------------------------------------------------
     def config_for(self, spec: JobSpec, now: datetime) -> Any:
@@ -297,9 +298,11 @@ class PikoApp:
             if self.runner is None:
                 self.adopt_default_jobs()
                 await self.store.open()
+                self.live.attach(self.store, self.settings)
                 from piko.core.instances import new_instance
 
                 runner = self._build_runner(new_instance(self.clock).instance_id)
+                self.live.bind(runner=runner)
                 await self.live.load_stored_state(runner)  # stored options, schedules and configs apply
                 self.runner = runner
                 self._manual_keeper = loop.create_task(self._close_manual_at_loop_end(), name="piko-manual-store")
@@ -317,47 +320,10 @@ class PikoApp:
             finally:
                 self._manual_keeper = None
                 self.runner = None
+                self.live.bind()
                 await self.store.close()
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       data_interval: DataInterval | None = None) -> Any:
         runner = await self.manual_runner()
         return await runner.run_job(job_id, scheduled_time, config, data_interval=data_interval)
-
-
-def _refuse_in_worker_bootstrap() -> None:
-    """A CPU worker (spawn/forkserver) imports the main script again: an unguarded app.run()
-    there would start a second piko in every worker. Say so instead of hanging."""
-    import multiprocessing
-
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise RuntimeError(
-            "app.run() / app.start() was called while a CPU worker process imported your script: "
-            "put it under `if __name__ == \"__main__\":` (or run the jobs file with `python -m piko run`)")
-
-
-def _tune_gc() -> None:
-    """Keep the cyclic GC off the run path (tune_gc = false leaves the process's GC alone).
-
-    At 10,000 fires a second the loop holds ~10,000 pending tasks; with the default gen-0
-    threshold (700) the collector re-scans them constantly, about half the loop's time
-    (measured). The job table, triggers and stores live as long as the app: frozen, never scanned.
-    """
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    if 0 < gen0 < 10_000:
-        gc.set_threshold(10_000, gen1, gen2)
-
-
-_default_app: PikoApp | None = None
-
-
-def default_app() -> PikoApp:
-    """The app behind `piko.core.registry.job` and `piko.core.runner.job_runner`."""
-    global _default_app
-    if _default_app is None:
-        _default_app = PikoApp("default", registry=default_registry)
-    return _default_app
-
-
-runner_module.set_default_app_factory(default_app)

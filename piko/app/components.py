@@ -1,0 +1,76 @@
+"""Builders of the app's parts from settings: store, ops HTTP, leader lease, writer, CPU pool.
+
+Each builder takes the parts it needs, never the app, and imports its component lazily, so
+an app that never uses the writer or the CPU pool never imports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from piko.app.live import LiveState
+from piko.observability.metrics import MetricsRegistry
+from piko.observability.piko_metrics import PikoMetrics
+from piko.ports import Clock, Store
+from piko.settings import Settings
+
+log = logging.getLogger("piko.app")
+
+
+def build_store(s: Settings) -> Store:
+    from piko.store import make_store
+
+    options = {"pool_size": s.mysql_pool_size, "pool_recycle": s.mysql_pool_recycle} \
+        if s.store_dsn.startswith("mysql") else {}
+    return make_store(s.store_dsn, **options)
+
+
+def build_http(live: LiveState, metrics: MetricsRegistry, s: Settings) -> contextlib.AbstractAsyncContextManager[None]:
+    """The ops server on http_host:http_port, with the loop-lag monitor /healthz reports."""
+    from piko.http.routes import OpsRoutes
+    from piko.http.server import HttpServer
+    from piko.observability.process import LoopLagMonitor
+
+    @contextlib.asynccontextmanager
+    async def serve() -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            monitor = await stack.enter_async_context(LoopLagMonitor())
+            server = await stack.enter_async_context(HttpServer(OpsRoutes(live, metrics), s.http_host, s.http_port))
+            live.set_lag_monitor(monitor, server.port)
+            host = f"[{s.http_host}]" if ":" in s.http_host else s.http_host
+            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", host, server.port)
+            yield
+
+    return serve()
+
+
+def build_leader(store: Store, s: Settings, holder: str, clock: Clock, metrics: PikoMetrics,
+                 on_change: Callable[[bool], None]) -> Any:
+    """The lease campaign, or None when leader election is off."""
+    if not s.leader_enabled:
+        return None
+    from piko.core.instances import is_dead_local_instance
+    from piko.leader import LeaderElector
+
+    return LeaderElector(store, name=s.leader_name, holder=holder, lease_s=s.leader_lease_s,
+                         renew_interval_s=s.leader_renew_interval_s, clock=clock, on_change=on_change,
+                         metrics=metrics, is_holder_dead=is_dead_local_instance)
+
+
+def build_writer(s: Settings, metrics: PikoMetrics, clock: Clock) -> Any:
+    from piko.persistence.writer import PersistenceWriter
+
+    return PersistenceWriter(queue_max=s.persist_queue_max, batch_size=s.persist_batch_size,
+                             batch_timeout_s=s.persist_batch_timeout_s, spill_dir=s.persist_spill_dir,
+                             durability=s.persist_durability, retry_max=s.persist_retry_max,
+                             write_timeout_s=s.persist_write_timeout_s, startup_replay_s=s.persist_startup_replay_s,
+                             metrics=metrics, clock=clock)
+
+
+def build_cpu(s: Settings) -> Any:
+    from piko.compute.manager import CpuManager
+
+    return CpuManager(s.cpu_workers or None, per_job_cap=s.cpu_per_job_cap or None)
