@@ -24,6 +24,7 @@ from piko.persistence import spill as spill_files
 from piko.persistence.codec import CodecError
 from piko.persistence.intent import WriteIntent
 from piko.persistence.journal import Segment
+from piko.persistence.records import intent_body
 from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
 from piko.ports import Clock, Sink
@@ -302,7 +303,7 @@ class LaneDriver:
         unencodable: list[tuple[Envelope, Exception]] = []
         for env in envelopes:
             try:
-                bodies.append(spill_files.intent_body(env.intent))
+                bodies.append(intent_body(env.intent))
                 spilled.append(env)
             except CodecError as exc:  # a dead letter keeps its repr and says why
                 unencodable.append((env, exc))
@@ -316,7 +317,7 @@ class LaneDriver:
         self._on_change()
 
     async def _dead_letter(self, lane: Lane, items: list[tuple[Envelope, Exception]]) -> None:
-        bodies = [spill_files.intent_body(env.intent, err) for env, err in items]
+        bodies = [intent_body(env.intent, err) for env, err in items]
         for env, err in items:
             log.error("persistence: sink %r cannot take intent %r, dead-lettered: %r",
                       lane.name, env.intent.key, err)

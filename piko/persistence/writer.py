@@ -36,6 +36,7 @@ from piko.persistence.lanes import (
     close_sinks,
 )
 from piko.persistence.ledger import Ledger
+from piko.persistence.records import intent_body
 from piko.persistence.replay import Replayer, ReplayStats
 from piko.ports import Clock, Sink
 
@@ -134,7 +135,7 @@ class PersistenceWriter:
             return
         self._ledger.take_room(lane)
         try:
-            envelope.segment, envelope.journal_seq = await self._journal.append(spill_files.intent_body(intent))
+            envelope.segment, envelope.journal_seq = await self._journal.append(intent_body(intent))
         except BaseException:
             self._ledger.release_room(lane, 1)
             raise
