@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from piko.clock import SystemClock
+from piko.core.backoff import backoff as backoff_s  # exported under the name it has always had
 from piko.errors import ConfigError, UnknownSink, WriterClosed, WriterFull
 from piko.persistence import spill as spill_files
 from piko.persistence.intent import WriteIntent
@@ -31,7 +32,6 @@ from piko.persistence.lanes import (
     LaneDriver,
     LanePolicy,
     LaneReplayPort,
-    backoff_s,
     call_hook,
     close_sinks,
 )
