@@ -84,6 +84,10 @@ def _joined(shown: list[str], size: int) -> str:
     return ", ".join(shown + ["..."]) if size > len(shown) else ", ".join(shown)
 
 
+class IllegalTransition(PikoError):
+    """A state machine was asked for a move its transition table does not allow (a bug in piko)."""
+
+
 class RegistrationError(ConfigError):
     """A job cannot be registered (not async, duplicate id, bad option)."""
 

@@ -7,7 +7,8 @@ it fails only the task that worker held, and the worker is replaced. A task that
 cancelled or passes its deadline while running gets its worker SIGKILLed and replaced.
 Processes are started in a thread, so spawning never stalls timers or the leader lease.
 When workers cannot start, queued calls fail and the cause is logged once, at ERROR.
-Imports nothing from piko but errors and compute (worker: the wire protocol; process).
+Every worker and task state change goes through states.advance (the tables live there).
+Imports nothing from piko but errors and compute (worker: the wire; process; states).
 """
 
 from __future__ import annotations
@@ -20,31 +21,18 @@ import signal
 import socket
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from piko.compute import worker as wire
-from piko.compute.process import FrameReader, WorkerProcess, describe_exit, kill_without_loop
+from piko.compute.process import FrameReader, Task, WorkerProcess, describe_exit, kill_without_loop
+from piko.compute.states import TaskState, WorkerState, advance
 from piko.compute.worker import OffloadTimeout, WorkerDiedError
 from piko.errors import OffloadError
 
 log = logging.getLogger("piko.compute")
 
 _MAX_FAILED_STARTS = 3  # workers dying before READY in a row before queued calls fail
-
-
-@dataclass(eq=False)
-class Task:
-    """One call (or one map_reduce chunk) on its way through the pool."""
-
-    payload: bytes
-    label: str  # names the function (and chunk) in error messages
-    job: str | None
-    timeout_s: float | None
-    future: asyncio.Future[Any]
-    state: str = "queued"  # queued -> running -> finished
-    worker: WorkerProcess | None = None
-    timer: asyncio.TimerHandle | None = None
+_W, _T = WorkerState, TaskState
 
 
 class WorkerPool:
@@ -120,7 +108,7 @@ class WorkerPool:
         """Start every worker now and wait until all of them have run the initializer."""
         self._is_halted = False
         self._ensure_workers()
-        while sum(w.state in ("idle", "busy") for w in self._workers) < self.size:
+        while sum(w.state in (_W.IDLE, _W.BUSY) for w in self._workers) < self.size:
             if self._is_closing:
                 raise OffloadError("the CPU pool was closed before its workers had started")
             if self._is_halted:
@@ -147,8 +135,8 @@ class WorkerPool:
             if w.task is not None:
                 _fail(w.task, closed)
                 self._kill(w)
-            elif w.state in ("idle", "starting"):
-                w.state = "stopping"
+            elif w.state in (_W.IDLE, _W.STARTING):
+                w.state = advance(w.state, _W.STOPPING)
                 if w.transport is not None:
                     w.transport.close()  # the worker sees EOF and exits by itself
         await self._wait_for(lambda: not self._workers, deadline)
@@ -193,12 +181,13 @@ class WorkerPool:
         try:
             with child_sock:
                 await asyncio.to_thread(w.process.start)
-            if w.state == "dead":  # kill_now() ran while it was starting
+            if w.state is _W.DEAD:  # kill_now() ran while it was starting
                 kill_without_loop([w], self._loop)
                 return
         except Exception as exc:  # EAGAIN, ENOMEM, an initializer that cannot be pickled
             w.sock.close()
-            w.state = "dead"
+            if w.state is not _W.DEAD:  # else kill_now() ran while it was starting
+                w.state = advance(w.state, _W.DEAD)
             self._workers.remove(w)
             self._changed.set()
             self._halt(f"could not start a CPU worker: {type(exc).__name__}: {exc}", exc)
@@ -217,8 +206,8 @@ class WorkerPool:
                 return
             w = self._idle.popleft()
             assert w.transport is not None
-            w.state, w.task = "busy", task
-            task.state, task.worker = "running", w
+            w.state, w.task = advance(w.state, _W.BUSY), task
+            task.state, task.worker = advance(task.state, _T.RUNNING), w
             self._running[task.job] += 1
             w.transport.write(wire.HEADER.pack(len(task.payload)))
             w.transport.write(task.payload)
@@ -244,13 +233,14 @@ class WorkerPool:
             status, value, text, item_index = "undecodable", None, f"{type(exc).__name__}: {exc}", None
         if status == wire.READY:
             w.is_ready = True
-            if w.state == "starting":
-                w.state = "idle"
+            if w.state is _W.STARTING:
+                w.state = advance(w.state, _W.IDLE)
                 self._failed_starts = 0
                 self._idle.append(w)
                 self._changed.set()
         elif status == wire.INIT_FAILED:
-            w.state = "killed"  # it exits by itself
+            if w.state not in (_W.KILLED, _W.DEAD):  # one already on its way out stays so
+                w.state = advance(w.state, _W.KILLED)  # it exits by itself
             init_label = f"the CPU pool's initializer {wire.describe_callable(self._initializer)}"
             error = wire.reply_error(status, value, text, init_label)
             self._halt(str(error), error.__cause__)
@@ -270,32 +260,34 @@ class WorkerPool:
     def _detach(self, w: WorkerProcess) -> Task:
         task, w.task = w.task, None
         assert task is not None
-        task.state = "finished"
+        task.state = advance(task.state, _T.FINISHED)
         self._running[task.job] -= 1
         return task
 
     def _release(self, w: WorkerProcess) -> None:
+        if w.state is not _W.BUSY:
+            return  # killed or exited while its reply was on the way: it is being replaced
         if self._max_tasks is not None and w.tasks_done >= self._max_tasks:
-            w.state = "retiring"  # replaced when it has exited
+            w.state = advance(w.state, _W.RETIRING)  # replaced when it has exited
             assert w.transport is not None
             w.transport.close()
-        elif w.state == "busy":
-            w.state = "idle"
+        else:
+            w.state = advance(w.state, _W.IDLE)
             self._idle.append(w)
 
     def _on_connection_lost(self, w: WorkerProcess) -> None:
-        if w.state in ("idle", "busy", "starting"):
+        if w.state in (_W.IDLE, _W.BUSY, _W.STARTING):
             self._kill(w)  # the worker closed its socket on its own: make sure it is gone
 
     def _on_sentinel(self, w: WorkerProcess) -> None:
         self._loop.remove_reader(w.process.sentinel)
         was = w.state
-        w.state = "dead"
+        w.state = advance(w.state, _W.DEAD)
         with contextlib.suppress(ValueError):
             self._idle.remove(w)
         self._spawn_in_background(self._reap(w, was))
 
-    async def _reap(self, w: WorkerProcess, was: str) -> None:
+    async def _reap(self, w: WorkerProcess, was: WorkerState) -> None:
         # With spawn the sentinel can fire a moment before waitpid() sees the exit.
         for delay in (0.0, 0.001, 0.01, 0.05, 0.2, 1.0):
             await asyncio.sleep(delay)
@@ -312,7 +304,7 @@ class WorkerPool:
             )
             message = f"the CPU worker (pid {w.pid}) running {task.label} died: {how}{hint}"
             _fail(task, WorkerDiedError(message, pid=w.pid, exitcode=exitcode))
-        elif was in ("idle", "starting"):
+        elif was in (_W.IDLE, _W.STARTING):
             log.warning("CPU worker pid %s exited unexpectedly (%s); replacing it", w.pid, how)
         if w.transport is not None:
             w.transport.close()
@@ -320,7 +312,7 @@ class WorkerPool:
             w.process.close()
         self._workers.remove(w)
         self._changed.set()
-        if not w.is_ready and was != "stopping":  # also when its closed socket was noticed first
+        if not w.is_ready and was is not _W.STOPPING:  # also when its closed socket was noticed first
             self._failed_starts += 1
             if self._failed_starts >= _MAX_FAILED_STARTS:
                 self._halt(f"CPU workers keep dying at start-up (the last one: {how}); see their traceback on "
@@ -333,25 +325,25 @@ class WorkerPool:
     def _on_task_done(self, task: Task) -> None:
         if task.timer is not None:
             task.timer.cancel()
-        if task.state == "queued":
-            task.state = "finished"
+        if task.state is _T.QUEUED:
+            task.state = advance(task.state, _T.FINISHED)
             with contextlib.suppress(ValueError):
                 self._queue.remove(task)
-        elif task.state == "running" and task.worker is not None and task.worker.task is task:
+        elif task.state is _T.RUNNING and task.worker is not None and task.worker.task is task:
             # Cancelled or timed out while running: the only way to stop it is to stop
             # its worker. _reap sees the task already settled and just replaces the worker.
             self._kill(task.worker)
         self._changed.set()
 
     def _expire(self, task: Task) -> None:
-        where = "its worker was killed and replaced" if task.state == "running" else "it never started"
+        where = "its worker was killed and replaced" if task.state is _T.RUNNING else "it never started"
         _fail(task, OffloadTimeout(f"{task.label} did not finish within {task.timeout_s:g}s; {where}"))
 
     def _kill(self, w: WorkerProcess) -> None:
-        if w.state == "dead":
+        if w.state is _W.DEAD:
             return
-        if w.state != "stopping":
-            w.state = "killed"
+        if w.state not in (_W.STOPPING, _W.KILLED):  # a stopping worker exits by itself anyway
+            w.state = advance(w.state, _W.KILLED)
         with contextlib.suppress(ValueError):
             self._idle.remove(w)
         if w.process.pid is not None:

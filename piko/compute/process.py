@@ -1,9 +1,9 @@
-"""One CPU worker process as the pool sees it: its record, its frame reader, its exit.
+"""One CPU worker process as the pool sees it: its record, its task, its frame reader, its exit.
 
 The pool (compute/pool.py) decides what a worker does; this module only holds what one
-worker is and the effects on it that need no decision: reading frames off its socket,
-naming how it exited, and killing workers outright when their event loop is gone.
-Imports nothing from piko but compute.worker (the wire format).
+worker and one task are, and the effects on a worker that need no decision: reading frames
+off its socket, naming how it exited, and killing workers outright when their loop is gone.
+Imports nothing from piko but compute.worker (the wire format) and compute.states.
 """
 
 from __future__ import annotations
@@ -15,14 +15,26 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from piko.compute import worker as wire
-
-if TYPE_CHECKING:
-    from piko.compute.pool import Task
+from piko.compute.states import TaskState, WorkerState, advance
 
 _JOIN_BUDGET_S = 2.0  # reaping SIGKILLed processes takes milliseconds; this is a ceiling
+
+
+@dataclass(eq=False)
+class Task:
+    """One call (or one map_reduce chunk) on its way through the pool."""
+
+    payload: bytes
+    label: str  # names the function (and chunk) in error messages
+    job: str | None
+    timeout_s: float | None
+    future: asyncio.Future[Any]
+    state: TaskState = TaskState.QUEUED
+    worker: WorkerProcess | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -30,7 +42,7 @@ class WorkerProcess:
     process: Any  # multiprocessing.process.BaseProcess
     sock: socket.socket  # the parent's end of the socketpair
     pid: int | None = None
-    state: str = "starting"  # starting -> idle <-> busy -> retiring | killed | stopping -> dead
+    state: WorkerState = WorkerState.STARTING
     transport: asyncio.Transport | None = None
     task: Task | None = None
     tasks_done: int = 0
@@ -69,7 +81,8 @@ def kill_without_loop(workers: Iterable[WorkerProcess], loop: asyncio.AbstractEv
     """
     workers = list(workers)
     for w in workers:
-        w.state = "dead"
+        if w.state is not WorkerState.DEAD:  # an exited worker may still be waiting to be reaped
+            w.state = advance(w.state, WorkerState.DEAD)
         if not loop.is_closed():
             with contextlib.suppress(ValueError, AttributeError):  # process closed, or never started
                 loop.remove_reader(w.process.sentinel)

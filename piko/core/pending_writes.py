@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from piko.core.policy import retry_delay
+from piko.core.backoff import backoff
 from piko.core.types import RunFinish
 from piko.errors import LeaseLost, StoreError
 from piko.ports import Clock
@@ -27,6 +27,7 @@ from piko.ports import Clock
 log = logging.getLogger("piko.runner")
 RETRYABLE = (StoreError, OSError, asyncio.TimeoutError)
 BATCH = 500
+_JITTER = (1.0, 0.5)  # jitter only shortens a wait, by up to half: never past cap_s
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ class PendingWrites:
     # -- retrying --------------------------------------------------------------------------
     async def _retry_loop(self) -> None:
         while len(self):
-            await self._clock.wait(None, retry_delay(self._failures + 1, self._base_s, self._cap_s,
-                                                     self._rng.random()))
+            await self._clock.wait(None, backoff(self._failures + 1, self._base_s, self._cap_s,
+                                                 draw=self._rng.random(), jitter=_JITTER))
             await self._try_once()
 
     async def _try_once(self) -> bool:
@@ -152,7 +153,7 @@ class PendingWrites:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await asyncio.sleep(min(remaining, retry_delay(self._failures, self._base_s, self._cap_s, 0.0)))
+            await asyncio.sleep(min(remaining, backoff(self._failures, self._base_s, self._cap_s)))
         self._give_up_all()
 
     def _give_up_all(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from piko.core.backoff import backoff
 from piko.core.types import RunStatus
 
 
@@ -62,6 +63,6 @@ def decide_fires(
 
 
 def retry_delay(attempt: int, base_s: float, cap_s: float, jitter_fraction: float) -> float:
-    """Capped exponential backoff before attempt `attempt + 1`; jitter_fraction in [0, 1)."""
-    delay = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    return delay * (1.0 - 0.5 * jitter_fraction)
+    """Capped exponential backoff before attempt `attempt + 1`; jitter_fraction in [0, 1) only
+    shortens it, by up to half, so a run never waits longer than retry_backoff_max."""
+    return backoff(attempt, base_s, cap_s, draw=jitter_fraction, jitter=(1.0, 0.5))

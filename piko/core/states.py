@@ -8,7 +8,9 @@ the orphan sweep may only ever turn RUNNING into ABANDONED.
 from __future__ import annotations
 
 from piko.core.types import RunStatus
-from piko.errors import PikoError
+from piko.errors import IllegalTransition
+
+__all__ = ["TRANSITIONS", "IllegalTransition", "advance"]
 
 _S = RunStatus
 
@@ -16,10 +18,6 @@ TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
     None: frozenset({_S.RUNNING, _S.MISSED, _S.SKIPPED}),
     _S.RUNNING: frozenset({_S.SUCCESS, _S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED}),
 }
-
-
-class IllegalTransition(PikoError):
-    pass
 
 
 def advance(current: RunStatus | None, new: RunStatus) -> RunStatus:

@@ -9,8 +9,8 @@ at `segment_bytes`; a segment that is no longer active is deleted once every int
 was released. At start-up, the unacknowledged intents of left-over segments become
 per-sink spill files, which replay then delivers: at-least-once, so after a kill -9 only
 intents in flight or acknowledged within the last ack interval arrive twice.
-Format version 2 (intents `I` + seq u64 + body, acks `A` + JSON ranges); version 1
-segments (plain intent bodies, no acks) are still recovered.
+Segments use records.py's format: a JSON header, then version 2 records (intents `I` + seq
+u64 + body, acks `A` + JSON ranges); version 1 segments (plain intent bodies) still recover.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from piko.persistence.spill import FILE_MAGIC, SpillDir, body_sink, frame, fsync_dir, read_records
+from piko.persistence.records import FILE_MAGIC, body_sink, frame, fsync_dir, read_records
+from piko.persistence.spill import SpillDir
 from piko.ports import Clock
 
 SEGMENT_SUFFIX = ".journal"

@@ -20,10 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from piko.core.backoff import backoff
 from piko.persistence import spill as spill_files
 from piko.persistence.codec import CodecError
 from piko.persistence.intent import WriteIntent
 from piko.persistence.journal import Segment
+from piko.persistence.records import intent_body
 from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
 from piko.ports import Clock, Sink
@@ -179,10 +181,11 @@ class LaneDriver:
                 return
             if self._metrics is not None:
                 self._metrics.persistence_retried_total.labels(sink=lane.name).inc()
-            delay = backoff_s(attempt, policy.retry_base_s, policy.retry_cap_s)
+            delay_s = backoff(attempt, policy.retry_base_s, policy.retry_cap_s,
+                              draw=random.random(), jitter=(0.5, 1.0))  # jitter: no herd
             lane.is_backing_off = True
             try:
-                await self._clock.wait(self.stopping, delay * random.uniform(0.5, 1.0))  # jitter: no herd
+                await self._clock.wait(self.stopping, delay_s)
             finally:
                 lane.is_backing_off = False
 
@@ -302,7 +305,7 @@ class LaneDriver:
         unencodable: list[tuple[Envelope, Exception]] = []
         for env in envelopes:
             try:
-                bodies.append(spill_files.intent_body(env.intent))
+                bodies.append(intent_body(env.intent))
                 spilled.append(env)
             except CodecError as exc:  # a dead letter keeps its repr and says why
                 unencodable.append((env, exc))
@@ -316,7 +319,7 @@ class LaneDriver:
         self._on_change()
 
     async def _dead_letter(self, lane: Lane, items: list[tuple[Envelope, Exception]]) -> None:
-        bodies = [spill_files.intent_body(env.intent, err) for env, err in items]
+        bodies = [intent_body(env.intent, err) for env, err in items]
         for env, err in items:
             log.error("persistence: sink %r cannot take intent %r, dead-lettered: %r",
                       lane.name, env.intent.key, err)
@@ -365,11 +368,6 @@ async def call_hook(sink: Sink, name: str) -> None:
     hook = getattr(sink, name, None)
     if callable(hook):
         await hook()
-
-
-def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
-    """Capped exponential backoff before retry `attempt` (1-based), before jitter."""
-    return min(cap_s, base_s * 2 ** (attempt - 1))
 
 
 def _sink_cancelled(exc: asyncio.CancelledError) -> Exception:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from piko.persistence import spill as spill_files
 from piko.persistence.intent import WriteIntent
+from piko.persistence.records import intent_from_body
 
 log = logging.getLogger("piko.persistence")
 RunIo = Callable[..., Awaitable[Any]]
@@ -241,7 +242,7 @@ def _decode(bodies: list[bytes], types: Mapping[str, type]) -> list[Item]:
     items = []
     for body in bodies:
         try:
-            items.append((body, spill_files.intent_from_body(body, types)))
+            items.append((body, intent_from_body(body, types)))
         except Exception:  # CodecError, or anything a model's validator raises: a bad record
             continue
     return items

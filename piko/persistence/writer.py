@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from piko.clock import SystemClock
+from piko.core.backoff import backoff as backoff_s  # exported under the name it has always had
 from piko.errors import ConfigError, UnknownSink, WriterClosed, WriterFull
 from piko.persistence import spill as spill_files
 from piko.persistence.intent import WriteIntent
@@ -31,11 +32,11 @@ from piko.persistence.lanes import (
     LaneDriver,
     LanePolicy,
     LaneReplayPort,
-    backoff_s,
     call_hook,
     close_sinks,
 )
 from piko.persistence.ledger import Ledger
+from piko.persistence.records import intent_body
 from piko.persistence.replay import Replayer, ReplayStats
 from piko.ports import Clock, Sink
 
@@ -134,7 +135,7 @@ class PersistenceWriter:
             return
         self._ledger.take_room(lane)
         try:
-            envelope.segment, envelope.journal_seq = await self._journal.append(spill_files.intent_body(intent))
+            envelope.segment, envelope.journal_seq = await self._journal.append(intent_body(intent))
         except BaseException:
             self._ledger.release_room(lane, 1)
             raise

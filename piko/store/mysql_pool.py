@@ -15,6 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from piko.core.backoff import backoff
 from piko.errors import StoreError, StoreUnavailable
 from piko.store import mysql_sql as my
 
@@ -85,7 +86,6 @@ class MysqlConnections:
     async def call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None,
                    is_urgent: bool = False) -> T:
         attempts = attempts or self._attempts
-        delay = 0.05
         for attempt in range(1, attempts + 1):
             try:
                 return await self._once(op, is_tx, self._control if is_urgent else self._pool)
@@ -99,8 +99,7 @@ class MysqlConnections:
                     kind = StoreUnavailable if code in my.CONNECTION_LOST else StoreError
                     raise kind(f"{self.description}: {my.reason(exc)} (after {attempts} attempts)") from exc
                 log.debug("retrying after transient MySQL error %s (attempt %d)", code, attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(backoff(attempt, 0.05, 1.0, draw=random.random(), jitter=(0.5, 1.5)))
         raise AssertionError("unreachable")
 
     async def _once(self, op: Op[T], is_tx: bool, pool: Any) -> T:

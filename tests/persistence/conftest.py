@@ -37,9 +37,9 @@ def intent(key: object, sink: str = "rec", payload: Any = None, run_id: int | st
 
 def bodies(n: int, start: int = 0, sink: str = "rec") -> list[bytes]:
     """Spill record bodies of intents start..start+n-1."""
-    from piko.persistence import spill
+    from piko.persistence.records import intent_body
 
-    return [spill.intent_body(intent(i, sink=sink)) for i in range(start, start + n)]
+    return [intent_body(intent(i, sink=sink)) for i in range(start, start + n)]
 
 
 @pytest.fixture

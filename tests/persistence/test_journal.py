@@ -14,11 +14,12 @@ from piko.clock import SystemClock
 from piko.persistence import journal as journal_mod
 from piko.persistence import spill
 from piko.persistence.journal import Journal, recover_journal
+from piko.persistence.records import FILE_MAGIC, frame, intent_body, read_records
 from tests.persistence.conftest import intent
 
 
 def body(i: int, sink: str = "rec") -> bytes:
-    return spill.intent_body(intent(i, sink=sink))
+    return intent_body(intent(i, sink=sink))
 
 
 async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch) -> None:
@@ -31,7 +32,7 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch) -> N
     assert len(syncs) < 50  # 1 for the header, then one per group, not one per append
     segment = tickets[0][0]
     assert segment.refs == 200 and sorted(seq for _, seq in tickets) == list(range(1, 201))
-    bodies, bad = spill.read_records(segment.path.read_bytes())
+    bodies, bad = read_records(segment.path.read_bytes())
     assert (len(bodies), bad) == (201, 0)
     for seg, seq in tickets:
         j.release(seg, seq)
@@ -134,8 +135,8 @@ def test_acks_in_a_later_segment_apply_to_an_earlier_one(tmp_path: Path) -> None
 def test_version_1_segments_are_still_recovered(tmp_path: Path) -> None:
     journal_dir = tmp_path / "spill" / "journal"
     journal_dir.mkdir(parents=True)
-    header = spill.frame(b'{"kind":"journal","version":1}')
-    (journal_dir / "old.journal").write_bytes(spill.FILE_MAGIC + header + b"".join(spill.frame(body(i)) for i in range(3)))
+    header = frame(b'{"kind":"journal","version":1}')
+    (journal_dir / "old.journal").write_bytes(FILE_MAGIC + header + b"".join(frame(body(i)) for i in range(3)))
     spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
     spill_dir.open()
     assert recover_journal(journal_dir, spill_dir).records == 3
@@ -146,7 +147,7 @@ def test_version_1_segments_are_still_recovered(tmp_path: Path) -> None:
 def test_a_segment_of_a_newer_format_is_kept_untouched(tmp_path: Path) -> None:
     journal_dir = tmp_path / "spill" / "journal"
     journal_dir.mkdir(parents=True)
-    data = spill.FILE_MAGIC + spill.frame(b'{"kind":"journal","version":99}') + spill.frame(b"Zfuture")
+    data = FILE_MAGIC + frame(b'{"kind":"journal","version":99}') + frame(b"Zfuture")
     (journal_dir / "new.journal").write_bytes(data)
     spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
     spill_dir.open()

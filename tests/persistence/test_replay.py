@@ -12,6 +12,7 @@ import pytest
 
 from piko.persistence import spill
 from piko.persistence.intent import WriteIntent
+from piko.persistence.records import frame, intent_body
 from piko.persistence.replay import Delivery, Replayer, ReplayStats
 from tests.conftest import wait_until
 from tests.persistence.conftest import bodies, intent
@@ -115,7 +116,7 @@ def test_corrupt_and_truncated_files_recover_their_good_records(spill_dir: spill
 
 
 def test_a_lone_poison_file_is_dead_lettered_once_the_sink_takes_other_writes(spill_dir: spill.SpillDir) -> None:
-    spill_dir.spill("rec", [spill.intent_body(intent("P"))])
+    spill_dir.spill("rec", [intent_body(intent("P"))])
     spill_dir.spill("rec", bodies(10))
     sink = FakeSink()
     sink.poison = {"P"}
@@ -125,7 +126,7 @@ def test_a_lone_poison_file_is_dead_lettered_once_the_sink_takes_other_writes(sp
 
 
 def test_a_poison_file_left_alone_is_isolated_on_a_later_pass_after_live_writes(spill_dir: spill.SpillDir) -> None:
-    spill_dir.spill("rec", [spill.intent_body(intent("P"))])
+    spill_dir.spill("rec", [intent_body(intent("P"))])
     sink = FakeSink()
     sink.poison = {"P"}
     target = Target(rec=sink)
@@ -180,7 +181,7 @@ def test_a_valid_record_nested_too_deeply_to_decode_is_set_aside(spill_dir: spil
     path = spill_dir.spill("rec", bodies(3))
     deep = b'{"s":"rec","k":"x","p":' + b"[" * 100_000 + b"]" * 100_000 + b',"j":null,"r":null,"t":null,' \
         b'"i":null,"o":"upsert"}'
-    path.write_bytes(path.read_bytes() + spill.frame(deep))
+    path.write_bytes(path.read_bytes() + frame(deep))
     sink = FakeSink()
     stats = replay(spill_dir, Target(rec=sink))
     assert sink.keys == ["0", "1", "2"] and stats.bad == 1

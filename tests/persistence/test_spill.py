@@ -11,36 +11,8 @@ import pytest
 from piko.clock import SystemClock
 from piko.errors import ConfigError
 from piko.persistence import spill
-from piko.persistence.codec import CodecError
-from tests.persistence.conftest import bodies, intent
-
-
-def test_records_round_trip() -> None:
-    data = spill.FILE_MAGIC + b"".join(spill.frame(b) for b in [b"a", b"", b"ccc"])
-    assert spill.read_records(data) == ([b"a", b"", b"ccc"], 0)
-
-
-def test_a_corrupt_record_is_skipped_and_counted_and_later_records_survive() -> None:
-    records = [spill.frame(b"first"), spill.frame(b"second"), spill.frame(b"third")]
-    damaged = bytearray(spill.FILE_MAGIC + b"".join(records))
-    damaged[len(spill.FILE_MAGIC) + len(records[0]) + 14] ^= 0xFF  # a byte inside "second"
-    assert spill.read_records(bytes(damaged)) == ([b"first", b"third"], 1)
-
-
-def test_a_corrupt_length_field_resynchronises_on_the_next_record() -> None:
-    records = [spill.frame(b"first"), spill.frame(b"second"), spill.frame(b"third")]
-    damaged = bytearray(spill.FILE_MAGIC + b"".join(records))
-    damaged[len(spill.FILE_MAGIC) + len(records[0]) + 4] = 0x7F  # length of "second" now huge
-    assert spill.read_records(bytes(damaged)) == ([b"first", b"third"], 1)
-
-
-def test_a_truncated_tail_keeps_every_whole_record() -> None:
-    data = spill.FILE_MAGIC + spill.frame(b"whole") + spill.frame(b"cut short")[:-3]
-    assert spill.read_records(data) == ([b"whole"], 1)
-
-
-def test_a_file_without_the_magic_is_one_bad_record() -> None:
-    assert spill.read_records(b"garbage") == ([], 1)
+from piko.persistence.records import FILE_MAGIC, REC_MAGIC, frame
+from tests.persistence.conftest import bodies
 
 
 def test_files_are_0600_in_a_0700_directory_and_no_tmp_file_is_left(spill_dir: spill.SpillDir) -> None:
@@ -62,7 +34,7 @@ def test_a_tmp_next_to_its_file_is_an_unfinished_rewrite_and_the_file_is_kept(
         spill_dir: spill.SpillDir, torn_at: int) -> None:
     path = spill_dir.spill("rec", bodies(10))
     tmp = path.with_name(path.name + spill.TMP_SUFFIX)
-    tmp.write_bytes(spill.FILE_MAGIC + spill.frame(b"rewrite") + spill.frame(bodies(1)[0]))
+    tmp.write_bytes(FILE_MAGIC + frame(b"rewrite") + frame(bodies(1)[0]))
     tmp.write_bytes(tmp.read_bytes()[:torn_at] if torn_at else b"")
     assert spill_dir.recover_tmp() == (1, 0)
     assert spill_dir.spill_files() == [path] and not tmp.exists()
@@ -82,35 +54,18 @@ def test_a_lone_tmp_is_a_new_file_that_never_committed_and_its_whole_records_are
     assert stat.S_IMODE(os.stat(promoted).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("pos", range(len(spill.FILE_MAGIC)))
-def test_a_damaged_file_magic_costs_one_bad_record_not_the_file(pos: int) -> None:
-    data = bytearray(spill.FILE_MAGIC + spill.frame(b"first") + spill.frame(b"second"))
-    data[pos] ^= 0xFF
-    assert spill.read_records(bytes(data)) == ([b"first", b"second"], 1)
-
-
-def test_an_unencodable_dead_letter_keeps_its_repr_and_the_reason() -> None:
-    loop: list[object] = []
-    loop.append(loop)
-    body = spill.intent_body(intent("c", payload=loop), ValueError("no"))
-    record = json.loads(body)
-    assert record["p"] == "[[...]]" and "payload stored as repr" in record["e"]
-    with pytest.raises(CodecError):
-        spill.intent_body(intent("c", payload=loop))  # a spill (not a dead letter) refuses it
-
-
 def test_a_damaged_header_still_yields_the_sink_from_the_records(spill_dir: spill.SpillDir) -> None:
     path = spill_dir.spill("rec", bodies(2))
     data = bytearray(path.read_bytes())
-    data[len(spill.FILE_MAGIC) + 14] ^= 0xFF  # inside the header record
+    data[len(FILE_MAGIC) + 14] ^= 0xFF  # inside the header record
     path.write_bytes(bytes(data))
     assert spill_dir.read(path) == ("rec", bodies(2), 1)
 
 
 def test_a_readable_header_that_names_no_sink_counts_as_one_bad_record(spill_dir: spill.SpillDir) -> None:
     path = spill_dir.spill("rec", bodies(3))
-    header = spill.frame(json.dumps({"kind": "spill", "sink": 5}).encode())  # passes its checksum
-    records = path.read_bytes()[len(spill.FILE_MAGIC):]
-    first = records.index(spill.REC_MAGIC, 1)  # past the real header record
-    path.write_bytes(spill.FILE_MAGIC + header + records[first:])
+    header = frame(json.dumps({"kind": "spill", "sink": 5}).encode())  # passes its checksum
+    records = path.read_bytes()[len(FILE_MAGIC):]
+    first = records.index(REC_MAGIC, 1)  # past the real header record
+    path.write_bytes(FILE_MAGIC + header + records[first:])
     assert spill_dir.read(path) == ("rec", bodies(3), 1)  # the records still name their sink

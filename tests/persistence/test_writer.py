@@ -16,6 +16,7 @@ from piko.clock import SystemClock
 from piko.errors import ConfigError, WriterFull
 from piko.persistence import journal as journal_mod
 from piko.persistence import spill
+from piko.persistence.records import frame, intent_body
 from piko.persistence.sink_base import TypedSink, on
 from piko.persistence.writer import PersistenceWriter, UnknownSink, WriterClosed, backoff_s, current_run_id
 from tests.conftest import wait_until
@@ -178,13 +179,6 @@ async def test_a_sink_raising_cancelled_error_fails_that_write_and_its_lane_goes
         await writer.enqueue(intent(10))  # the lane still works afterwards
         await writer.flush(timeout=5)
     assert sorted(sink.keys, key=int) == keys(11)
-
-
-def test_a_record_too_large_for_the_format_is_refused_when_framed(monkeypatch) -> None:
-    monkeypatch.setattr(spill, "MAX_RECORD_BYTES", 10)
-    with pytest.raises(ValueError, match="a record of 11 bytes is over the spill format's 10"):
-        spill.frame(b"x" * 11)
-    assert spill.read_records(spill.FILE_MAGIC + spill.frame(b"x" * 10)) == ([b"x" * 10], 0)
 
 
 async def test_a_sink_that_hangs_does_not_stall_other_sinks(make_writer: Make) -> None:
@@ -395,10 +389,10 @@ async def test_a_failed_start_unwinds_everything_it_started(make_writer: Make) -
 async def test_bad_entries_in_the_spill_directory_do_not_stop_a_start(make_writer: Make, tmp_path: Path) -> None:
     sd = spill.SpillDir(tmp_path / "spill", SystemClock())
     sd.open()
-    good = sd.spill("rec", [spill.intent_body(intent(i)) for i in range(3)])
+    good = sd.spill("rec", [intent_body(intent(i)) for i in range(3)])
     deep = b'{"s":"rec","k":"x","p":' + b"[" * 100_000 + b"]" * 100_000 + b',"j":null,"r":null,"t":null,' \
         b'"i":null,"o":"upsert"}'
-    good.write_bytes(good.read_bytes() + spill.frame(deep))
+    good.write_bytes(good.read_bytes() + frame(deep))
     (sd.path / "x.rec.spill").mkdir()
     sd.close()
     sink = RecordingSink()
@@ -413,8 +407,8 @@ async def test_start_up_replay_is_bounded_and_a_hung_sink_holds_up_no_other(make
     sd = spill.SpillDir(tmp_path / "spill", SystemClock())
     sd.open()
     for n in range(3):
-        sd.spill("hung", [spill.intent_body(intent(i, sink="hung")) for i in range(n * 5, n * 5 + 5)])
-    sd.spill("ok", [spill.intent_body(intent(i, sink="ok")) for i in range(10)])
+        sd.spill("hung", [intent_body(intent(i, sink="hung")) for i in range(n * 5, n * 5 + 5)])
+    sd.spill("ok", [intent_body(intent(i, sink="ok")) for i in range(10)])
     sd.close()
     hung, ok = RecordingSink("hung"), RecordingSink("ok")
     hung.hang_until = asyncio.Event()
@@ -433,7 +427,7 @@ async def test_start_up_replay_past_its_budget_goes_on_in_the_background(make_wr
                                                                          tmp_path: Path) -> None:
     sd = spill.SpillDir(tmp_path / "spill", SystemClock())
     sd.open()
-    sd.spill("rec", [spill.intent_body(intent(i)) for i in range(5)])
+    sd.spill("rec", [intent_body(intent(i)) for i in range(5)])
     sd.close()
     sink = RecordingSink()
     sink.hang_until = asyncio.Event()
@@ -535,7 +529,7 @@ async def test_journal_mode_starts_on_a_full_disk_and_recovers_the_journal_when_
     journal = journal_mod.Journal(tmp_path / "spill" / "journal", SystemClock(), asyncio.to_thread)
     await journal.open()
     for i in range(5):
-        await journal.append(spill.intent_body(intent(i)))
+        await journal.append(intent_body(intent(i)))
     assert journal._task is not None
     journal._task.cancel()  # as after a kill -9: the journal holds 5 unwritten intents
     monkeypatch.setattr(spill.SpillDir, "spill", disk_full)
