@@ -14,7 +14,7 @@ from piko.errors import ConfigError
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from piko.core.backfill import aligned_windows
+    from piko.core.backfill import aligned_windows, no_window_reason
     from piko.core.reconcile import build_trigger
 
     app = target_app(args)
@@ -35,7 +35,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             trigger = build_trigger(row, app.settings.timezone)
             windows, extra = aligned_windows(trigger, start, end, 100_000)
             if not windows:
-                print(f"{args.job_id}: no data window ends between {start.isoformat()} and {end.isoformat()}")
+                print(f"{args.job_id}: no data window ends between {start.isoformat()} and {end.isoformat()}: "
+                      f"{no_window_reason(trigger, start)}")
             failed = 0
             for w in windows:
                 out = await runner.run_job(args.job_id, w.end, kind="backfill", data_interval=w)
