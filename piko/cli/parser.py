@@ -89,6 +89,10 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     bf.add_argument("job_id", help="the (stateful) job whose windows to run")
     bf.add_argument("--start", required=True, metavar="TIME", help=f"first window's start; {TIME_HELP}")
     bf.add_argument("--end", required=True, metavar="TIME", help=f"last window's end; {TIME_HELP}")
+    bf.add_argument("--rerun-failed", action="store_true",
+                    help="run again, as a new attempt, each window whose newest run did not succeed (FAILED, "
+                         "TIMEOUT, CANCELLED, ABANDONED, MISSED or SKIPPED); without it such windows are "
+                         "reported, not run")
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:

@@ -82,6 +82,9 @@ INSERT_RUN = q(sql.INSERT_RUN)
 SELECT_RUNS_ALL = q(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?")
 SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?")
 LATEST_STATUS = q(sql.LATEST_STATUS)
+LATEST_RUN = q(sql.LATEST_RUN)
+LOCK_SLOT = q(sql.SLOT_LOCK + " FOR UPDATE")  # concurrent re-runs of one time wait here, one after another
+NEWEST_RUN_STATE = q(sql.NEWEST_RUN_STATE + " LOCK IN SHARE MODE")  # a current read, not the snapshot
 LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "

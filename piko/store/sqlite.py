@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -170,6 +170,11 @@ class SqliteStore:
             lambda c: c.execute(sql.LATEST_STATUS, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
         return RunStatus(row[0]) if row else None
 
+    async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None:
+        row = await self._worker.call(
+            lambda c: c.execute(sql.LATEST_RUN, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
+        return sql.run_record(row, from_db) if row else None
+
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         ids = list(job_ids)
 
@@ -293,6 +298,8 @@ def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
                              (claim.job_id, scheduled, claim.instance_id, token, to_text(claim.started_at)))
         if taken.rowcount != 1:
             return None
+    elif claim.rerun_if and not _may_rerun(conn, claim, scheduled):
+        return None
     cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
     return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -310,8 +317,33 @@ def _claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[in
     locked = [c for c in claims if c.take_lock]
     got = iter(batch.take_locks(conn, locked, ts, token)) if locked else iter(())
     keep = [not c.take_lock or next(got) for c in claims]
+    if any(c.rerun_if for c in claims):
+        keep = _check_reruns(conn, claims, keep, ts)
     ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
     return [next(ids) if k else None for k in keep]
+
+
+def _may_rerun(conn: sqlite3.Connection, claim: RunClaim, scheduled: str | None) -> bool:
+    """Inside the write transaction (BEGIN IMMEDIATE: no other writer), so check and insert are one step."""
+    if conn.execute(sql.SLOT_LOCK, (claim.job_id, scheduled)).fetchone() is None:
+        return False
+    return sql.may_rerun(claim, conn.execute(sql.NEWEST_RUN_STATE, (claim.job_id, scheduled)).fetchone())
+
+
+def _check_reruns(conn: sqlite3.Connection, claims: Sequence[RunClaim], keep: list[bool],
+                  ts: Callable[[Any], Any]) -> list[bool]:
+    """Re-run claims of a batch keep their place only if their slot's newest run allows it and no
+    earlier claim of the batch writes that slot (its row would be the newest one)."""
+    out: list[bool] = []
+    written: set[tuple[str, Any]] = set()
+    for c, is_kept in zip(claims, keep, strict=True):
+        slot = (c.job_id, ts(c.scheduled_at))
+        if is_kept and c.rerun_if and not c.take_lock:
+            is_kept = slot not in written and _may_rerun(conn, c, slot[1])
+        if is_kept:
+            written.add(slot)
+        out.append(is_kept)
+    return out
 
 
 def _acquire(conn: sqlite3.Connection, name: str, holder: str, ttl_ms: int) -> LeaseGrant | None:
