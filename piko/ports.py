@@ -82,8 +82,13 @@ class Store(Protocol):
         finished_at: datetime,
         error_type: str | None = None,
         error_message: str | None = None,
+        error_traceback: str | None = None,
     ) -> None: ...
-    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+    async def recent_runs(
+        self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
+        kind: str | None = None,
+    ) -> list[RunRecord]: ...  # newest first; filters given are ANDed in SQL; ConfigError for unknown ones
+    async def get_run(self, run_id: int) -> RunRecord | None: ...
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None: ...
     async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None: ...  # newest of the slot
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]: ...  # newest locked fire

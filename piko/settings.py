@@ -12,6 +12,7 @@ errors that name the key and where it came from. Durations are `_s` floats at th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from collections.abc import Mapping
@@ -147,8 +148,10 @@ def _setting_error(key: str, message: str) -> ConfigError:
 def _coerce(key: str, value: Any, source: str) -> Any:
     field = _FIELDS.get(key)
     if field is None:
-        close = [k for k in _FIELDS if k.split("_")[-1] == key.split("_")[-1]][:3]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        close = _spelled_like(key)
+        if source.startswith("environment"):  # name what to set there: PIKO_HTTP_PORT, not http_port
+            close = [ENV_PREFIX + name.upper() for name in close]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown setting {key!r} in {source}{hint}")
     kind = str(field.type)
     from_env = isinstance(value, str) and source.startswith("environment")
@@ -171,6 +174,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     except (TypeError, ValueError):
         expected = kind.replace(" | None", " or empty")
         raise ConfigError(f"setting {key!r} from {source}: {value!r} is not a valid {expected}") from None
+
+
+def _spelled_like(key: str) -> list[str]:
+    """The known keys a typo most likely meant, by edit similarity (difflib's ratio): a doubled
+    or swapped letter or a missing `_s` ('poll_intervall_s', 'http_prot', 'orphan_after').
+    Only those nearly as close as the best are named, so one clear match is not buried."""
+    close = difflib.get_close_matches(key, _FIELDS, n=3, cutoff=0.6)  # best first
+    scores = [difflib.SequenceMatcher(None, name, key).ratio() for name in close]
+    return [name for name, score in zip(close, scores, strict=True) if score >= scores[0] - 0.1]
 
 
 def _as_bool(value: Any, from_env: bool) -> bool:

@@ -148,6 +148,21 @@ def test_bad_cron_in_one_row_keeps_other_jobs_and_its_last_good_schedule_reporte
     assert len(reports) == 1
 
 
+def test_a_row_with_absurd_options_leaves_the_last_good_options_in_force(db_path):
+    async def scenario():
+        clock = FakeClock(T0)
+        app = make_app(db_path, clock)
+        app.job("j", interval={"seconds": 10, "start_date": "2026-03-01 12:00:00"}, max_instances=2)(_noop)
+        async with app:
+            sql(db_path, "UPDATE scheduled_job SET misfire_grace_s = 'soon', max_instances = 0 WHERE job_id = 'j'")
+            await app.live.reconcile_once()
+            assert "misfire_grace_s" in app.live.book.problems["j"]
+            return app.live.options_for("j")  # asked by every fire of the job's last good schedule
+
+    opts = asyncio.run(scenario())
+    assert (opts.misfire_grace_s, opts.max_instances) == (60.0, 2)
+
+
 def test_row_for_unregistered_job_is_reported_not_fatal(db_path, caplog):
     async def scenario():
         clock = FakeClock(T0)

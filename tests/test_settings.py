@@ -40,6 +40,31 @@ def test_unknown_key_is_an_error_naming_key_and_source(tmp_path):
         load_settings(env={"PIKO_NOPE": "1"}, cwd=tmp_path / "elsewhere")
 
 
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("poll_intervall_s", "poll_interval_s"), ("http_prot", "http_port"), ("orphan_after", "orphan_after_s"),
+    ("shutdown_timeout", "shutdown_timeout_s"), ("loglevel", "log_level"),
+])
+def test_a_misspelled_key_in_a_file_names_the_key_it_is_closest_to(tmp_path, typo, meant):
+    (tmp_path / "settings.toml").write_text(f"[piko]\n{typo} = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, cwd=tmp_path)
+    assert str(info.value).endswith(f"settings.toml (did you mean {meant}?)")
+    assert str(info.value).startswith(f"unknown setting {typo!r} in settings file ")
+
+
+def test_a_misspelled_environment_variable_names_the_variable_to_set(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"PIKO_HTTP_PROT": "9000"}, cwd=tmp_path)
+    assert str(info.value) == ("unknown setting 'http_prot' in environment variable PIKO_HTTP_PROT "
+                               "(did you mean PIKO_HTTP_PORT?)")
+
+
+def test_an_unknown_key_like_no_known_one_gets_no_guess(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"PIKO_NOPE": "1"}, cwd=tmp_path)
+    assert "did you mean" not in str(info.value)
+
+
 def test_wrong_type_is_an_error_naming_key_and_source(tmp_path):
     with pytest.raises(ConfigError, match=r"'http_port' from environment variable PIKO_HTTP_PORT: 'x'"):
         load_settings(env={"PIKO_HTTP_PORT": "x"}, cwd=tmp_path)

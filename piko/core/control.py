@@ -52,7 +52,7 @@ class ControlPlane:
         result = TickResult()
         if schedule_ids:
             rows = await self._store.load_schedules(schedule_ids)
-            result = self._apply(diff(self.book.applied, rows, self._is_registered, scope=schedule_ids))
+            result = self._apply(diff(self.book.last_seen(), rows, self._is_registered, scope=schedule_ids))
         if config_ids:
             await self._load_configs(config_ids)
         self._cursor = cursor
@@ -64,7 +64,7 @@ class ControlPlane:
             await self._store.prune_changes(self._clock.now() - CHANGE_LOG_KEEP)
         cursor = await self._store.change_cursor()  # read first: changes made during the load are seen next tick
         rows = await self._store.load_schedules()
-        result = self._apply(diff(self.book.applied, rows, self._is_registered))
+        result = self._apply(diff(self.book.last_seen(), rows, self._is_registered))
         await self._load_configs(None)
         self._cursor = cursor
         self._count("ok")

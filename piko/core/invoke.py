@@ -3,13 +3,15 @@
 Without a timeout the handler is awaited in the fire's own task (one task less per run, on
 the hot path); with one it gets its own task, so it can be cancelled when time is up. In both
 cases a cancellation (shutdown, a lost leader term) ends as CANCELLED, a timeout as TIMEOUT,
-an exception as FAILED with its type and message: the outcome is always recorded. Imports no
-store, no component and not the app.
+an exception as FAILED with its type and message: the outcome is always recorded. FAILED and
+TIMEOUT also carry a traceback (for a timeout: where the handler was waiting when time ran
+out), bounded to its last TRACEBACK_MAX_CHARS. Imports no store, no component and not the app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -19,10 +21,13 @@ from piko.core.registry import JobSpec
 from piko.core.resource import ResourcePool
 from piko.core.types import Fence, RunOutcome, RunStatus
 from piko.errors import JobTimeout
-from piko.observability.logging import bind_run_context, run_logger
+from piko.observability.logging import bind_run_context, mask_secrets, run_logger
 
 RunHook = Callable[[Mapping[str, Any]], None]
 CANCEL_GRACE_S = 5.0  # how long a cancelled handler may take to unwind before we stop waiting
+# A stored traceback keeps its tail: the innermost frames and the error line say what failed
+# and where; the outer frames of a deep chain are the same every time. 8 KiB fits any row.
+TRACEBACK_MAX_CHARS = 8192
 _CANCELLED = "cancelled (shutdown or lost leadership)"
 
 
@@ -60,13 +65,31 @@ class TermGuard:
 
 
 _TERM_LOST = "cancelled: this instance's leader term ended while the run waited"
+_TRACED = (RunStatus.FAILED, RunStatus.TIMEOUT)  # a cancellation's frames say nothing about the job
 
 
 def outcome_of(run_id: int | None, spec: JobSpec, scheduled_at: datetime, status: RunStatus,
                exc: BaseException | None = None, result: Any = None) -> RunOutcome:
     etype = type(exc).__name__ if exc is not None else None
     text = " ".join(str(exc).split())[:2000] if exc is not None else None
-    return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result)
+    trace = bounded_traceback(exc) if exc is not None and status in _TRACED else None
+    return RunOutcome(run_id, spec.job_id, scheduled_at, status, etype, text, result, error_traceback=trace)
+
+
+def bounded_traceback(exc: BaseException, max_chars: int = TRACEBACK_MAX_CHARS) -> str:
+    """The exception's traceback as Python prints it (chained causes included), secrets masked
+    as in the logs, cut to its last `max_chars` at a frame's first line (else a line start); a
+    first line `... (N characters cut)` says what is missing."""
+    text = mask_secrets("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if len(text) <= max_chars:
+        return text
+    marker = "... ({} characters cut)\n"
+    tail = text[len(text) - (max_chars - len(marker.format(len(text)))):]
+    frame, line = tail.find("\n  File "), tail.find("\n")
+    start = frame if frame >= 0 else line
+    if 0 <= start < len(tail) - 1:  # unless one long line is all there is
+        tail = tail[start + 1:]
+    return marker.format(len(text) - len(tail)) + tail
 
 
 def failed(run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseException) -> RunOutcome:
@@ -125,9 +148,14 @@ class Invoker:
                       fence: Fence | None) -> RunOutcome:
         """The handler in its own task: a timeout, or a caller whose own task must not be cancelled."""
         run_id, at = ctx["run_id"], ctx["scheduled_time"]
+        stopped: list[asyncio.CancelledError] = []  # raised where the handler waited when it was cancelled
 
         async def call() -> Any:
-            return await self.handler_call(spec, ctx, fence)
+            try:
+                return await self.handler_call(spec, ctx, fence)
+            except asyncio.CancelledError as exc:
+                stopped.append(exc)
+                raise
 
         task = asyncio.create_task(call(), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
@@ -145,7 +173,10 @@ class Invoker:
         if not done:
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
-            return outcome_of(run_id, spec, at, RunStatus.TIMEOUT, JobTimeout(f"job exceeded its timeout of {timeout_s}s"))
+            timeout = JobTimeout(f"job exceeded its timeout of {timeout_s}s")
+            if stopped:  # its traceback shows where the handler was stuck: what an operator looks for
+                timeout = timeout.with_traceback(stopped.pop().__traceback__)
+            return outcome_of(run_id, spec, at, RunStatus.TIMEOUT, timeout)
         if task.cancelled():
             return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
         exc = task.exception()

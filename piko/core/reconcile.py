@@ -2,8 +2,9 @@
 
 Each tick reads `scheduled_job` (and `job_config`) and compares every row, field by field,
 with what was applied last, so edits by plain SQL are seen even when `version` is not
-bumped. A row whose schedule is invalid is reported once and keeps its last good schedule;
-a row for a job no code registers is reported once. Neither stops the loop.
+bumped. A row whose schedule or columns are invalid (check_row_options) is reported once and
+the job keeps its last good schedule and options; a row for a job no code registers is
+reported once. Neither stops the loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import ChainMap
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -56,12 +58,19 @@ def diff(applied: Mapping[str, ScheduleRow], rows: Iterable[ScheduleRow], regist
             unknown.append(job_id)
             continue
         before = applied.get(job_id)
-        if row.enabled and (before is None or _comparable(before) != _comparable(row)):
+        if not _is_switched_off(row) and (before is None or _comparable(before) != _comparable(row)):
             upsert.append(row)
     candidates = applied if scope is None else [job_id for job_id in scope if job_id in applied]
     stop = [job_id for job_id in candidates
-            if job_id not in by_id or not by_id[job_id].enabled or not registered(job_id)]
+            if job_id not in by_id or _is_switched_off(by_id[job_id]) or not registered(job_id)]
     return Plan(tuple(upsert), tuple(sorted(stop)), tuple(sorted(unknown)))
+
+
+def _is_switched_off(row: ScheduleRow) -> bool:
+    """enabled 0 / False stops a job. Any other value but 1 / True (2, -1, 'yes', NULL) is not
+    a switch: the row goes on to check_row_options, is refused, and the job keeps its last
+    good schedule, as with any other invalid row (guessing 'off' would stop it silently)."""
+    return isinstance(row.enabled, int) and not row.enabled
 
 
 MAX_GRACE_S = 100 * 365 * 86400.0  # beyond this a grace time is "no limit": write NULL or a negative value
@@ -69,13 +78,22 @@ MAX_JITTER_S = 86400.0
 
 
 def check_row_options(row: ScheduleRow) -> None:
-    """The row's per-job options, as operators typed them: ConfigError naming the column.
+    """The row's columns besides the schedule itself, as operators typed them: ConfigError
+    naming the column.
 
-    A negative misfire_grace_s means no limit (as NULL grace in APScheduler); huge or NaN
-    values, a max_instances under 1 and a jitter past a day are refused like a bad schedule."""
+    enabled is 1 or 0 and coalesce 1, 0 or NULL (2, -1 or 'yes' say nothing certain); a
+    timezone is a zone name or NULL for the default ('' is neither). A negative
+    misfire_grace_s means no limit (as NULL grace in APScheduler); huge or NaN values, a
+    max_instances under 1 and a jitter past a day are refused like a bad schedule."""
     def fail(column: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"invalid {column}: {TriggerSpecError.preview(value)} is not allowed; use {allowed}")
 
+    if not _is_flag(row.enabled):
+        fail("enabled", row.enabled, "1 (on) or 0 (off)")
+    if row.coalesce is not None and not _is_flag(row.coalesce):
+        fail("coalesce", row.coalesce, "1, 0, or NULL for the default")
+    if row.timezone is not None and not (isinstance(row.timezone, str) and row.timezone.strip()):
+        fail("timezone", row.timezone, "an IANA name such as 'Europe/Berlin', or NULL for the default")
     grace, jitter, most = row.misfire_grace_s, row.jitter_s, row.max_instances
     if grace is not None and not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace <= MAX_GRACE_S):
         fail("misfire_grace_s", grace, f"seconds up to {MAX_GRACE_S:.0f}, or a negative value or NULL for no limit")
@@ -83,6 +101,10 @@ def check_row_options(row: ScheduleRow) -> None:
         fail("jitter_s", jitter, f"seconds from 0 to {MAX_JITTER_S:.0f}, or NULL")
     if most is not None and not (isinstance(most, int) and not isinstance(most, bool) and most >= 1):
         fail("max_instances", most, "a whole number of 1 or more, or NULL")
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, int) and value in (0, 1)  # bools included
 
 
 def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOptions) -> JobOptions:
@@ -109,12 +131,21 @@ def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOpti
 
 @dataclass
 class ScheduleBook:
-    """What the kernel was last told, per job, and which problems were already reported."""
+    """What the kernel was last told, per job, and which problems were already reported.
+
+    `applied` holds the rows in force (the job's options are read from them); a row refused
+    since is kept in `refused`, so the next tick sees it unchanged and does not report it
+    again, while the job runs on with its last good row's schedule and options."""
 
     applied: dict[str, ScheduleRow] = field(default_factory=dict)
     triggers: dict[str, Trigger] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # job_id -> current problem text
     reported: set[tuple[str, str]] = field(default_factory=set)
+    refused: dict[str, ScheduleRow] = field(default_factory=dict)
+
+    def last_seen(self) -> Mapping[str, ScheduleRow]:
+        """Every job's row as last read (refused or in force): what the next diff compares with."""
+        return ChainMap(self.refused, self.applied)
 
     def report_once(self, job_id: str, problem: str) -> bool:
         self.problems[job_id] = problem
@@ -170,6 +201,7 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
     for job_id in plan.stop:
         unschedule(job_id)
         book.applied.pop(job_id, None)
+        book.refused.pop(job_id, None)
         book.triggers.pop(job_id, None)
         book.problems.pop(job_id, None)
         result.stopped.append(job_id)
@@ -182,12 +214,13 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
                 keeps = "keeps its last good schedule" if row.job_id in book.triggers else "is not scheduled"
                 log.error("scheduled_job row %r (version %s) is invalid and %s: %s", row.job_id, row.version,
                           keeps, exc)
-            book.applied[row.job_id] = row  # do not retry the same broken row every tick
+            book.refused[row.job_id] = row  # do not retry the same broken row every tick
             result.invalid.append(row.job_id)
             continue
         if book.triggers.get(row.job_id) != trigger or book.applied.get(row.job_id) != row:
             schedule(row.job_id, trigger, row)
         book.applied[row.job_id] = row
+        book.refused.pop(row.job_id, None)
         book.triggers[row.job_id] = trigger
         book.problems.pop(row.job_id, None)
         result.started.append(row.job_id)

@@ -47,7 +47,11 @@ class DataInterval:
 
 @dataclass(frozen=True)
 class ScheduleRow:
-    """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it."""
+    """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it.
+
+    Read from a store, a column holding what its type never should (enabled 2 or 'yes', a
+    timezone '', a misfire_grace_s 'soon') keeps that value; reconcile.check_row_options
+    refuses the row, so nothing downstream guesses what it meant."""
 
     job_id: str
     schedule_type: str
@@ -83,6 +87,9 @@ class Fence:
     token: int
 
 
+RUN_KINDS = ("schedule", "manual", "backfill", "retry")  # why a run exists: job_run.kind
+
+
 @dataclass(frozen=True)
 class RunClaim:
     """A request to open a run record, optionally taking the (job_id, scheduled_at) lock."""
@@ -116,6 +123,7 @@ class RunFinish:
     error_type: str | None = None
     error_message: str | None = None
     duration_s: float | None = None  # measured on the monotonic clock; else finished_at - started_at
+    error_traceback: str | None = None  # FAILED / TIMEOUT: the formatted traceback, tail kept (bounded)
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,7 @@ class RunRecord:
     error_message: str | None
     data_start: datetime | None = None
     data_end: datetime | None = None
+    error_traceback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,3 +192,4 @@ class RunOutcome:
     error_message: str | None = None
     result: object = None
     duration_s: float | None = None
+    error_traceback: str | None = None  # FAILED / TIMEOUT: where it happened, innermost frames kept

@@ -242,23 +242,28 @@ class MysqlStore:
 
     async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
         rows = [(f.status.value, to_naive_utc(f.finished_at), f.duration_s, to_naive_utc(f.finished_at),
-                 f.error_type, f.error_message, f.run_id) for f in finishes]
+                 f.error_type, f.error_message, f.error_traceback, f.run_id) for f in finishes]
 
         async def write(cur: Any) -> None:
             await cur.executemany(my.FINISH_RUN_MEASURED, rows)
         await self._call(write, is_tx=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
-                         error_type: str | None = None, error_message: str | None = None) -> None:
+                         error_type: str | None = None, error_message: str | None = None,
+                         error_traceback: str | None = None) -> None:
         at = to_naive_utc(finished_at)
-        await self._execute(my.FINISH_RUN, (status.value, at, at, error_type, error_message, run_id))
+        await self._execute(my.FINISH_RUN, (status.value, at, at, error_type, error_message, error_traceback,
+                                            run_id))
 
-    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:
-        if job_id is None:
-            rows = await self._fetchall(my.SELECT_RUNS_ALL, (limit,))
-        else:
-            rows = await self._fetchall(my.SELECT_RUNS_OF_JOB, (job_id, limit))
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
+                          kind: str | None = None) -> list[RunRecord]:
+        statement, params = sql.select_runs(job_id, status, kind)
+        rows = await self._fetchall(my.q(statement), (*params, limit))
         return [sql.run_record(r, from_db) for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        rows = await self._fetchall(my.GET_RUN, (run_id,))
+        return sql.run_record(rows[0], from_db) if rows else None
 
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
         rows = await self._fetchall(my.LATEST_STATUS, (job_id, to_naive_utc(scheduled_at)))

@@ -79,8 +79,7 @@ UPSERT_CONFIG = q(
 TAKE_LOCK = q("INSERT IGNORE INTO job_lock (job_id, scheduled_time, instance_id, fence_token, locked_at) "
               "VALUES (?, ?, ?, ?, ?)")
 INSERT_RUN = q(sql.INSERT_RUN)
-SELECT_RUNS_ALL = q(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?")
-SELECT_RUNS_OF_JOB = q(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?")
+GET_RUN = q(sql.GET_RUN)
 LATEST_STATUS = q(sql.LATEST_STATUS)
 LATEST_RUN = q(sql.LATEST_RUN)
 LOCK_SLOT = q(sql.SLOT_LOCK + " FOR UPDATE")  # concurrent re-runs of one time wait here, one after another
@@ -88,10 +87,12 @@ NEWEST_RUN_STATE = q(sql.NEWEST_RUN_STATE + " LOCK IN SHARE MODE")  # a current 
 LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
-               "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+               "error_type = ?, error_message = ?, error_traceback = ? "
+               "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 FINISH_RUN_MEASURED = q("UPDATE job_run SET status = ?, finished_at = ?, "
                         "duration_s = COALESCE(?, ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6)), "
-                        "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                        "error_type = ?, error_message = ?, error_traceback = ? "
+                        "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 # Heartbeats and their age use the server clock: instances on hosts with skewed clocks still
 # judge each other fairly (a lagging clock must not make a live instance look silent).
 HEARTBEAT = q(f"INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
@@ -131,10 +132,11 @@ MIGRATION_LOCK = "SELECT GET_LOCK(%s, 60)"
 MIGRATION_UNLOCK = "SELECT RELEASE_LOCK(%s)"
 
 # -- error codes --------------------------------------------------------------------------
+ER_DUP_FIELDNAME = 1060  # ADD COLUMN of an existing column: a re-run migration (MySQL 8: no IF NOT EXISTS)
 ER_DUP_KEYNAME = 1061  # CREATE INDEX on an existing index: a re-run migration
 ER_TRG_ALREADY_EXISTS = 1359  # CREATE TRIGGER again (MySQL 8 has no IF NOT EXISTS for triggers)
 ER_BINLOG_CREATE_ROUTINE_NEED_SUPER = 1419  # CREATE TRIGGER with binlog on, without SUPER
-ALREADY_DONE = frozenset({ER_DUP_KEYNAME, ER_TRG_ALREADY_EXISTS})
+ALREADY_DONE = frozenset({ER_DUP_FIELDNAME, ER_DUP_KEYNAME, ER_TRG_ALREADY_EXISTS})
 ER_NO_SUCH_TABLE = 1146
 BUSY = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT (MySQL 8)
 # Lost or refused connections, server shutting down, connection killed, idle disconnect

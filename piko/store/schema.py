@@ -171,6 +171,13 @@ def v3_triggers(dialect: str) -> list[str]:
     return out + [f"DROP TRIGGER IF EXISTS {name}" for name in _SUPERSEDED]
 
 
+# v4: the traceback of a failed or timed-out run, so where it failed is seen from the store (the
+# CLI, SQL) without the instance's logs. It comes bounded (core/invoke.py keeps the last 8192
+# characters: 32 KiB of utf8mb4 at most), so TEXT holds it on MySQL too. A nullable column added
+# last changes only the table's definition: instant on SQLite, MySQL 8 and MariaDB 10.3+.
+V4_COLUMNS = ["ALTER TABLE job_run ADD COLUMN error_traceback {TEXT} NULL"]
+
+
 @dataclass(frozen=True)
 class Migration:
     """Statements run once, in order. `optional` ones are retried at every open and may fail
@@ -201,7 +208,9 @@ def migrations(dialect: str) -> list[Migration]:
               "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config")
     return [Migration(1, "scheduled_job, job_config, job_run, job_lock, instances, lease", tuple(v1)),
             Migration(2, "change log and config history (triggers)", tuple(v2), tuple(v2_triggers(dialect))),
-            Migration(3, "change log: updates log the old and the new job_id", (), tuple(v3_triggers(dialect)))]
+            Migration(3, "change log: updates log the old and the new job_id", (), tuple(v3_triggers(dialect))),
+            Migration(4, "job_run.error_traceback: where a failed or timed-out run failed",
+                      tuple(render(t, dialect) for t in V4_COLUMNS))]
 
 
 def optional_statements(dialect: str) -> list[str]:

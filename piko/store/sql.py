@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.types import RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.core.types import RUN_KINDS, RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.errors import ConfigError
 from piko.store.codec import from_db
 
 SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, misfire_grace_s, `coalesce`, "
@@ -44,7 +45,8 @@ RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fenc
                "finished_at, duration_s, error_type, error_message, data_start, data_end")
 RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
-SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS} FROM job_run"
+SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback FROM job_run"  # a run is born without one
+GET_RUN = SELECT_RUNS + " WHERE run_id = ?"
 # The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
 # SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
 LAST_FIRE = "SELECT MAX(scheduled_time) FROM job_lock WHERE job_id = ?"
@@ -59,10 +61,12 @@ NEWEST_RUN_STATE = ("SELECT status, attempt FROM job_run WHERE job_id = ? AND sc
                     "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
-                     "error_type = ?, error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                     "error_type = ?, error_message = ?, error_traceback = ? "
+                     "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 FINISH_RUN_MEASURED_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
                               "ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6)), error_type = ?, "
-                              "error_message = ? WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                              "error_message = ?, error_traceback = ? "
+                              "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
 ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
                    "error_message = 'the instance running it stopped (no heartbeat)' "
                    "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
@@ -90,12 +94,28 @@ def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
     return newest is not None and RunStatus(newest[0]) in claim.rerun_if and int(newest[1]) == claim.attempt - 1
 
 
+def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The newest runs matching every filter given, filtered in SQL (so LIMIT counts matches):
+    the statement, ending in `LIMIT ?` for the caller's limit, and the filters' parameters."""
+    try:
+        status_value = None if status is None else RunStatus(status).value
+    except ValueError:
+        allowed = ", ".join(s.value for s in RunStatus)
+        raise ConfigError(f"unknown run status {status!r} (use one of {allowed})") from None
+    if kind is not None and kind not in RUN_KINDS:
+        raise ConfigError(f"unknown run kind {kind!r} (use one of {', '.join(RUN_KINDS)})")
+    filters = {"job_id": job_id, "status": status_value, "kind": kind}
+    used = {column: value for column, value in filters.items() if value is not None}
+    where = " WHERE " + " AND ".join(f"{column} = ?" for column in used) if used else ""
+    return f"{SELECT_RUNS}{where} ORDER BY run_id DESC LIMIT ?", tuple(used.values())
+
+
 def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRecord:
     return RunRecord(
         run_id=int(r[0]), job_id=r[1], scheduled_at=ts(r[2]), status=RunStatus(r[3]),  # type: ignore[arg-type]
         attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
         duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
-        data_start=ts(r[13]), data_end=ts(r[14]))
+        data_start=ts(r[13]), data_end=ts(r[14]), error_traceback=r[15])
 
 
 def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[str], set[str]] | None:
@@ -111,13 +131,24 @@ def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[st
 
 
 def schedule_row(r: Sequence[Any], ts: Callable[[Any], datetime | None] = from_db) -> ScheduleRow:
+    """A stored row as operators wrote it: a value the column should never hold (enabled 2 or
+    'yes', timezone '') is kept, not read as something valid, so reconcile can refuse the row."""
     return ScheduleRow(
-        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3] or None,
-        enabled=bool(r[4]), misfire_grace_s=r[5], coalesce=None if r[6] is None else bool(r[6]),
+        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3],
+        enabled=_stored_flag(r[4]), misfire_grace_s=r[5], coalesce=_stored_flag(r[6]),
         max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=ts(r[10]))
 
 
+def _stored_flag(value: Any) -> Any:
+    """A boolean column's 0 / 1 as False / True; NULL and any other value as stored."""
+    return bool(value) if isinstance(value, int) and value in (0, 1) else value
+
+
 def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
-    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, int(row.enabled),
-            row.misfire_grace_s, None if row.coalesce is None else int(row.coalesce), row.max_instances,
-            row.jitter_s, row.version)
+    return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, _flag_param(row.enabled),
+            row.misfire_grace_s, _flag_param(row.coalesce), row.max_instances, row.jitter_s, row.version)
+
+
+def _flag_param(value: Any) -> Any:
+    """A bool as 0 / 1; a value read as stored (a refused 'yes') is written back unchanged."""
+    return int(value) if isinstance(value, bool) else value

@@ -153,17 +153,21 @@ class SqliteStore:
         await self._worker.call(lambda c: batch.finish_runs(c, finishes, to_text), is_write=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
-                         error_type: str | None = None, error_message: str | None = None) -> None:
-        params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message, run_id)
+                         error_type: str | None = None, error_message: str | None = None,
+                         error_traceback: str | None = None) -> None:
+        params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message,
+                  error_traceback, run_id)
         await self._worker.call(lambda c: c.execute(sql.FINISH_RUN_SQLITE, params), is_write=True)
 
-    async def recent_runs(self, job_id: str | None = None, limit: int = 20) -> list[RunRecord]:
-        def read(c: sqlite3.Connection) -> list[Any]:
-            if job_id is None:
-                return c.execute(sql.SELECT_RUNS + " ORDER BY run_id DESC LIMIT ?", (limit,)).fetchall()
-            return c.execute(sql.SELECT_RUNS + " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?",
-                             (job_id, limit)).fetchall()
-        return [sql.run_record(r, from_db) for r in await self._worker.call(read, is_write=False)]
+    async def recent_runs(self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
+                          kind: str | None = None) -> list[RunRecord]:
+        statement, params = sql.select_runs(job_id, status, kind)
+        rows = await self._worker.call(lambda c: c.execute(statement, (*params, limit)).fetchall(), is_write=False)
+        return [sql.run_record(r, from_db) for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        row = await self._worker.call(lambda c: c.execute(sql.GET_RUN, (run_id,)).fetchone(), is_write=False)
+        return sql.run_record(row, from_db) if row else None
 
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
         row = await self._worker.call(

@@ -112,14 +112,16 @@ def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Cal
     if not _HAS_UPDATE_FROM:
         conn.executemany(sql.FINISH_RUN_MEASURED_SQLITE,
                          [(f.status.value, ts(f.finished_at), f.duration_s, ts(f.finished_at), f.error_type,
-                           f.error_message, f.run_id) for f in finishes])
+                           f.error_message, f.error_traceback, f.run_id) for f in finishes])
         return
-    for chunk in _chunks(finishes, 6):
-        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+    for chunk in _chunks(finishes, 7):
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         conn.execute(
             "UPDATE job_run SET status = v.column2, finished_at = v.column3, duration_s = COALESCE(v.column6, "
             "ROUND((julianday(v.column3) - julianday(job_run.started_at)) * 86400.0, 6)), "
-            f"error_type = v.column4, error_message = v.column5 FROM (VALUES {values}) AS v "
+            "error_type = v.column4, error_message = v.column5, error_traceback = v.column7 "
+            f"FROM (VALUES {values}) AS v "
             "WHERE job_run.run_id = v.column1 AND job_run.status IN ('RUNNING', 'ABANDONED')",
             [x for f in chunk
-             for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message, f.duration_s)])
+             for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message, f.duration_s,
+                       f.error_traceback)])

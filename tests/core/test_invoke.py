@@ -1,11 +1,13 @@
-"""Invoker: a run under a leader term stops at its first resume after the term ended."""
+"""Invoker: a run under a leader term stops at its first resume after the term ended; failed and
+timed-out runs carry a bounded traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from datetime import datetime, timezone
 
-from piko.core.invoke import Invoker
+from piko.core.invoke import TRACEBACK_MAX_CHARS, Invoker, bounded_traceback
 from piko.core.registry import JobSpec
 from piko.core.resource import ResourcePool
 from piko.core.types import Fence, RunStatus
@@ -82,3 +84,82 @@ def test_while_the_term_holds_the_handler_runs_and_returns_its_value_and_unfence
 
     fenced, plain = asyncio.run(scenario())
     assert (fenced.status, fenced.result, plain.status, plain.result) == (RunStatus.SUCCESS, 42, RunStatus.SUCCESS, 42)
+
+
+def _raise_deep(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("bad input at the bottom")
+    _raise_deeper(depth - 1)
+
+
+def _raise_deeper(depth: int) -> None:  # two alternating frames: Python prints every one of them
+    _raise_deep(depth)
+
+
+def test_a_failed_run_carries_its_traceback_down_to_the_raising_line_inline_and_in_a_task() -> None:
+    async def handler(ctx, scheduled_time):
+        _raise_deep(2)
+
+    async def scenario():
+        me = asyncio.current_task()
+        inline = await invoker([None]).inline(me, JobSpec("j", handler), ctx(), fence=None)
+        in_task = await invoker([None]).in_task(JobSpec("j", handler), ctx(), 5.0, fence=None)
+        return inline, in_task
+
+    for outcome in asyncio.run(scenario()):
+        assert outcome.status is RunStatus.FAILED and outcome.error_type == "ValueError"
+        trace = outcome.error_traceback or ""
+        assert trace.startswith("Traceback (most recent call last):")
+        assert "in handler" in trace and "in _raise_deep" in trace
+        assert trace.rstrip().endswith("ValueError: bad input at the bottom")
+
+
+def test_a_timed_out_run_carries_where_the_handler_was_waiting_when_time_ran_out() -> None:
+    async def wait_for_upstream():
+        await asyncio.sleep(30)
+
+    async def handler(ctx, scheduled_time):
+        await wait_for_upstream()
+
+    outcome = asyncio.run(invoker([None]).in_task(JobSpec("j", handler), ctx(), 0.05, fence=None))
+    assert outcome.status is RunStatus.TIMEOUT
+    trace = outcome.error_traceback or ""
+    assert "in wait_for_upstream" in trace and "await asyncio.sleep(30)" in trace
+    assert trace.rstrip().endswith("JobTimeout: job exceeded its timeout of 0.05s")
+
+
+def test_successful_and_cancelled_runs_carry_no_traceback() -> None:
+    async def handler(ctx, scheduled_time):
+        await asyncio.sleep(0.01)
+
+    current: list[Fence | None] = [TERM]
+
+    async def scenario():
+        ok = await invoker([None]).in_task(JobSpec("j", handler), ctx(), None, fence=None)
+        run = asyncio.ensure_future(invoker(current).in_task(JobSpec("j", handler), ctx(), 5.0, fence=TERM))
+        await asyncio.sleep(0)
+        current[0] = None
+        return ok, await run
+
+    ok, cancelled = asyncio.run(scenario())
+    assert (ok.status, ok.error_traceback) == (RunStatus.SUCCESS, None)
+    assert (cancelled.status, cancelled.error_traceback) == (RunStatus.CANCELLED, None)
+
+
+def test_a_long_traceback_keeps_its_innermost_lines_and_says_how_much_was_cut() -> None:
+    try:
+        _raise_deep(400)
+    except ValueError as exc:
+        caught = exc
+    full = "".join(traceback.format_exception(type(caught), caught, caught.__traceback__))
+    assert len(full) > 3 * TRACEBACK_MAX_CHARS
+    kept = bounded_traceback(caught)
+    first, _, rest = kept.partition("\n")
+    assert len(kept) <= TRACEBACK_MAX_CHARS
+    assert first == f"... ({len(full) - len(rest)} characters cut)"
+    assert full.endswith(rest) and rest.startswith("  File ")  # cut at a line start
+    assert rest.rstrip().endswith("ValueError: bad input at the bottom")
+    assert bounded_traceback(ValueError("short")) == "ValueError: short\n"  # never raised: no frames
+    assert bounded_traceback(OSError("mysql://app:hunter2@db/x: refused")) == "OSError: mysql://app:***@db/x: refused\n"
+    one_line = bounded_traceback(ValueError("x" * 20000))  # no line start to cut at: cut inside it
+    assert len(one_line) <= TRACEBACK_MAX_CHARS and one_line.startswith("... (") and one_line.endswith("xx\n")

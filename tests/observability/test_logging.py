@@ -180,3 +180,17 @@ def test_mysqls_using_password_yes_is_not_taken_for_a_secret():
     text = "Access denied for user 'piko'@'localhost' (using password: YES)"
     assert mask_secrets(text) == text
     assert mask_secrets("password: hunter2") == "password: ***"
+
+
+def test_masking_a_long_token_takes_linear_time() -> None:
+    """An exception message holding a 200 KB blob is masked (in logs and stored tracebacks) in
+    milliseconds; the patterns once retried at every position of it and took hours."""
+    import time
+
+    from piko.observability.logging import mask_secrets
+
+    blob = "A" * 200_000
+    started = time.monotonic()
+    masked = mask_secrets(f"{blob} {blob}.password=hunter2 {blob}://u:pw@h/db " + "passwd" * 30_000)
+    assert time.monotonic() - started < 2.0
+    assert "hunter2" not in masked and f"{blob}.password=***" in masked and "://u:***@h/db" in masked

@@ -237,6 +237,25 @@ async def test_finish_runs_records_every_end_once_with_the_measured_duration(sto
     assert runs[ids[2]].status is RunStatus.TIMEOUT and runs[ids[2]].finished_at == T0 + timedelta(seconds=3)
 
 
+async def test_the_traceback_of_a_failed_run_is_stored_and_read_back_whole(store: Store) -> None:
+    from piko.core.invoke import TRACEBACK_MAX_CHARS
+    from piko.core.types import RunFinish
+
+    frames, last = "  File \"jobs.py\", line 7, in load — ünïcode 🚀\n" * 200, "KeyError: 'k'\n"
+    trace = frames[-(TRACEBACK_MAX_CHARS - len(last)):] + last  # as long as a stored one gets, 4-byte chars too
+    ids = await store.claim_runs([claim(f"t{i}") for i in range(3)])
+    one = await store.claim_run(claim("single"))
+    assert None not in ids and one is not None
+    await store.finish_runs([RunFinish(ids[0], RunStatus.FAILED, T0, "KeyError", "'k'", error_traceback=trace),
+                             RunFinish(ids[1], RunStatus.TIMEOUT, T0, "JobTimeout", "late", 1.0, "JobTimeout\n"),
+                             RunFinish(ids[2], RunStatus.SUCCESS, T0)])
+    await store.finish_run(one, RunStatus.FAILED, T0, "ValueError", "bad", error_traceback="ValueError: bad\n")
+    runs = {r.run_id: r for r in await store.recent_runs()}
+    assert runs[ids[0]].error_traceback == trace and len(trace) == TRACEBACK_MAX_CHARS
+    assert runs[ids[1]].error_traceback == "JobTimeout\n" and runs[ids[2]].error_traceback is None
+    assert runs[one].error_traceback == "ValueError: bad\n"
+
+
 async def test_claim_with_final_status_is_born_finished(store: Store) -> None:
     run_id = await store.claim_run(claim(status=RunStatus.MISSED, error_type="Missed", error_message="late"))
     (run,) = await store.recent_runs()
@@ -253,6 +272,59 @@ async def test_recent_runs_are_newest_first_filtered_by_job_and_limited(store: S
     assert [r.attempt for r in runs] == [5, 4, 3]
     assert (runs[0].data_start, runs[0].data_end) == (T0, T0 + timedelta(hours=1))
     assert [r.job_id for r in await store.recent_runs(limit=2)] == ["b", "a"]
+
+
+async def test_recent_runs_filter_by_status_and_kind_before_the_limit_counts(store: Store) -> None:
+    from piko.core.types import RUN_KINDS, RunFinish
+
+    made = [("ab"[n % 2], RUN_KINDS[n // 2 % 4], RunStatus.FAILED if n % 3 == 0 else RunStatus.SUCCESS)
+            for n in range(48)]  # every job, kind and status together
+    ids = await store.claim_runs([claim(job, T0 + timedelta(minutes=n), kind=kind, take_lock=False)
+                                  for n, (job, kind, _) in enumerate(made)])
+    await store.finish_runs([RunFinish(i, status, T0) for i, (_, _, status) in zip(ids, made, strict=True)
+                             if i is not None])
+    runs = list(zip(ids, made, strict=True))
+
+    def expected(job: str | None, status: RunStatus | None, kind: str | None, limit: int) -> list[int | None]:
+        newest = [i for i, (j, k, s) in reversed(runs)
+                  if job in (None, j) and status in (None, s) and kind in (None, k)]
+        return newest[:limit]
+
+    for job, status, kind, limit in [(None, RunStatus.FAILED, None, 4), ("a", None, "manual", 100),
+                                     ("a", RunStatus.FAILED, "retry", 100), ("b", RunStatus.SUCCESS, "backfill", 2),
+                                     (None, None, "schedule", 5), (None, RunStatus.RUNNING, None, 10)]:
+        found = await store.recent_runs(job, limit, status=status, kind=kind)
+        assert [r.run_id for r in found] == expected(job, status, kind, limit), (job, status, kind)
+    assert len(await store.recent_runs("a", 100, status=RunStatus.FAILED, kind="retry")) == 2
+
+
+async def test_recent_runs_refuses_an_unknown_status_or_kind_naming_the_allowed_ones(store: Store) -> None:
+    from piko.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown run kind 'manaul' \(use one of schedule, manual, backfill"):
+        await store.recent_runs(kind="manaul")
+    with pytest.raises(ConfigError, match=r"unknown run status 'failed' \(use one of RUNNING, SUCCESS, FAILED"):
+        await store.recent_runs(status="failed")  # type: ignore[arg-type]
+
+
+async def test_get_run_reads_one_run_with_every_field_and_none_for_an_unknown_id(store: Store) -> None:
+    from piko.core.types import RunFinish
+
+    run_id = await store.claim_run(claim("g", kind="backfill", attempt=2, data_start=T0,
+                                         data_end=T0 + timedelta(hours=1)))
+    other = await store.claim_run(claim("h"))
+    assert run_id is not None and other is not None
+    await store.finish_runs([RunFinish(run_id, RunStatus.FAILED, T0 + timedelta(seconds=2), "KeyError", "'k'",
+                                       error_traceback="Traceback ...\nKeyError: 'k'\n")])
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert (run.run_id, run.job_id, run.kind, run.attempt, run.status) == (run_id, "g", "backfill", 2, RunStatus.FAILED)
+    assert (run.scheduled_at, run.started_at, run.finished_at) == (T0, T0, T0 + timedelta(seconds=2))
+    assert (run.data_start, run.data_end) == (T0, T0 + timedelta(hours=1))
+    assert (run.error_type, run.error_message) == ("KeyError", "'k'")
+    assert run.error_traceback == "Traceback ...\nKeyError: 'k'\n"
+    assert run == next(r for r in await store.recent_runs() if r.run_id == run_id)
+    assert await store.get_run(other + 1000) is None
 
 
 async def test_latest_status_is_that_of_the_newest_run_of_the_slot(store: Store) -> None:

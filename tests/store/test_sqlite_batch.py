@@ -30,9 +30,11 @@ async def test_claims_and_finishes_in_batches_on_old_and_new_sqlite(tmp_path, mo
         ids = await store.claim_runs([claim("a"), claim("taken"), claim("a"), claim("b", take_lock=False)])
         assert ids[1] is None and ids[2] is None and ids[0] is not None and ids[3] is not None
         await store.finish_runs([RunFinish(ids[0], RunStatus.SUCCESS, T0 + timedelta(seconds=2)),
-                                 RunFinish(ids[3], RunStatus.FAILED, T0 + timedelta(seconds=1), "E", "m", 0.5)])
+                                 RunFinish(ids[3], RunStatus.FAILED, T0 + timedelta(seconds=1), "E", "m", 0.5,
+                                           "Traceback ...\nE: m\n")])
         runs = {r.run_id: r for r in await store.recent_runs()}
         assert (runs[ids[0]].status, runs[ids[0]].duration_s) == (RunStatus.SUCCESS, pytest.approx(2.0, abs=1e-3))
         assert (runs[ids[3]].status, runs[ids[3]].duration_s, runs[ids[3]].error_type) == (RunStatus.FAILED, 0.5, "E")
+        assert (runs[ids[3]].error_traceback, runs[ids[0]].error_traceback) == ("Traceback ...\nE: m\n", None)
     finally:
         await store.close()

@@ -1,0 +1,47 @@
+"""Migrations: a database made by an older piko opens under this one, keeping its rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from piko.core.types import RunClaim, RunStatus
+from piko.store import make_store, mysql_schema, schema, sqlite
+from piko.store.schema import latest_version, migrations
+from tests.store.raw_sql import raw_fetchall
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+
+
+def test_migrations_are_numbered_one_up_with_no_gaps() -> None:
+    for dialect in ("sqlite", "mysql"):
+        assert [m.version for m in migrations(dialect)] == list(range(1, latest_version(dialect) + 1))
+
+
+async def test_a_version_3_database_migrates_to_4_and_its_runs_read_back_without_a_traceback(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    up_to_3 = lambda dialect: schema.migrations(dialect)[:3]  # noqa: E731  (piko 0.2's schema)
+    with monkeypatch.context() as old_piko:
+        old_piko.setattr(sqlite, "migrations", up_to_3)
+        old_piko.setattr(mysql_schema, "migrations", up_to_3)
+        old = make_store(store_url)
+        await old.open()
+        try:
+            assert await old.schema_version() == 3
+            run_id = await old.claim_run(RunClaim("j", T0, RunStatus.RUNNING, T0, "inst"))
+            assert run_id is not None
+        finally:
+            await old.close()
+    new = make_store(store_url)
+    await new.open()
+    try:
+        assert await new.schema_version() == 4
+        (run,) = await new.recent_runs()
+        assert (run.run_id, run.status, run.error_traceback) == (run_id, RunStatus.RUNNING, None)
+        await new.finish_run(run_id, RunStatus.FAILED, T0, "E", "m", error_traceback="Traceback ...\nE: m\n")
+        assert (await new.recent_runs())[0].error_traceback == "Traceback ...\nE: m\n"
+        versions = [int(r[0]) for r in await raw_fetchall(new, "SELECT version FROM piko_schema ORDER BY version")]
+        assert versions == [1, 2, 3, 4]
+    finally:
+        await new.close()
