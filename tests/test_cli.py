@@ -136,8 +136,10 @@ def test_a_restart_after_kill_9_leads_at_once_instead_of_waiting_out_the_lease(t
 
 
 def test_db_init_and_check_then_runs_lists_recorded_runs(tmp_path):
+    from piko.store.schema import latest_version
+
     r = piko("db", "init", cwd=tmp_path)
-    assert r.returncode == 0 and "schema version 3" in r.stdout
+    assert r.returncode == 0 and f"schema version {latest_version('sqlite')} " in r.stdout
     r = piko("runs", cwd=tmp_path)
     assert r.returncode == 0 and "no runs recorded" in r.stdout
 
