@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 from datetime import timezone
 from typing import Any
 
@@ -145,6 +146,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     async def go(store: Any) -> str:
         rows = {r.job_id: r for r in await store.load_schedules()}
         row = rows.get(args.job_id)
+        if row is None and not args.create:
+            raise unknown_job(args.job_id, rows, "scheduled_job", store.description)
         if row is None and kind is None:
             raise ConfigError(f"job {args.job_id!r} has no schedule yet: give --cron, --interval or --date")
         row = row or ScheduleRow(args.job_id, kind or "cron", expr or "")
@@ -169,6 +172,29 @@ def cmd_config(args: argparse.Namespace) -> int:
     when = parse_time(args.effective_from, "--effective-from") if args.effective_from else None
     app = bare_app(args)
     row = ConfigRow(args.job_id, json.dumps(value, sort_keys=True), effective_from=when)
-    asyncio.run(with_store(app, lambda s: s.upsert_config(row)))
+
+    async def go(store: Any) -> None:
+        known = {r.job_id for r in await store.load_schedules()} | {r.job_id for r in await store.load_configs()}
+        if args.job_id not in known and not args.create:
+            raise unknown_job(args.job_id, known, "scheduled_job or job_config", store.description)
+        await store.upsert_config(row)
+
+    asyncio.run(with_store(app, go))
     print(f"{args.job_id}: config stored" + (f", effective from {when.isoformat()}" if when else ""))
     return 0
+
+
+def unknown_job(job_id: str, known: Iterable[str], table: str, where: str) -> ConfigError:
+    """A job id with no row: most likely a typo, so name the closest known ids; --create is explicit."""
+    import difflib
+
+    ids = sorted(known)
+    close = difflib.get_close_matches(job_id, ids, n=3, cutoff=0.6)
+    if close:
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? "
+    elif ids:
+        hint = f"known job ids: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}. "
+    else:
+        hint = "no job has a row yet. "
+    return ConfigError(f"job {job_id!r} has no {table} row in {where}: {hint}"
+                       f"Add --create to create one for this job id")

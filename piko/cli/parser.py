@@ -77,12 +77,17 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     on = sched.add_mutually_exclusive_group()
     on.add_argument("--enable", action="store_true", help="let the schedule fire")
     on.add_argument("--disable", action="store_true", help="stop the schedule firing (the row stays)")
+    sched.add_argument("--create", action="store_true", help="create the row when JOB has none yet (without it, "
+                                                             "a job id with no row is refused as a likely typo)")
 
     conf = sub("config", help="store a new config version for JOB")
     conf.add_argument("job_id", help="the job whose job_config row to write")
     conf.add_argument("json", help="the config as a JSON object, e.g. '{\"batch\": 500}'")
     conf.add_argument("--effective-from", metavar="TIME", help=f"apply from this time on (default: at once); "
                                                                f"{TIME_HELP}")
+    conf.add_argument("--create", action="store_true", help="store it even though JOB has no schedule or config "
+                                                            "row yet (without it, such a job id is refused as a "
+                                                            "likely typo)")
 
     bf = sub("backfill", help="run each data window of JOB between --start and --end once")
     bf.add_argument("target", help=TARGET_HELP)
