@@ -26,11 +26,11 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
-from piko.errors import LeaseLost, StoreError, StoreUnavailable
-from piko.store import sql
+from piko.errors import ConfigError, LeaseLost, StoreError, StoreNotWritable, StoreUnavailable
+from piko.store import sql, sqlite_access
 from piko.store import sqlite_batch as batch
 from piko.store.codec import from_db, to_param, to_text
-from piko.store.schema import SCHEMA_TABLE, migrations, render
+from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, render
 from piko.store.sqlite_worker import SqliteWorker
 
 NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f','now'),4) AS INTEGER))"
@@ -40,15 +40,42 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 class SqliteStore:
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = 10.0, mode: str = "rwc") -> None:
+        if mode not in sqlite_access.MODES:
+            raise ConfigError(f"SQLite mode {mode!r} is not one of {', '.join(sqlite_access.MODES)}")
         self.path = path
-        self.description = f"SQLite file {os.path.abspath(path)}"
-        self._worker = SqliteWorker(path, busy_timeout_s=busy_timeout_s)
+        self.mode = mode  # rwc: open or create; rw: open an existing file; ro: read only, never migrate
+        self._file = os.path.abspath(path)
+        self.description = f"SQLite file {self._file}" + (" (read-only)" if mode == "ro" else "")
+        self._worker = SqliteWorker(path, busy_timeout_s=busy_timeout_s, mode=mode)
 
     # -- lifecycle --------------------------------------------------------------------
     async def open(self) -> None:
-        await self._worker.start()
-        await self._worker.call(self._migrate, is_write=True)
+        """Open (and migrate, unless read-only). A file that cannot be opened or written says why:
+        the path, and 'read-only file system', 'permission denied' or 'does not exist'."""
+        try:
+            await self._worker.start()
+            if self.mode == "ro":
+                await self._check_schema_readable()
+            else:
+                await self._worker.call(self._migrate, is_write=True)
+        except StoreError as exc:
+            await self._worker.stop()
+            problem = sqlite_access.access_problem(self.path, self.mode)
+            if problem is None:
+                raise
+            if self.mode == "ro":
+                raise StoreUnavailable(f"cannot read SQLite file {self._file}: {problem}") from exc
+            raise StoreNotWritable(f"cannot write SQLite file {self._file}: {problem}") from exc
+
+    async def _check_schema_readable(self) -> None:
+        """Read-only: nothing is migrated, so an older schema is refused before a query trips on it."""
+        version, newest = await self.schema_version(), latest_version("sqlite")
+        if version == 0:
+            raise StoreError(f"{self.description} is not a piko database (it has no piko_schema table)")
+        if version < newest:
+            raise StoreError(f"{self.description} has schema version {version}, older than this piko reads "
+                             f"({newest}): open it once with write access to migrate it (piko db init)")
 
     async def close(self) -> None:
         await self._worker.stop()
