@@ -227,6 +227,7 @@ def test_jobs_and_run_count_jobs_of_the_older_decorator_beside_an_app(tmp_path):
 
 
 def _hourly_stateful_jobs_file(tmp_path: Path) -> None:
+    assert piko("db", "init", cwd=tmp_path).returncode == 0  # backfill opens a database, never creates one
     (tmp_path / "hourly.py").write_text(
         "from piko import PikoApp\napp = PikoApp('h')\n"
         "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    pass\n")

@@ -124,6 +124,7 @@ def test_backfill_reruns_missed_windows_and_leaves_running_ones_alone(tmp_path):
 
 def _race_two_reruns(tmp_path: Path, *dsn: str) -> None:
     target = _failing_hourly(tmp_path)
+    assert piko("db", "init", *dsn, cwd=tmp_path).returncode == 0
     (tmp_path / "fail").touch()
     assert piko("backfill", target, "j", *RANGE, *dsn, cwd=tmp_path).returncode == 1
     (tmp_path / "fail").unlink()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from tests.test_cli import piko
+import pytest
+
+from tests.test_cli import ROOT, piko
 
 
 def _rows(db: Path, statement: str) -> list[tuple]:
@@ -39,3 +47,140 @@ def test_schedule_and_config_refuse_an_unknown_job_id_naming_the_closest_known_o
     assert piko("config", "other", '{"y": 3}', cwd=tmp_path).returncode == 0  # a job_config row makes it known
     assert _rows(db, "SELECT job_id, config_json FROM job_config ORDER BY job_id") == [
         ("hello_job", '{"x": 1}'), ("other", '{"y": 3}')]
+
+
+# -- no database by accident ------------------------------------------------------------------
+COMMANDS_NEEDING_A_DATABASE = [
+    ("runs",), ("db", "check"), ("schedule", "j", "--cron", "* * * * *", "--create"), ("config", "j", "{}", "--create"),
+    ("trigger", "jobs.py", "j"), ("backfill", "jobs.py", "j", "--start", "2026-01-01", "--end", "2026-01-02")]
+
+
+@pytest.mark.parametrize("args", COMMANDS_NEEDING_A_DATABASE, ids=lambda a: " ".join(a[:2]))
+def test_commands_other_than_run_and_db_init_never_create_a_database(tmp_path, args):
+    _jobs_file(tmp_path)
+    r = piko(*args, cwd=tmp_path)
+    _one_line_refusal(r, f"no piko database at {tmp_path / 'piko.db'}", "piko db init")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["jobs.py"]
+
+
+def test_jobs_without_a_database_lists_the_schedules_declared_in_code_and_creates_nothing(tmp_path):
+    _jobs_file(tmp_path)
+    r = piko("jobs", "jobs.py", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("j: cron ") and "-> next: " in r.stdout, (r.stdout, r.stderr)
+    assert f"no database at {tmp_path / 'piko.db'} yet" in r.stderr
+    assert not (tmp_path / "piko.db").exists()
+
+
+def _jobs_file(folder: Path) -> None:
+    (folder / "jobs.py").write_text("from piko import PikoApp\napp = PikoApp('t')\n"
+                                    "@app.job('j', cron='0 * * * *')\nasync def j(ctx, t):\n    pass\n")
+
+
+# -- read-only storage --------------------------------------------------------------------------
+def test_read_commands_open_an_older_schema_read_only_and_refuse_instead_of_migrating_it(tmp_path):
+    from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, render
+
+    newest = latest_version("sqlite")
+    db = tmp_path / "piko.db"
+    conn = sqlite3.connect(db)  # the database an older piko left: every migration but the newest
+    conn.execute(render(SCHEMA_TABLE, "sqlite"))
+    for mig in migrations("sqlite")[:-1]:
+        for statement in (*mig.statements, *mig.optional):
+            conn.execute(statement)
+        conn.execute("INSERT INTO piko_schema(version, description) VALUES (?, ?)", (mig.version, mig.description))
+    conn.commit()
+    conn.close()
+    for args in (("runs",), ("db", "check")):
+        _one_line_refusal(piko(*args, cwd=tmp_path), f"schema version {newest - 1}, older than this piko reads "
+                                                     f"({newest})", "piko db init")
+    assert _rows(db, "SELECT MAX(version) FROM piko_schema") == [(newest - 1,)]  # nothing migrated
+    assert piko("db", "init", cwd=tmp_path).returncode == 0
+    assert piko("runs", cwd=tmp_path).returncode == 0
+
+
+NOBODY = 65534
+
+
+def _as_nobody() -> None:
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+@functools.lru_cache(maxsize=1)
+def _unprivileged_python() -> str | None:
+    """An interpreter (3.10+) that user nobody may run: the venv's may live under /root (mode 700)."""
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        try:
+            probe = subprocess.run([candidate, "-c", "import sys, sqlite3; assert sys.version_info >= (3, 10)"],
+                                   preexec_fn=_as_nobody, capture_output=True, timeout=30) if candidate else None
+        except OSError:  # not executable for nobody
+            continue
+        if probe is not None and probe.returncode == 0:
+            return candidate
+    return None
+
+
+def piko_unprivileged(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI as a user that file permissions apply to (root ignores them)."""
+    if os.geteuid() != 0:
+        return piko(*args, cwd=cwd)
+    python = _unprivileged_python()
+    if python is None:
+        pytest.skip("no Python interpreter that user nobody may run")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}
+    return subprocess.run([python, "-m", "piko", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=30, preexec_fn=_as_nobody)
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder every user may enter (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="piko-ro-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    for path in (folder, *folder.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(folder)
+
+
+def _database_with_one_run(folder: Path) -> Path:
+    _jobs_file(folder)
+    assert piko("db", "init", cwd=folder).returncode == 0
+    r = piko("trigger", "jobs.py", "j", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    return folder / "piko.db"
+
+
+def test_read_commands_work_on_a_database_this_user_may_only_read(shared_dir):
+    db = _database_with_one_run(shared_dir)
+    db.chmod(0o444)
+    shared_dir.chmod(0o555)  # no -wal/-shm file can be created here either
+    r = piko_unprivileged("runs", cwd=shared_dir)
+    assert r.returncode == 0 and " j " in r.stdout and "SUCCESS" in r.stdout, (r.stdout, r.stderr)
+    r = piko_unprivileged("db", "check", cwd=shared_dir)
+    assert r.returncode == 0 and "schema version" in r.stdout and "read-only" in r.stdout, (r.stdout, r.stderr)
+    r = piko_unprivileged("jobs", "jobs.py", cwd=shared_dir)
+    assert r.returncode == 0 and r.stdout.startswith("j: cron"), (r.stdout, r.stderr)
+    assert sorted(p.name for p in shared_dir.iterdir()) == ["jobs.py", "piko.db"]
+
+
+def test_writing_to_a_read_only_database_says_which_file_and_why_in_one_line(shared_dir):
+    db = _database_with_one_run(shared_dir)
+    db.chmod(0o444)
+    for args in (("trigger", "jobs.py", "j"), ("schedule", "j", "--disable"), ("run", "jobs.py", "--http", "off")):
+        r = piko_unprivileged(*args, cwd=shared_dir)
+        if args[0] == "run":  # its banner (where the data lives, how to stop) comes first
+            r.stderr = r.stderr.splitlines()[-1]
+        _one_line_refusal(r, f"cannot write SQLite file {db}: permission denied: the file is not writable by user "
+                             f"nobody (uid 65534): give this user write access", "piko runs, piko jobs")
+
+
+def test_a_database_in_a_folder_this_user_cannot_write_says_so(shared_dir):
+    db = _database_with_one_run(shared_dir)
+    db.chmod(0o666)  # the file is writable, its folder is not: SQLite cannot create the -wal file
+    shared_dir.chmod(0o555)
+    _one_line_refusal(piko_unprivileged("schedule", "j", "--disable", cwd=shared_dir), f"SQLite file {db}",
+                      f"cannot create its -wal and -shm files in {shared_dir}", "folder is not writable")
+    db.unlink()
+    _one_line_refusal(piko_unprivileged("db", "init", cwd=shared_dir), f"cannot write SQLite file {db}",
+                      f"SQLite cannot create it in {shared_dir}", "permission denied")

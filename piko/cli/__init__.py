@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from piko.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser
-from piko.errors import PikoError
+from piko.errors import PikoError, StoreNotWritable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handlers[args.command](args) or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except StoreNotWritable as exc:
+        print(f"piko: error: {exc} (piko runs, piko jobs and piko db check only read: they work without "
+              f"write access)", file=sys.stderr)
+        return EXIT_USAGE
     except PikoError as exc:
         print(f"piko: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

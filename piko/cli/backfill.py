@@ -15,7 +15,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from piko.cli.args import log_like_run, parse_time, target_app
+from piko.cli.args import log_like_run, open_existing, parse_time, target_app
 from piko.core.states import RERUNNABLE
 from piko.core.types import DataInterval, RunOutcome, RunRecord, RunStatus
 from piko.errors import ConfigError
@@ -34,6 +34,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     start, end = parse_time(args.start, "--start"), parse_time(args.end, "--end")
     if end <= start:
         raise ConfigError(f"--end {args.end!r} must be after --start {args.start!r}")
+    open_existing(app, "rw")
     log_like_run(app)
 
     async def go() -> int:

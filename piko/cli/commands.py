@@ -19,9 +19,10 @@ from piko.cli.args import (
     json_object,
     log_like_run,
     missing_sqlite_file,
+    open_existing,
     parse_after,
     parse_time,
-    require_existing,
+    sqlite_mode,
     target_app,
     with_store,
 )
@@ -43,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     app = bare_app(args)
     if args.action == "check":
-        require_existing(app)
+        open_existing(app, "ro")  # reports, changes nothing: no migration
 
     async def go(store: Any) -> None:
         from piko.store.schema import latest_version
@@ -57,7 +58,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     app = bare_app(args)
-    require_existing(app)
+    open_existing(app, "ro")
     runs = asyncio.run(with_store(app, lambda s: s.recent_runs(args.job_id, args.limit)))
     print(f"{'run_id':>7} {'job_id':<24} {'scheduled (UTC)':<26} {'status':<10} {'att':>3} {'secs':>8}  error")
     for r in runs:
@@ -76,7 +77,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from piko.triggers.preview import next_fire_times
 
     app = target_app(args)
-    rows = {} if missing_sqlite_file(app) else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
+    sqlite_mode(app, "ro")
+    missing = missing_sqlite_file(app)
+    if missing is not None:
+        print(f"piko: no database at {missing} yet: the schedules shown are those declared in code",
+              file=sys.stderr)
+    rows = {} if missing else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
     now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
         row = rows.get(spec.job_id) or spec.default_schedule_row()
@@ -117,6 +123,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
     app = target_app(args)
     config = json_object(args.config, "--config") if args.config else None
+    open_existing(app, "rw")
     log_like_run(app)
 
     async def go() -> Any:
@@ -138,6 +145,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from piko.triggers import trigger_from_stored
 
     app = bare_app(args)
+    open_existing(app, "rw")
     kind, expr = next(((k, v) for k, v in (("cron", args.cron), ("interval", args.interval),
                                            ("date", args.date)) if v), (None, None))
     if kind == "date" and expr and not expr.lstrip().startswith("{"):
@@ -171,6 +179,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     value = json_object(args.json, "config")
     when = parse_time(args.effective_from, "--effective-from") if args.effective_from else None
     app = bare_app(args)
+    open_existing(app, "rw")
     row = ConfigRow(args.job_id, json.dumps(value, sort_keys=True), effective_from=when)
 
     async def go(store: Any) -> None:
