@@ -66,7 +66,7 @@ def test_commands_other_than_run_and_db_init_never_create_a_database(tmp_path, a
 def test_jobs_without_a_database_lists_the_schedules_declared_in_code_and_creates_nothing(tmp_path):
     _jobs_file(tmp_path)
     r = piko("jobs", "jobs.py", cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout.startswith("j: cron ") and "-> next: " in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 0 and r.stdout.startswith("j: cron '0 * * * *' -> next: "), (r.stdout, r.stderr)
     assert f"no database at {tmp_path / 'piko.db'} yet" in r.stderr
     assert not (tmp_path / "piko.db").exists()
 
@@ -184,3 +184,27 @@ def test_a_database_in_a_folder_this_user_cannot_write_says_so(shared_dir):
     db.unlink()
     _one_line_refusal(piko_unprivileged("db", "init", cwd=shared_dir), f"cannot write SQLite file {db}",
                       f"SQLite cannot create it in {shared_dir}", "permission denied")
+
+
+def test_jobs_shortens_long_expressions_shows_disabled_jobs_without_fire_times_and_invalid_rows(tmp_path):
+    (tmp_path / "jobs.py").write_text(
+        "from piko import PikoApp\napp = PikoApp('t')\n"
+        + "".join(f"@app.job('{j}', cron='0 * * * *')\nasync def {j}(ctx, t):\n    pass\n"
+                  for j in ("long", "off", "bad")))
+    assert piko("db", "init", cwd=tmp_path).returncode == 0
+    every_minute = ",".join(str(m) for m in range(60)) + " * * * *"  # valid, 170 characters
+    conn = sqlite3.connect(tmp_path / "piko.db")
+    conn.executemany("INSERT INTO scheduled_job (job_id, schedule_type, schedule_expr, enabled) VALUES (?, ?, ?, ?)",
+                     [("long", "cron", every_minute, 1), ("off", "cron", "*/5 * * * *", 0),
+                      ("bad", "cron", "61 * * * *", 1)])
+    conn.commit()
+    conn.close()
+    r = piko("jobs", "jobs.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    from piko.errors import TriggerSpecError
+
+    assert lines["long"].startswith(f"cron {TriggerSpecError.preview(every_minute)} -> next: ")
+    assert TriggerSpecError.preview(every_minute).endswith("...") and every_minute not in r.stdout
+    assert lines["off"] == "cron '*/5 * * * *' [disabled]"
+    assert lines["bad"].startswith("cron '61 * * * *' -> INVALID: invalid cron field 'minute': 61")

@@ -73,9 +73,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from piko.core.reconcile import build_trigger, check_row_options
-    from piko.triggers.preview import next_fire_times
-
     app = target_app(args)
     sqlite_mode(app, "ro")
     missing = missing_sqlite_file(app)
@@ -86,20 +83,30 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
         row = rows.get(spec.job_id) or spec.default_schedule_row()
-        if row is None:
-            print(f"{spec.job_id}: no schedule (manual runs only)")
-            continue
-        state = "" if row.enabled else " [disabled]"
-        try:
-            check_row_options(row)
-            trig = build_trigger(row, app.settings.timezone)
-            times = ", ".join(t.isoformat() for t in next_fire_times(trig, now, args.n)) or "never again"
-            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> next: {times}")
-        except ConfigError as exc:  # TriggerSpecError is one
-            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> INVALID: {exc}")
+        print(f"{spec.job_id}: {_schedule_summary(row, app.settings.timezone, now, args.n)}")
     for job_id in sorted(set(rows) - {s.job_id for s in app.registry}):
         print(f"{job_id}: stored schedule, but no code registers this job id")
     return 0
+
+
+def _schedule_summary(row: Any, default_tz: str, now: Any, n: int) -> str:
+    """`cron '*/5 * * * *' -> next: ...`; the expression shortened as the logs shorten it; a disabled
+    row shows no fire times (it would not fire), an invalid one why it is refused."""
+    from piko.core.reconcile import build_trigger, check_row_options
+    from piko.errors import TriggerSpecError
+    from piko.triggers.preview import next_fire_times
+
+    if row is None:
+        return "no schedule (manual runs only)"
+    head = f"{row.schedule_type} {TriggerSpecError.preview(row.schedule_expr)}"
+    try:
+        check_row_options(row)
+        trigger = build_trigger(row, default_tz)
+    except ConfigError as exc:  # TriggerSpecError is one
+        return f"{head}{'' if row.enabled else ' [disabled]'} -> INVALID: {exc}"
+    if not row.enabled:
+        return f"{head} [disabled]"
+    return f"{head} -> next: {', '.join(t.isoformat() for t in next_fire_times(trigger, now, n)) or 'never again'}"
 
 
 def cmd_next(args: argparse.Namespace) -> int:
