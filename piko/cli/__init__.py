@@ -1,6 +1,6 @@
 """python -m piko: the command line. `main(argv)` parses, runs one command, returns its exit status.
 
-parser.py is the table of commands and exit codes; commands.py and backfill.py do the work;
+parser.py is the table of commands and exit codes; commands.py, runs.py and backfill.py do the work;
 args.py turns arguments into apps, stores and times; loader.py finds the app in a jobs file.
 Errors are one readable line on stderr: exit 2 for usage, settings and input, 1 for runtime.
 """
@@ -17,10 +17,10 @@ from piko.errors import PikoError, StoreNotWritable
 
 def main(argv: Sequence[str] | None = None) -> int:
     from piko import __version__
-    from piko.cli import backfill, commands
+    from piko.cli import backfill, commands, runs
 
     handlers = {"run": commands.cmd_run, "next": commands.cmd_next, "db": commands.cmd_db,
-                "jobs": commands.cmd_jobs, "runs": commands.cmd_runs, "trigger": commands.cmd_trigger,
+                "jobs": commands.cmd_jobs, "runs": runs.cmd_runs, "trigger": commands.cmd_trigger,
                 "schedule": commands.cmd_schedule, "config": commands.cmd_config, "backfill": backfill.cmd_backfill}
     args = build_parser(__version__).parse_args(argv)
     try:

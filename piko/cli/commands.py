@@ -1,4 +1,4 @@
-"""The commands: run, db, jobs, runs, next, trigger, schedule, config (backfill has its own module).
+"""The commands: run, db, jobs, next, trigger, schedule, config (backfill and runs have their own modules).
 
 Each builds what it needs from its arguments (args.py), does one thing, prints plain text,
 and returns its exit status. Heavy imports are lazy: `piko next` never imports a store.
@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterable
-from datetime import timezone
 from typing import Any
 
 from piko.cli.args import (
@@ -28,8 +27,6 @@ from piko.cli.args import (
 )
 from piko.clock import SystemClock
 from piko.errors import ConfigError
-
-UTC = timezone.utc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,22 +50,6 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"{store.description}: schema version {version} (newest {latest_version(store.dialect)}) - ok")
 
     asyncio.run(with_store(app, go))
-    return 0
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    app = bare_app(args)
-    open_existing(app, "ro")
-    runs = asyncio.run(with_store(app, lambda s: s.recent_runs(args.job_id, args.limit)))
-    print(f"{'run_id':>7} {'job_id':<24} {'scheduled (UTC)':<26} {'status':<10} {'att':>3} {'secs':>8}  error")
-    for r in runs:
-        secs = f"{r.duration_s:.3f}" if r.duration_s is not None else "-"
-        err = f"{r.error_type}: {r.error_message}" if r.error_type else ""
-        when = r.scheduled_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]  # one width for every row
-        print(f"{r.run_id:>7} {r.job_id[:24]:<24} {when:<26} {r.status.value:<10} "
-              f"{r.attempt:>3} {secs:>8}  {err[:100]}")
-    if not runs:
-        print("(no runs recorded yet)")
     return 0
 
 

@@ -41,10 +41,17 @@ def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     jobs = sub("jobs", help="list the jobs in TARGET, their schedules and next fire times")
     jobs.add_argument("target", help=TARGET_HELP)
     jobs.add_argument("-n", type=int, default=3, metavar="N", help="next fire times to show per job (default 3)")
-    runs = sub("runs", help="recent runs: status, duration, error")
+    runs = sub("runs", help="recent runs: status, kind, duration, error; or one run in full (--show)")
     runs.add_argument("job_id", nargs="?", help="only this job's runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many runs to show, newest "
-                                                                          "first (default 20)")
+                                                                          "first (default 20, at least 1)")
+    runs.add_argument("--status", metavar="STATUS", help="only runs with this status, in any case: RUNNING, "
+                                                         "SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, MISSED "
+                                                         "or SKIPPED")
+    runs.add_argument("--kind", metavar="KIND", help="only runs started this way: schedule (or scheduled), "
+                                                     "manual, backfill or retry")
+    runs.add_argument("--show", type=int, metavar="RUN_ID", help="every field of this one run, its data window "
+                                                                 "and its stored traceback")
 
 
 def _next(sub: Callable[..., argparse.ArgumentParser]) -> None:
