@@ -304,3 +304,24 @@ def test_runs_filters_and_show_on_mysql(tmp_path, mysql_db_dsn):
     assert _listed(piko("runs", "--status", "FAILED", *dsn, cwd=tmp_path)) == [("boom", "FAILED", "manual")]
     r = piko("runs", "--show", "2", *dsn, cwd=tmp_path)
     assert _shown(r)["error"] == "ValueError: no such table: orders" and "raise ValueError" in r.stdout
+
+
+def test_every_option_has_help_and_the_help_names_every_status_and_kind():
+    """parser.py imports nothing from piko but the version, so its lists of statuses and kinds are
+    text: this keeps them equal to RunStatus, RUN_KINDS and RERUNNABLE."""
+    import argparse
+
+    from piko.cli.parser import build_parser
+    from piko.core.states import RERUNNABLE
+    from piko.core.types import RUN_KINDS, RunStatus
+
+    sub = next(a for a in build_parser("0")._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {}
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"piko {name} {action.dest}: no help text"
+                helps[(name, action.dest)] = action.help
+    assert all(s.value in helps[("runs", "status")] for s in RunStatus)
+    assert all(kind in helps[("runs", "kind")] for kind in RUN_KINDS)
+    assert all(s.value in helps[("backfill", "rerun_failed")] for s in RERUNNABLE)
