@@ -104,6 +104,10 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached (wrong address, server down, bad credentials)."""
 
 
+class StoreNotWritable(StoreUnavailable):
+    """The store's file cannot be opened for writing (permissions, a read-only file system); reading may work."""
+
+
 class LeaseLost(PikoError):
     """This instance's leader term ended; its fenced writes are refused."""
 

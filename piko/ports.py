@@ -90,6 +90,7 @@ class Store(Protocol):
     ) -> list[RunRecord]: ...  # newest first; filters given are ANDed in SQL; ConfigError for unknown ones
     async def get_run(self, run_id: int) -> RunRecord | None: ...
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None: ...
+    async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None: ...  # newest of the slot
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]: ...  # newest locked fire
     # Heartbeats: a store with a server clock (MySQL) records and ages heartbeats by that clock,
     # so `now` is the caller's view and `now - stale_before` is the silence that counts.

@@ -227,6 +227,7 @@ def test_jobs_and_run_count_jobs_of_the_older_decorator_beside_an_app(tmp_path):
 
 
 def _hourly_stateful_jobs_file(tmp_path: Path) -> None:
+    assert piko("db", "init", cwd=tmp_path).returncode == 0  # backfill opens a database, never creates one
     (tmp_path / "hourly.py").write_text(
         "from piko import PikoApp\napp = PikoApp('h')\n"
         "@app.job('h', cron='0 * * * *', stateful=True)\nasync def h(ctx, t):\n    pass\n")
@@ -245,8 +246,8 @@ def test_backfill_windows_stay_on_the_schedules_grid_when_start_falls_between_fi
              cwd=tmp_path)
     assert r.returncode == 0, (r.stdout, r.stderr)
     lines = [line for line in r.stdout.splitlines() if line.startswith("[")]
-    assert lines == ["[2026-01-01T10:00:00+00:00, 2026-01-01T11:00:00+00:00): SUCCESS",
-                     "[2026-01-01T11:00:00+00:00, 2026-01-01T12:00:00+00:00): SUCCESS"]  # no [10:30, 11:00) stub
+    assert lines == ["[1/2] [2026-01-01T10:00:00+00:00, 2026-01-01T11:00:00+00:00): ran: SUCCESS",
+                     "[2/2] [2026-01-01T11:00:00+00:00, 2026-01-01T12:00:00+00:00): ran: SUCCESS"]  # no stub
 
 
 def test_next_reads_a_naive_after_as_a_wall_time_in_the_zone(tmp_path):

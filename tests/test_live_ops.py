@@ -552,13 +552,14 @@ def test_config_cli_and_schedule_cli_write_rows(tmp_path):
         return subprocess.run([sys.executable, "-m", "piko", *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=30)
 
-    r = piko("schedule", "daily_job", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin")
+    assert piko("db", "init").returncode == 0
+    r = piko("schedule", "daily_job", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin", "--create")
     assert r.returncode == 0, r.stderr
     r = piko("config", "daily_job", '{"concurrency": 3}', "--effective-from", "2030-01-01T00:00:00Z")
     assert r.returncode == 0, r.stderr
     r = piko("schedule", "daily_job", "--disable")
     assert r.returncode == 0, r.stderr
-    bad = piko("schedule", "other", "--cron", "99 * * * *")
+    bad = piko("schedule", "daily_job", "--cron", "99 * * * *")
     assert bad.returncode == 2 and "99" in bad.stderr
     db = str(tmp_path / "piko.db")
     assert fetch(db, "SELECT schedule_type, schedule_expr, timezone, enabled FROM scheduled_job") == [

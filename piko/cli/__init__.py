@@ -1,6 +1,6 @@
 """python -m piko: the command line. `main(argv)` parses, runs one command, returns its exit status.
 
-parser.py is the table of commands and exit codes; commands.py and backfill.py do the work;
+parser.py is the table of commands and exit codes; commands.py, runs.py and backfill.py do the work;
 args.py turns arguments into apps, stores and times; loader.py finds the app in a jobs file.
 Errors are one readable line on stderr: exit 2 for usage, settings and input, 1 for runtime.
 """
@@ -12,21 +12,25 @@ import sys
 from collections.abc import Sequence
 
 from piko.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser
-from piko.errors import PikoError
+from piko.errors import PikoError, StoreNotWritable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from piko import __version__
-    from piko.cli import backfill, commands
+    from piko.cli import backfill, commands, runs
 
     handlers = {"run": commands.cmd_run, "next": commands.cmd_next, "db": commands.cmd_db,
-                "jobs": commands.cmd_jobs, "runs": commands.cmd_runs, "trigger": commands.cmd_trigger,
+                "jobs": commands.cmd_jobs, "runs": runs.cmd_runs, "trigger": commands.cmd_trigger,
                 "schedule": commands.cmd_schedule, "config": commands.cmd_config, "backfill": backfill.cmd_backfill}
     args = build_parser(__version__).parse_args(argv)
     try:
         return int(handlers[args.command](args) or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except StoreNotWritable as exc:
+        print(f"piko: error: {exc} (piko runs, piko jobs and piko db check only read: they work without "
+              f"write access)", file=sys.stderr)
+        return EXIT_USAGE
     except PikoError as exc:
         print(f"piko: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

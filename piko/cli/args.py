@@ -1,7 +1,9 @@
 """From parsed arguments to what a command works on: settings overrides, the app, the store, times.
 
 A bad value is a ConfigError naming the option and what would be right (exit status 2).
-Read-only commands never create a database by accident (`require_existing`).
+Only `run` and `db init` may create a database: every other command opens an existing one
+(`open_existing`), in SQLite's mode "ro" when it only reads (works on a read-only file, never
+migrates) or "rw" (never creates the file).
 """
 
 from __future__ import annotations
@@ -79,12 +81,22 @@ def missing_sqlite_file(app: Any) -> str | None:
     return None
 
 
-def require_existing(app: Any) -> None:
-    """Read-only commands do not create a database: a missing SQLite file is an error."""
+def sqlite_mode(app: Any, mode: str) -> None:
+    """Open a SQLite store in this SQLite mode (ro, rw, rwc); call before app.store is first used."""
+    dsn = app.settings.store_dsn
+    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
+    if scheme in ("", "sqlite", "file") and "?" not in dsn:
+        app.configure(dsn=(dsn if scheme else f"sqlite:///{dsn}") + f"?mode={mode}")
+
+
+def open_existing(app: Any, mode: str) -> None:
+    """Commands other than `run` and `db init` never create a database: a missing SQLite file is an
+    error naming it and how to create it; an existing one opens in `mode` ("ro" or "rw")."""
+    sqlite_mode(app, mode)
     missing = missing_sqlite_file(app)
     if missing is not None:
-        raise ConfigError(f"no piko database at {missing}: run `piko db init` or `piko run FILE` "
-                          f"first, or name it with --dsn")
+        raise ConfigError(f"no piko database at {missing}: create it with `piko db init` (or start "
+                          f"`piko run FILE`), or name another one with --dsn")
 
 
 async def with_store(app: Any, fn: Callable[[Any], Any]) -> Any:

@@ -1,4 +1,4 @@
-"""The commands: run, db, jobs, runs, next, trigger, schedule, config (backfill has its own module).
+"""The commands: run, db, jobs, next, trigger, schedule, config (backfill and runs have their own modules).
 
 Each builds what it needs from its arguments (args.py), does one thing, prints plain text,
 and returns its exit status. Heavy imports are lazy: `piko next` never imports a store.
@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import timezone
+from collections.abc import Iterable
 from typing import Any
 
 from piko.cli.args import (
@@ -18,16 +18,15 @@ from piko.cli.args import (
     json_object,
     log_like_run,
     missing_sqlite_file,
+    open_existing,
     parse_after,
     parse_time,
-    require_existing,
+    sqlite_mode,
     target_app,
     with_store,
 )
 from piko.clock import SystemClock
 from piko.errors import ConfigError
-
-UTC = timezone.utc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     app = bare_app(args)
     if args.action == "check":
-        require_existing(app)
+        open_existing(app, "ro")  # reports, changes nothing: no migration
 
     async def go(store: Any) -> None:
         from piko.store.schema import latest_version
@@ -54,45 +53,41 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    app = bare_app(args)
-    require_existing(app)
-    runs = asyncio.run(with_store(app, lambda s: s.recent_runs(args.job_id, args.limit)))
-    print(f"{'run_id':>7} {'job_id':<24} {'scheduled (UTC)':<26} {'status':<10} {'att':>3} {'secs':>8}  error")
-    for r in runs:
-        secs = f"{r.duration_s:.3f}" if r.duration_s is not None else "-"
-        err = f"{r.error_type}: {r.error_message}" if r.error_type else ""
-        when = r.scheduled_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]  # one width for every row
-        print(f"{r.run_id:>7} {r.job_id[:24]:<24} {when:<26} {r.status.value:<10} "
-              f"{r.attempt:>3} {secs:>8}  {err[:100]}")
-    if not runs:
-        print("(no runs recorded yet)")
-    return 0
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from piko.core.reconcile import build_trigger, check_row_options
-    from piko.triggers.preview import next_fire_times
-
     app = target_app(args)
-    rows = {} if missing_sqlite_file(app) else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
+    sqlite_mode(app, "ro")
+    missing = missing_sqlite_file(app)
+    if missing is not None:
+        print(f"piko: no database at {missing} yet: the schedules shown are those declared in code",
+              file=sys.stderr)
+    rows = {} if missing else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
     now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
         row = rows.get(spec.job_id) or spec.default_schedule_row()
-        if row is None:
-            print(f"{spec.job_id}: no schedule (manual runs only)")
-            continue
-        state = "" if row.enabled else " [disabled]"
-        try:
-            check_row_options(row)
-            trig = build_trigger(row, app.settings.timezone)
-            times = ", ".join(t.isoformat() for t in next_fire_times(trig, now, args.n)) or "never again"
-            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> next: {times}")
-        except ConfigError as exc:  # TriggerSpecError is one
-            print(f"{spec.job_id}: {row.schedule_type} {row.schedule_expr}{state} -> INVALID: {exc}")
+        print(f"{spec.job_id}: {_schedule_summary(row, app.settings.timezone, now, args.n)}")
     for job_id in sorted(set(rows) - {s.job_id for s in app.registry}):
         print(f"{job_id}: stored schedule, but no code registers this job id")
     return 0
+
+
+def _schedule_summary(row: Any, default_tz: str, now: Any, n: int) -> str:
+    """`cron '*/5 * * * *' -> next: ...`; the expression shortened as the logs shorten it; a disabled
+    row shows no fire times (it would not fire), an invalid one why it is refused."""
+    from piko.core.reconcile import build_trigger, check_row_options
+    from piko.errors import TriggerSpecError
+    from piko.triggers.preview import next_fire_times
+
+    if row is None:
+        return "no schedule (manual runs only)"
+    head = f"{row.schedule_type} {TriggerSpecError.preview(row.schedule_expr)}"
+    try:
+        check_row_options(row)
+        trigger = build_trigger(row, default_tz)
+    except ConfigError as exc:  # TriggerSpecError is one
+        return f"{head}{'' if row.enabled else ' [disabled]'} -> INVALID: {exc}"
+    if not row.enabled:
+        return f"{head} [disabled]"
+    return f"{head} -> next: {', '.join(t.isoformat() for t in next_fire_times(trigger, now, n)) or 'never again'}"
 
 
 def cmd_next(args: argparse.Namespace) -> int:
@@ -116,6 +111,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
     app = target_app(args)
     config = json_object(args.config, "--config") if args.config else None
+    open_existing(app, "rw")
     log_like_run(app)
 
     async def go() -> Any:
@@ -137,6 +133,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from piko.triggers import trigger_from_stored
 
     app = bare_app(args)
+    open_existing(app, "rw")
     kind, expr = next(((k, v) for k, v in (("cron", args.cron), ("interval", args.interval),
                                            ("date", args.date)) if v), (None, None))
     if kind == "date" and expr and not expr.lstrip().startswith("{"):
@@ -145,6 +142,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     async def go(store: Any) -> str:
         rows = {r.job_id: r for r in await store.load_schedules()}
         row = rows.get(args.job_id)
+        if row is None and not args.create:
+            raise unknown_job(args.job_id, rows, "scheduled_job", store.description)
         if row is None and kind is None:
             raise ConfigError(f"job {args.job_id!r} has no schedule yet: give --cron, --interval or --date")
         row = row or ScheduleRow(args.job_id, kind or "cron", expr or "")
@@ -168,7 +167,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     value = json_object(args.json, "config")
     when = parse_time(args.effective_from, "--effective-from") if args.effective_from else None
     app = bare_app(args)
+    open_existing(app, "rw")
     row = ConfigRow(args.job_id, json.dumps(value, sort_keys=True), effective_from=when)
-    asyncio.run(with_store(app, lambda s: s.upsert_config(row)))
+
+    async def go(store: Any) -> None:
+        known = {r.job_id for r in await store.load_schedules()} | {r.job_id for r in await store.load_configs()}
+        if args.job_id not in known and not args.create:
+            raise unknown_job(args.job_id, known, "scheduled_job or job_config", store.description)
+        await store.upsert_config(row)
+
+    asyncio.run(with_store(app, go))
     print(f"{args.job_id}: config stored" + (f", effective from {when.isoformat()}" if when else ""))
     return 0
+
+
+def unknown_job(job_id: str, known: Iterable[str], table: str, where: str) -> ConfigError:
+    """A job id with no row: most likely a typo, so name the closest known ids; --create is explicit."""
+    import difflib
+
+    ids = sorted(known)
+    close = difflib.get_close_matches(job_id, ids, n=3, cutoff=0.6)
+    if close:
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? "
+    elif ids:
+        hint = f"known job ids: {', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}. "
+    else:
+        hint = "no job has a row yet. "
+    return ConfigError(f"job {job_id!r} has no {table} row in {where}: {hint}"
+                       f"Add --create to create one for this job id")

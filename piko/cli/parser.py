@@ -41,10 +41,17 @@ def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     jobs = sub("jobs", help="list the jobs in TARGET, their schedules and next fire times")
     jobs.add_argument("target", help=TARGET_HELP)
     jobs.add_argument("-n", type=int, default=3, metavar="N", help="next fire times to show per job (default 3)")
-    runs = sub("runs", help="recent runs: status, duration, error")
+    runs = sub("runs", help="recent runs: status, kind, duration, error; or one run in full (--show)")
     runs.add_argument("job_id", nargs="?", help="only this job's runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many runs to show, newest "
-                                                                          "first (default 20)")
+                                                                          "first (default 20, at least 1)")
+    runs.add_argument("--status", metavar="STATUS", help="only runs with this status, in any case: RUNNING, "
+                                                         "SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, MISSED "
+                                                         "or SKIPPED")
+    runs.add_argument("--kind", metavar="KIND", help="only runs started this way: schedule (or scheduled), "
+                                                     "manual, backfill or retry")
+    runs.add_argument("--show", type=int, metavar="RUN_ID", help="every field of this one run, its data window "
+                                                                 "and its stored traceback")
 
 
 def _next(sub: Callable[..., argparse.ArgumentParser]) -> None:
@@ -77,18 +84,27 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     on = sched.add_mutually_exclusive_group()
     on.add_argument("--enable", action="store_true", help="let the schedule fire")
     on.add_argument("--disable", action="store_true", help="stop the schedule firing (the row stays)")
+    sched.add_argument("--create", action="store_true", help="create the row when JOB has none yet (without it, "
+                                                             "a job id with no row is refused as a likely typo)")
 
     conf = sub("config", help="store a new config version for JOB")
     conf.add_argument("job_id", help="the job whose job_config row to write")
     conf.add_argument("json", help="the config as a JSON object, e.g. '{\"batch\": 500}'")
     conf.add_argument("--effective-from", metavar="TIME", help=f"apply from this time on (default: at once); "
                                                                f"{TIME_HELP}")
+    conf.add_argument("--create", action="store_true", help="store it even though JOB has no schedule or config "
+                                                            "row yet (without it, such a job id is refused as a "
+                                                            "likely typo)")
 
     bf = sub("backfill", help="run each data window of JOB between --start and --end once")
     bf.add_argument("target", help=TARGET_HELP)
     bf.add_argument("job_id", help="the (stateful) job whose windows to run")
     bf.add_argument("--start", required=True, metavar="TIME", help=f"first window's start; {TIME_HELP}")
     bf.add_argument("--end", required=True, metavar="TIME", help=f"last window's end; {TIME_HELP}")
+    bf.add_argument("--rerun-failed", action="store_true",
+                    help="run again, as a new attempt, each window whose newest run did not succeed (FAILED, "
+                         "TIMEOUT, CANCELLED, ABANDONED, MISSED or SKIPPED); without it such windows are "
+                         "reported, not run")
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:

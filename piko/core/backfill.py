@@ -61,3 +61,16 @@ def aligned_windows(trigger: Trigger, start: datetime, end: datetime, limit: int
     at `start` would be a stub that marks its whole end time done."""
     first = previous_fire(trigger, start + timedelta(microseconds=1))
     return windows_between(trigger, first or start, end, limit)
+
+
+def no_window_reason(trigger: Trigger, start: datetime) -> str:
+    """Why no window ends after `start` (for a message): the schedule starts later, is over, or
+    has no fire in the range."""
+    nxt = trigger.next_fire_time(start)
+    before = previous_fire(trigger, start + timedelta(microseconds=1))
+    if nxt is None:
+        last = f" (its last fire was at {before.isoformat()})" if before is not None else ""
+        return f"the schedule has no fire after {start.isoformat()}{last}"
+    if before is None:
+        return f"the schedule's first fire is at {nxt.isoformat()}"
+    return f"the schedule's next fire after {start.isoformat()} is at {nxt.isoformat()}"

@@ -15,7 +15,7 @@ import math
 from collections import ChainMap
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from piko.core.registry import JobSpec, Registry
@@ -165,22 +165,18 @@ def build_trigger(row: ScheduleRow, default_tz: str) -> Trigger:
     return _cached_trigger(row.schedule_type, row.schedule_expr, row.timezone or default_tz, anchor)
 
 
-# The furthest any zone is ahead of UTC. created_at is written by the database default in
-# the writing session's time zone: a row inserted from a +08:00 MySQL session reads 8 h
-# ahead, and an interval anchored there would not fire for 8 h.
-_MAX_ZONE_LEAD = timedelta(hours=14)
-
-
 @functools.lru_cache(maxsize=4096)
 def _cached_trigger(kind: str, expr: str, tz: str, anchor: datetime | None) -> Trigger:
     from piko.triggers import trigger_from_stored
-    from piko.triggers.interval import IntervalTrigger
+    from piko.triggers.interval import EPOCH, IntervalTrigger
 
     trigger = trigger_from_stored(kind, expr, tz, default_start=anchor)
-    if isinstance(trigger, IntervalTrigger) and anchor is not None and trigger.start_at == anchor:
-        # created_at only sets the phase: moved back by whole intervals past any zone's lead,
-        # the fire times after it are the same, and a row written 8 h "ahead" fires now
-        steps = -(-_MAX_ZONE_LEAD // trigger.interval)
+    if isinstance(trigger, IntervalTrigger) and anchor is not None and trigger.start_at == anchor > EPOCH:
+        # created_at only sets the phase: the start moves back by whole intervals to the Unix epoch,
+        # so the fire times after any instant are the same, windows before the row existed are real
+        # data windows (a backfill finds them), and a row whose created_at reads hours "ahead" (written
+        # from a +08:00 MySQL session) fires now
+        steps = -(-(anchor - EPOCH) // trigger.interval)
         trigger = replace(trigger, start_at=anchor - steps * trigger.interval)
     return trigger
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from piko.core.configs import validate_config
 from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
 from piko.core.policy import FireDecision, busy_reason, decide_fires, grace_of, retry_delay
 from piko.core.recorder import RunRecorder
@@ -162,22 +163,20 @@ class Runner:
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       kind: str = "manual", data_interval: DataInterval | None = None,
-                      take_lock: bool | None = None) -> RunOutcome:
-        """Run a job now. With a scheduled_time the run is idempotent (locked on that time)."""
+                      take_lock: bool | None = None, rerun_if: frozenset[RunStatus] = frozenset(),
+                      attempt: int = 1) -> RunOutcome:
+        """Run a job now; idempotent with a scheduled_time (locked on it). Re-runs: RunClaim.rerun_if."""
         spec = self._registry.get(job_id)
         if spec is None:
             raise UnknownJobError(f"no job registered with id {job_id!r}")
         if scheduled_time is not None and scheduled_time.tzinfo is None:
             raise ValueError("scheduled_time must be timezone-aware")
-        config_value = None
-        if config is not None:
-            from piko.core.configs import validate_config
-
-            config_value = validate_config(spec.schema, config, job_id=job_id)
+        config_value = None if config is None else validate_config(spec.schema, config, job_id=job_id)
         at = scheduled_time or self._clock.now()
         lock = scheduled_time is not None if take_lock is None else take_lock
         return await self._execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
-                                   config_value=config_value, data_interval=data_interval)
+                                   config_value=config_value, data_interval=data_interval,
+                                   rerun=(rerun_if, attempt - 1))
 
     def cancel_running(self) -> int:
         """Cancel every run started under the lost leader term; each is recorded CANCELLED."""
@@ -257,11 +256,11 @@ class Runner:
 
     async def _execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
                        take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
-                       claimed: tuple[RunClaim, int] | None = None) -> RunOutcome:
+                       claimed: tuple[RunClaim, int] | None = None,
+                       rerun: tuple[frozenset[RunStatus], int] = (frozenset(), 0)) -> RunOutcome:
         """One scheduled time: its first attempt, then its retries (each attempt is its own row).
 
-        `claimed`: the first attempt was claimed early (already counted in _running).
-        """
+        `claimed`: the first attempt was claimed early (counted in _running). `rerun`: (rerun_if, attempts before)."""
         job_id = spec.job_id
         if claimed is not None:
             _FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
@@ -290,8 +289,8 @@ class Runner:
                     outcome = await self._run(spec, opts, *claimed, config_value, data_interval)
                     claimed = None
                 else:
-                    outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt, take_lock,
-                                                  config_value, data_interval)
+                    outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt + rerun[1], take_lock,
+                                                  config_value, data_interval, rerun[0])
                 if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
                         or self._is_closing):
                     return outcome
@@ -299,18 +298,19 @@ class Runner:
                 log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, outcome.run_id, outcome.status.value,
                          attempt, opts.retries, delay)
                 await self._clock.wait(None, delay)
-                kind, attempt, take_lock = "retry", attempt + 1, False
+                kind, attempt, take_lock, rerun = "retry", attempt + 1, False, (frozenset(), rerun[1])
         finally:
             self._running[job_id] -= 1
             self._active.discard(me)  # type: ignore[arg-type]
 
     async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
-                       take_lock: bool, config_value: Any, data_interval: DataInterval | None) -> RunOutcome:
+                       take_lock: bool, config_value: Any, data_interval: DataInterval | None,
+                       rerun_if: frozenset[RunStatus] = frozenset()) -> RunOutcome:
         """Claim the run (lock + RUNNING row), call the handler, record how it ended."""
         job_id = spec.job_id
         fence = self._current_fence()
         claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
-                         attempt=attempt, kind=kind, take_lock=take_lock, fence=fence,
+                         attempt=attempt, kind=kind, take_lock=take_lock, fence=fence, rerun_if=rerun_if,
                          data_start=data_interval.start if data_interval else None,
                          data_end=data_interval.end if data_interval else None)
         run_id = await self._rec.claim(claim)

@@ -19,6 +19,11 @@ TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
     _S.RUNNING: frozenset({_S.SUCCESS, _S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED}),
 }
 
+# A time whose newest run ended so is not done: it may run again as a new attempt (the catch-up
+# of a stateful job, `piko backfill --rerun-failed`). CANCELLED (shutdown, a lost leader term)
+# and SKIPPED (max_instances, a window waiting its turn) never finished their work either.
+RERUNNABLE = frozenset({_S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED, _S.MISSED, _S.SKIPPED})
+
 
 def advance(current: RunStatus | None, new: RunStatus) -> RunStatus:
     """Return `new` if the lifecycle allows current -> new, else raise IllegalTransition."""

@@ -107,6 +107,10 @@ class RunClaim:
     data_end: datetime | None = None
     error_type: str | None = None  # for rows born final (MISSED / SKIPPED)
     error_message: str | None = None
+    # A re-run (take_lock False): its row is inserted only while the slot's lock row exists and the
+    # newest run of (job_id, scheduled_at) has one of these statuses and attempt == this attempt - 1,
+    # checked in the insert's own write transaction; else the claim answers None. Empty: no check.
+    rerun_if: frozenset[RunStatus] = frozenset()
 
 
 @dataclass(frozen=True)

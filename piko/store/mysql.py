@@ -208,6 +208,8 @@ class MysqlStore:
                                                  claim.instance_id, token, to_naive_utc(claim.started_at)))
                 if cur.rowcount != 1:
                     return None
+            elif claim.rerun_if and not await _may_rerun(cur, claim):
+                return None
             await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
             return int(cur.lastrowid)
         return await self._call(claim_tx, is_tx=True)
@@ -230,6 +232,9 @@ class MysqlStore:
                     if cur.rowcount != 1:
                         ids.append(None)
                         continue
+                elif claim.rerun_if and not await _may_rerun(cur, claim):  # sees this batch's own rows
+                    ids.append(None)
+                    continue
                 await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
                 ids.append(int(cur.lastrowid))
             return ids
@@ -263,6 +268,10 @@ class MysqlStore:
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
         rows = await self._fetchall(my.LATEST_STATUS, (job_id, to_naive_utc(scheduled_at)))
         return RunStatus(rows[0][0]) if rows else None
+
+    async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None:
+        rows = await self._fetchall(my.LATEST_RUN, (job_id, to_naive_utc(scheduled_at)))
+        return sql.run_record(rows[0], from_db) if rows else None
 
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         rows = await self._select_for(my.LAST_FIRES, job_ids, tail=" GROUP BY job_id")  # loose index scan
@@ -365,6 +374,17 @@ def _check_charset(name: str) -> None:
         known = False
     if not known:
         raise ConfigError(f"MySQL DSN charset {name!r} is not a MySQL character set (use utf8mb4)")
+
+
+async def _may_rerun(cur: Any, claim: RunClaim) -> bool:
+    """Lock the slot's job_lock row (a second re-run of the time waits here until this transaction
+    ends), then read its newest run as committed now; no lock row: no re-run."""
+    at = to_naive_utc(claim.scheduled_at)
+    await cur.execute(my.LOCK_SLOT, (claim.job_id, at))
+    if await cur.fetchone() is None:
+        return False
+    await cur.execute(my.NEWEST_RUN_STATE, (claim.job_id, at))
+    return sql.may_rerun(claim, await cur.fetchone())
 
 
 async def _check_fence(cur: Any, fence: Fence | None) -> None:

@@ -81,6 +81,9 @@ TAKE_LOCK = q("INSERT IGNORE INTO job_lock (job_id, scheduled_time, instance_id,
 INSERT_RUN = q(sql.INSERT_RUN)
 GET_RUN = q(sql.GET_RUN)
 LATEST_STATUS = q(sql.LATEST_STATUS)
+LATEST_RUN = q(sql.LATEST_RUN)
+LOCK_SLOT = q(sql.SLOT_LOCK + " FOR UPDATE")  # concurrent re-runs of one time wait here, one after another
+NEWEST_RUN_STATE = q(sql.NEWEST_RUN_STATE + " LOCK IN SHARE MODE")  # a current read, not the snapshot
 LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "

@@ -53,6 +53,12 @@ LAST_FIRE = "SELECT MAX(scheduled_time) FROM job_lock WHERE job_id = ?"
 LAST_FIRES = "SELECT job_id, MAX(scheduled_time) FROM job_lock"
 LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                  "ORDER BY run_id DESC LIMIT 1")
+LATEST_RUN = SELECT_RUNS + " WHERE job_id = ? AND scheduled_time = ? ORDER BY run_id DESC LIMIT 1"
+# A re-run claim reads, inside its write transaction, whether the slot is locked (MySQL: and locks
+# it, so concurrent re-runs of one time queue up) and the state of the slot's newest run.
+SLOT_LOCK = "SELECT 1 FROM job_lock WHERE job_id = ? AND scheduled_time = ?"
+NEWEST_RUN_STATE = ("SELECT status, attempt FROM job_run WHERE job_id = ? AND scheduled_time = ? "
+                    "ORDER BY run_id DESC LIMIT 1")
 FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
                      "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
                      "error_type = ?, error_message = ?, error_traceback = ? "
@@ -81,6 +87,11 @@ def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int
             claim.instance_id, token, ts(claim.started_at), ts(claim.started_at) if is_final else None,
             0.0 if is_final else None, claim.error_type, claim.error_message,
             ts(claim.data_start), ts(claim.data_end))
+
+
+def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
+    """Whether a re-run claim may insert its row, given the slot's newest run (status, attempt)."""
+    return newest is not None and RunStatus(newest[0]) in claim.rerun_if and int(newest[1]) == claim.attempt - 1
 
 
 def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) -> tuple[str, tuple[Any, ...]]:

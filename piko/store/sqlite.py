@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,11 +26,11 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
-from piko.errors import LeaseLost, StoreError, StoreUnavailable
-from piko.store import sql
+from piko.errors import ConfigError, LeaseLost, StoreError, StoreNotWritable, StoreUnavailable
+from piko.store import sql, sqlite_access
 from piko.store import sqlite_batch as batch
 from piko.store.codec import from_db, to_param, to_text
-from piko.store.schema import SCHEMA_TABLE, migrations, render
+from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, render
 from piko.store.sqlite_worker import SqliteWorker
 
 NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f','now'),4) AS INTEGER))"
@@ -40,15 +40,42 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 class SqliteStore:
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = 10.0, mode: str = "rwc") -> None:
+        if mode not in sqlite_access.MODES:
+            raise ConfigError(f"SQLite mode {mode!r} is not one of {', '.join(sqlite_access.MODES)}")
         self.path = path
-        self.description = f"SQLite file {os.path.abspath(path)}"
-        self._worker = SqliteWorker(path, busy_timeout_s=busy_timeout_s)
+        self.mode = mode  # rwc: open or create; rw: open an existing file; ro: read only, never migrate
+        self._file = os.path.abspath(path)
+        self.description = f"SQLite file {self._file}" + (" (read-only)" if mode == "ro" else "")
+        self._worker = SqliteWorker(path, busy_timeout_s=busy_timeout_s, mode=mode)
 
     # -- lifecycle --------------------------------------------------------------------
     async def open(self) -> None:
-        await self._worker.start()
-        await self._worker.call(self._migrate, is_write=True)
+        """Open (and migrate, unless read-only). A file that cannot be opened or written says why:
+        the path, and 'read-only file system', 'permission denied' or 'does not exist'."""
+        try:
+            await self._worker.start()
+            if self.mode == "ro":
+                await self._check_schema_readable()
+            else:
+                await self._worker.call(self._migrate, is_write=True)
+        except StoreError as exc:
+            await self._worker.stop()
+            problem = sqlite_access.access_problem(self.path, self.mode)
+            if problem is None:
+                raise
+            if self.mode == "ro":
+                raise StoreUnavailable(f"cannot read SQLite file {self._file}: {problem}") from exc
+            raise StoreNotWritable(f"cannot write SQLite file {self._file}: {problem}") from exc
+
+    async def _check_schema_readable(self) -> None:
+        """Read-only: nothing is migrated, so an older schema is refused before a query trips on it."""
+        version, newest = await self.schema_version(), latest_version("sqlite")
+        if version == 0:
+            raise StoreError(f"{self.description} is not a piko database (it has no piko_schema table)")
+        if version < newest:
+            raise StoreError(f"{self.description} has schema version {version}, older than this piko reads "
+                             f"({newest}): open it once with write access to migrate it (piko db init)")
 
     async def close(self) -> None:
         await self._worker.stop()
@@ -174,6 +201,11 @@ class SqliteStore:
             lambda c: c.execute(sql.LATEST_STATUS, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
         return RunStatus(row[0]) if row else None
 
+    async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None:
+        row = await self._worker.call(
+            lambda c: c.execute(sql.LATEST_RUN, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
+        return sql.run_record(row, from_db) if row else None
+
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         ids = list(job_ids)
 
@@ -297,6 +329,8 @@ def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
                              (claim.job_id, scheduled, claim.instance_id, token, to_text(claim.started_at)))
         if taken.rowcount != 1:
             return None
+    elif claim.rerun_if and not _may_rerun(conn, claim, scheduled):
+        return None
     cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
     return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -314,8 +348,33 @@ def _claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[in
     locked = [c for c in claims if c.take_lock]
     got = iter(batch.take_locks(conn, locked, ts, token)) if locked else iter(())
     keep = [not c.take_lock or next(got) for c in claims]
+    if any(c.rerun_if for c in claims):
+        keep = _check_reruns(conn, claims, keep, ts)
     ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
     return [next(ids) if k else None for k in keep]
+
+
+def _may_rerun(conn: sqlite3.Connection, claim: RunClaim, scheduled: str | None) -> bool:
+    """Inside the write transaction (BEGIN IMMEDIATE: no other writer), so check and insert are one step."""
+    if conn.execute(sql.SLOT_LOCK, (claim.job_id, scheduled)).fetchone() is None:
+        return False
+    return sql.may_rerun(claim, conn.execute(sql.NEWEST_RUN_STATE, (claim.job_id, scheduled)).fetchone())
+
+
+def _check_reruns(conn: sqlite3.Connection, claims: Sequence[RunClaim], keep: list[bool],
+                  ts: Callable[[Any], Any]) -> list[bool]:
+    """Re-run claims of a batch keep their place only if their slot's newest run allows it and no
+    earlier claim of the batch writes that slot (its row would be the newest one)."""
+    out: list[bool] = []
+    written: set[tuple[str, Any]] = set()
+    for c, is_kept in zip(claims, keep, strict=True):
+        slot = (c.job_id, ts(c.scheduled_at))
+        if is_kept and c.rerun_if and not c.take_lock:
+            is_kept = slot not in written and _may_rerun(conn, c, slot[1])
+        if is_kept:
+            written.add(slot)
+        out.append(is_kept)
+    return out
 
 
 def _acquire(conn: sqlite3.Connection, name: str, holder: str, ttl_ms: int) -> LeaseGrant | None:

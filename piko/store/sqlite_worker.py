@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from piko.errors import StoreError, StoreUnavailable
+from piko.store import sqlite_access
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
@@ -38,8 +39,9 @@ class _Call:
 
 
 class SqliteWorker:
-    def __init__(self, path: str, *, busy_timeout_s: float = 10.0, batch_max: int = 512) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = 10.0, batch_max: int = 512, mode: str = "rwc") -> None:
         self.path = path
+        self.mode = mode  # sqlite_access.MODES
         self._busy_timeout_s = busy_timeout_s
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -82,13 +84,38 @@ class SqliteWorker:
 
     # -- the thread ------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+        if self.mode == "ro":
+            return self._connect_read_only()
+        target, is_uri = (self.path, False) if self.mode == "rwc" else (sqlite_access.uri(self.path, self.mode), True)
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=is_uri,
                                timeout=self._busy_timeout_s)
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self.file_id = _file_id(self.path)
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """mode=ro changes nothing. A WAL file in a folder this user cannot write cannot get its -shm
+        file while no writer has it open: it is then read as immutable (no other process writes it)."""
+        error: sqlite3.Error | None = None
+        for is_immutable in (False, True):
+            conn = sqlite3.connect(sqlite_access.uri(self.path, "ro", is_immutable=is_immutable),
+                                   isolation_level=None, check_same_thread=False, uri=True,
+                                   timeout=self._busy_timeout_s)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opening is lazy: read once
+            except sqlite3.Error as exc:
+                conn.close()
+                error = error or exc
+                if not any(w in str(exc).lower() for w in ("readonly", "unable to open")):
+                    break  # not the missing -shm file: reading it as immutable would not help
+                continue
+            self.file_id = _file_id(self.path)
+            return conn
+        assert error is not None
+        raise error
 
     def file_problem(self) -> str | None:
         """Why the path no longer names the file this worker has open (deleted, replaced)."""

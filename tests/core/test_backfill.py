@@ -36,3 +36,16 @@ def test_windows_follow_the_jobs_own_zone_across_dst():
     start = datetime(2026, 3, 28, 23, tzinfo=UTC)  # Mar 29 00:00 CET
     windows, _ = windows_between(daily, start, start + timedelta(days=2), limit=10)
     assert [w.end - w.start for w in windows] == [timedelta(hours=23), timedelta(hours=24)]
+
+
+def test_no_window_reason_names_a_schedules_first_fire_its_end_or_its_next_fire():
+    from piko.core.backfill import no_window_reason
+
+    once = make_trigger("date", {"run_date": "2026-03-01 10:00:00"}, tz="UTC")
+    assert no_window_reason(once, H[1]) == "the schedule's first fire is at 2026-03-01T10:00:00+00:00"
+    assert no_window_reason(once, H[11]).startswith("the schedule has no fire after 2026-03-01T11:00:00+00:00 "
+                                                    "(its last fire was at 2026-03-01T10:00:00+00:00)")
+    starts_later = make_trigger("cron", {"minute": 0, "start_date": "2026-03-01 05:00:00"}, tz="UTC")
+    assert no_window_reason(starts_later, H[1]) == "the schedule's first fire is at 2026-03-01T05:00:00+00:00"
+    assert no_window_reason(HOURLY, H[1] + timedelta(minutes=10)) == \
+        "the schedule's next fire after 2026-03-01T01:10:00+00:00 is at 2026-03-01T02:00:00+00:00"

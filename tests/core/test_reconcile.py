@@ -114,3 +114,17 @@ def test_a_refused_row_leaves_the_last_good_rows_options_in_force():
     result = apply_plan(diff(book.last_seen(), [fixed], lambda _: True), book, registry, "UTC", lambda *a: None,
                         lambda _: None, now)
     assert result.started == ["j"] and book.applied["j"] == fixed and not book.refused and "j" not in book.problems
+
+
+def test_an_interval_rows_created_at_sets_only_the_phase_so_it_has_fires_before_the_row_existed():
+    from datetime import timedelta
+
+    from piko.core.backfill import aligned_windows
+    from piko.core.reconcile import build_trigger
+
+    created = datetime(2026, 12, 6, 2, 41, 43, 409000, tzinfo=timezone.utc)
+    trigger = build_trigger(ScheduleRow("iv", "interval", '{"seconds": 30}', created_at=created), "UTC")
+    day_before = datetime(2026, 12, 5, 0, 0, tzinfo=timezone.utc)
+    windows, _ = aligned_windows(trigger, day_before, day_before + timedelta(minutes=2), 100)
+    assert len(windows) == 4 and all(w.end.microsecond == 409000 and w.end.second % 30 == 13 for w in windows)
+    assert trigger.next_fire_time(created) == created + timedelta(seconds=30)  # firing is unchanged

@@ -338,6 +338,78 @@ async def test_latest_status_is_that_of_the_newest_run_of_the_slot(store: Store)
     assert await store.latest_status("job", T0 + timedelta(minutes=1)) is None
 
 
+async def test_latest_run_is_the_newest_run_of_the_slot_with_every_field(store: Store) -> None:
+    assert await store.latest_run("job", T0) is None
+    first = await store.claim_run(claim(kind="backfill", data_start=T0 - timedelta(hours=1), data_end=T0))
+    assert first is not None
+    await store.finish_run(first, RunStatus.FAILED, T0 + timedelta(seconds=1), "ValueError", "boom")
+    run = await store.latest_run("job", T0)
+    assert run is not None and (run.run_id, run.status, run.attempt, run.kind, run.error_type) == \
+        (first, RunStatus.FAILED, 1, "backfill", "ValueError")
+    assert (run.data_start, run.data_end) == (T0 - timedelta(hours=1), T0)
+    second = await store.claim_run(claim(take_lock=False, attempt=2))
+    assert (await store.latest_run("job", T0)).run_id == second  # type: ignore[union-attr]
+
+
+RERUN = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.MISSED})
+
+
+def rerun(attempt: int = 2, **kw: Any) -> RunClaim:
+    return claim(take_lock=False, kind="backfill", attempt=attempt, rerun_if=RERUN, **kw)
+
+
+async def test_a_rerun_claim_is_inserted_only_while_the_newest_run_of_its_time_allows_it(store: Store) -> None:
+    assert await store.claim_run(rerun()) is None  # nothing ran at that time: nothing to re-run
+    first = await store.claim_run(claim())
+    assert first is not None
+    assert await store.claim_run(rerun()) is None  # still RUNNING
+    await store.finish_run(first, RunStatus.SUCCESS, T0)
+    assert await store.claim_run(rerun()) is None  # done
+    other = await store.claim_run(claim(at=T0 + timedelta(minutes=1), status=RunStatus.MISSED))
+    assert other is not None
+    assert await store.claim_run(rerun(attempt=3, at=T0 + timedelta(minutes=1))) is None  # not the next attempt
+    again = await store.claim_run(rerun(at=T0 + timedelta(minutes=1)))
+    assert again is not None and again != other
+    newest = await store.latest_run("job", T0 + timedelta(minutes=1))
+    assert newest is not None and (newest.run_id, newest.attempt, newest.status) == (again, 2, RunStatus.RUNNING)
+    await store.finish_run(again, RunStatus.FAILED, T0)
+    assert await store.claim_run(rerun(at=T0 + timedelta(minutes=1))) is None  # attempt 2 is taken
+    assert await store.claim_run(rerun(attempt=3, at=T0 + timedelta(minutes=1))) is not None
+
+
+async def test_a_rerun_needs_the_times_lock_row(store: Store) -> None:
+    unlocked = await store.claim_run(claim(take_lock=False, kind="manual"))
+    assert unlocked is not None
+    await store.finish_run(unlocked, RunStatus.FAILED, T0)
+    assert await store.claim_run(rerun()) is None
+
+
+async def test_concurrent_rerun_claims_of_one_failed_time_yield_exactly_one_run(store: Store, store_url: str) -> None:
+    """Two processes re-running one failed window: the check and the insert are one write
+    transaction (SQLite: BEGIN IMMEDIATE; MySQL: the lock row SELECTed FOR UPDATE first)."""
+    failed = await store.claim_run(claim())
+    assert failed is not None
+    await store.finish_run(failed, RunStatus.FAILED, T0, "ValueError", "boom")
+    other = make_store(store_url)
+    await other.open()
+    try:
+        results = await asyncio.gather(*(s.claim_run(rerun(instance_id=f"i{n}"))
+                                         for n in range(10) for s in (store, other)))
+    finally:
+        await other.close()
+    assert len([r for r in results if r is not None]) == 1
+    assert [r.attempt for r in await store.recent_runs("job")] == [2, 1]
+
+
+async def test_rerun_claims_of_one_time_in_one_batch_yield_one_run(store: Store) -> None:
+    failed = await store.claim_run(claim())
+    assert failed is not None
+    await store.finish_run(failed, RunStatus.TIMEOUT, T0)
+    ids = await store.claim_runs([rerun(), claim("x"), rerun(), rerun(attempt=3)])
+    assert ids[0] is not None and ids[1] is not None and ids[2:] == [None, None]
+    assert [r.attempt for r in await store.recent_runs("job")] == [2, 1]
+
+
 async def test_last_fire_times_are_the_newest_locked_fire_of_each_job(store: Store) -> None:
     assert await store.last_fire_times(["a", "b"]) == {}
     for at in (T0, T0 + timedelta(minutes=2), T0 + timedelta(minutes=1)):
