@@ -325,3 +325,10 @@ def test_every_option_has_help_and_the_help_names_every_status_and_kind():
     assert all(s.value in helps[("runs", "status")] for s in RunStatus)
     assert all(kind in helps[("runs", "kind")] for kind in RUN_KINDS)
     assert all(s.value in helps[("backfill", "rerun_failed")] for s in RERUNNABLE)
+
+
+def test_an_unreachable_store_exits_1_not_2_as_the_command_itself_was_fine(tmp_path):
+    pytest.importorskip("aiomysql")
+    r = piko("runs", "--dsn", "mysql://piko:piko@127.0.0.1:1/piko?connect_timeout=2", cwd=tmp_path)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "127.0.0.1" in r.stderr

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from piko.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, build_parser
-from piko.errors import PikoError, StoreNotWritable
+from piko.errors import PikoError, StoreNotWritable, StoreUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"piko: error: {exc} (piko runs, piko jobs and piko db check only read: they work without "
               f"write access)", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnavailable as exc:  # nothing wrong with the command: the store is down or unreachable
+        print(f"piko: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except PikoError as exc:
         print(f"piko: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
