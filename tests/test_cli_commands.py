@@ -332,3 +332,32 @@ def test_an_unreachable_store_exits_1_not_2_as_the_command_itself_was_fine(tmp_p
     r = piko("runs", "--dsn", "mysql://piko:piko@127.0.0.1:1/piko?connect_timeout=2", cwd=tmp_path)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr and "127.0.0.1" in r.stderr
+
+
+@pytest.mark.mysql
+def test_read_commands_work_for_a_mysql_user_that_may_only_select(tmp_path, mysql_db_dsn):
+    """runs, jobs and db check open MySQL read-only: no migration, so a SELECT-only user works."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import pymysql
+
+    _runs_fixture(tmp_path, "--dsn", mysql_db_dsn)
+    parts = urlsplit(mysql_db_dsn)
+    user = f"ro_{secrets.token_hex(4)}"
+    root = pymysql.connect(host=parts.hostname, port=parts.port, user="root", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'ro'")
+            cur.execute(f"GRANT SELECT ON `{parts.path.lstrip('/')}`.* TO '{user}'@'%'")
+        ro_dsn = urlunsplit(parts._replace(netloc=f"{user}:ro@{parts.hostname}:{parts.port}"))
+        listed = piko("runs", "--dsn", ro_dsn, cwd=tmp_path)
+        assert listed.returncode == 0 and "boom" in listed.stdout, listed.stderr
+        check = piko("db", "check", "--dsn", ro_dsn, cwd=tmp_path)
+        assert check.returncode == 0 and "(read-only)" in check.stdout, check.stderr
+        refused = piko("config", "boom", '{"x": 1}', "--dsn", ro_dsn, cwd=tmp_path)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        root.close()

@@ -81,18 +81,23 @@ def missing_sqlite_file(app: Any) -> str | None:
     return None
 
 
-def sqlite_mode(app: Any, mode: str) -> None:
-    """Open a SQLite store in this SQLite mode (ro, rw, rwc); call before app.store is first used."""
+def store_mode(app: Any, mode: str) -> None:
+    """Open the store in this mode (SQLite: ro, rw, rwc; MySQL: ro, or rw for both rw and rwc); call
+    before app.store is first used. A DSN that names a mode keeps it."""
     dsn = app.settings.store_dsn
     scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
-    if scheme in ("", "sqlite", "file") and "?" not in dsn:
-        app.configure(dsn=(dsn if scheme else f"sqlite:///{dsn}") + f"?mode={mode}")
+    if "mode=" in dsn.partition("?")[2]:
+        return
+    if scheme in ("", "sqlite", "file"):
+        app.configure(dsn=(dsn if scheme else f"sqlite:///{dsn}") + ("&" if "?" in dsn else "?") + f"mode={mode}")
+    elif scheme.startswith("mysql"):
+        app.configure(dsn=dsn + ("&" if "?" in dsn else "?") + f"mode={'ro' if mode == 'ro' else 'rw'}")
 
 
 def open_existing(app: Any, mode: str) -> None:
     """Commands other than `run` and `db init` never create a database: a missing SQLite file is an
     error naming it and how to create it; an existing one opens in `mode` ("ro" or "rw")."""
-    sqlite_mode(app, mode)
+    store_mode(app, mode)
     missing = missing_sqlite_file(app)
     if missing is not None:
         raise ConfigError(f"no piko database at {missing}: create it with `piko db init` (or start "

@@ -21,7 +21,7 @@ from piko.cli.args import (
     open_existing,
     parse_after,
     parse_time,
-    sqlite_mode,
+    store_mode,
     target_app,
     with_store,
 )
@@ -55,7 +55,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     app = target_app(args)
-    sqlite_mode(app, "ro")
+    store_mode(app, "ro")
     missing = missing_sqlite_file(app)
     if missing is not None:
         print(f"piko: no database at {missing} yet: the schedules shown are those declared in code",

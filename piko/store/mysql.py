@@ -45,10 +45,11 @@ class MysqlStore:
         self._connect_args = my.parse_dsn(dsn)
         pool_size = self._connect_args.pop("pool_size", pool_size)
         pool_recycle = self._connect_args.pop("pool_recycle", pool_recycle)
+        self.mode = self._connect_args.pop("mode", "rw")  # ro: read, never migrate
         if pool_size < 1:
             raise ConfigError(f"pool_size must be >= 1, got {pool_size}")
         _check_charset(self._connect_args["charset"])
-        self.description = f"MySQL {mask_dsn(dsn)}"
+        self.description = f"MySQL {mask_dsn(dsn)}" + (" (read-only)" if self.mode == "ro" else "")
         self._db = MysqlConnections(self._connect_args, self.description, pool_size=pool_size,
                                     pool_recycle=pool_recycle, attempts=retry_attempts)
         self._seeded_leases: set[str] = set()
@@ -60,10 +61,21 @@ class MysqlStore:
             return
         await self._db.open()
         try:
-            await self._migrate()
+            if self.mode == "ro":
+                await self._check_schema_readable()
+            else:
+                await self._migrate()
         except BaseException:
             await self.close()
             raise
+
+    async def _check_schema_readable(self) -> None:
+        """Read-only: nothing is migrated, so an older schema is refused before a query trips on it."""
+        version, newest = await self.schema_version(), mysql_schema.latest()
+        if version < newest:
+            raise StoreError(f"{self.description} has schema version {version}, older than this piko reads "
+                             f"({newest}): open it once with a user that may migrate it (piko db init)")
+        self._has_change_log = True
 
     async def close(self) -> None:
         await self._db.close()

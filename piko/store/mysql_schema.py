@@ -10,7 +10,7 @@ from typing import Any
 
 from piko.errors import StoreError
 from piko.store import mysql_sql as my
-from piko.store.schema import SCHEMA_TABLE, migrations, optional_statements, render
+from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, optional_statements, render
 
 log = logging.getLogger("piko.store.mysql")
 
@@ -56,3 +56,7 @@ async def _create_optional(cur: Any) -> bool:
             log.warning("change log unavailable, reconcile will read every row each tick: %s", exc)
             return False
     return True
+
+
+def latest() -> int:
+    return latest_version("mysql")

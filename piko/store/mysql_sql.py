@@ -21,7 +21,8 @@ NOW = "UTC_TIMESTAMP(6)"
 
 
 SCHEMES = ("mysql", "mysql+aiomysql", "mysql+asyncmy")  # the driver named in the scheme is always aiomysql
-QUERY_KEYS = ("charset", "unix_socket", "connect_timeout", "pool_size", "pool_recycle")
+QUERY_KEYS = ("charset", "unix_socket", "connect_timeout", "pool_size", "pool_recycle", "mode")
+MODES = ("rw", "ro")  # ro: only reads, never migrates (works for a user with SELECT privileges only)
 POOL_KEYS = ("pool_size", "pool_recycle")  # given in the DSN, they win over the settings
 
 
@@ -38,6 +39,8 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"MySQL DSN parameter(s) {', '.join(unknown)} not supported "
                           f"(allowed: {', '.join(QUERY_KEYS)})")
+    if query.get("mode", "rw") not in MODES:
+        raise ConfigError(f"MySQL DSN {mask_dsn(dsn)!r}: mode {query['mode']!r} is not one of {', '.join(MODES)}")
     try:
         port = parts.port or 3306
         connect_timeout = float(query.get("connect_timeout", 5))
@@ -46,7 +49,8 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
         raise ConfigError(f"MySQL DSN {mask_dsn(dsn)!r}: {exc}") from None
     return {"host": parts.hostname or "127.0.0.1", "port": port, "user": unquote(parts.username or ""),
             "password": unquote(parts.password or ""), "db": db, "charset": query.get("charset", "utf8mb4"),
-            "unix_socket": query.get("unix_socket"), "connect_timeout": connect_timeout, **pool}
+            "unix_socket": query.get("unix_socket"), "connect_timeout": connect_timeout,
+            "mode": query.get("mode", "rw"), **pool}
 
 
 def q(statement: str) -> str:
