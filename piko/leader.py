@@ -1,4 +1,4 @@
-"""Leader election: a lease loop over the Store, started and stopped like every component.
+"""Leader election: a lease loop over the LeaseStore, started and stopped like every component.
 
 The database decides who holds the lease and with which fencing token, by its own clock
 (Store.lease_acquire). Locally we trust only the monotonic clock: the term is valid until
@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from piko.core.types import Fence, LeaseGrant
-from piko.ports import Clock, Store
+from piko.protocols import Clock, LeaseStore
 
 log = logging.getLogger("piko.leader")
 ERROR_LOG_EVERY_S = 60.0  # at most one warning per minute while the store keeps failing
@@ -37,7 +37,7 @@ class LeaderElector:
     successful renew (a timer watches the deadline). metrics.leader_status{host} is 1 / 0.
     """
 
-    def __init__(self, store: Store, *, name: str, holder: str, lease_s: float, renew_interval_s: float,
+    def __init__(self, store: LeaseStore, *, name: str, holder: str, lease_s: float, renew_interval_s: float,
                  clock: Clock, on_change: Callable[[bool], Any] | None = None, metrics: Any = None,
                  host: str | None = None, is_holder_dead: Callable[[str], bool] | None = None) -> None:
         if not 0 < renew_interval_s < lease_s:

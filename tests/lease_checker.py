@@ -128,7 +128,7 @@ def _open_store(dsn: str) -> Any:
 def _mysql_connect(dsn: str) -> Any:
     import pymysql
 
-    from piko.store.mysql_sql import parse_dsn
+    from piko.store.mysql.dialect import parse_dsn
 
     args = parse_dsn(dsn)
     return pymysql.connect(host=args["host"], port=args["port"], user=args["user"], password=args["password"],

@@ -312,7 +312,7 @@ def test_every_option_has_help_and_the_help_names_every_status_and_kind():
     import argparse
 
     from piko.cli.parser import build_parser
-    from piko.core.states import RERUNNABLE
+    from piko.core.lifecycle import RERUNNABLE
     from piko.core.types import RUN_KINDS, RunStatus
 
     sub = next(a for a in build_parser("0")._actions if isinstance(a, argparse._SubParsersAction))

@@ -14,7 +14,7 @@ from typing import Any
 from piko.app.live import LiveState
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.piko_metrics import PikoMetrics
-from piko.ports import Clock, Store
+from piko.protocols import Clock, Store
 from piko.settings import Settings
 
 log = logging.getLogger("piko.app")

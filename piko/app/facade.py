@@ -28,7 +28,7 @@ from piko.errors import ConfigError
 from piko.observability.logging import configure_logging
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.piko_metrics import PikoMetrics
-from piko.ports import Clock, Store
+from piko.protocols import Clock, Store
 from piko.settings import Settings, load_settings
 
 log = logging.getLogger("piko.app")

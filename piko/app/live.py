@@ -25,7 +25,7 @@ from piko.core.stateful import Watermarks
 from piko.core.types import DataInterval, Fence, JobOptions, RunOutcome, RunStatus, ScheduleRow
 from piko.errors import PikoError
 from piko.observability.piko_metrics import PikoMetrics
-from piko.ports import Clock, Store, Trigger
+from piko.protocols import Clock, Store, Trigger
 from piko.settings import Settings
 
 log = logging.getLogger("piko.app")

@@ -2,7 +2,7 @@
 
 Windows follow the schedule's grid (core/backfill.py decides which); each runs with the
 run lock at its end time, so a second backfill of the same range runs nothing twice. A window
-whose newest run did not succeed (core/states.RERUNNABLE: FAILED, TIMEOUT, CANCELLED, ABANDONED,
+whose newest run did not succeed (core/lifecycle.RERUNNABLE: FAILED, TIMEOUT, CANCELLED, ABANDONED,
 MISSED, SKIPPED) runs again only with --rerun-failed, as the next attempt, claimed only while
 that run is still the newest of its time: two backfills racing re-run it once. Every window gets
 one line saying what was done, the end a total; exit 1 if a window failed or is left failed.
@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from piko.cli.args import log_like_run, open_existing, parse_time, target_app
-from piko.core.states import RERUNNABLE
+from piko.core.lifecycle import RERUNNABLE
 from piko.core.types import DataInterval, RunOutcome, RunRecord, RunStatus
 from piko.errors import ConfigError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from piko.core.types import DataInterval
-from piko.ports import Trigger
+from piko.protocols import Trigger
 
 _MAX_LOOKBACK = timedelta(days=800)
 

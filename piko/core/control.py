@@ -17,7 +17,7 @@ from piko.core.configs import ConfigBook
 from piko.core.reconcile import ScheduleBook, TickResult, apply_plan, diff
 from piko.core.registry import Registry
 from piko.core.types import ConfigRow, ScheduleRow
-from piko.ports import Clock, Store, Trigger
+from piko.protocols import Clock, Store, Trigger
 
 log = logging.getLogger("piko.reconcile")
 CHANGE_LOG_KEEP = timedelta(days=1)  # far longer than any poll interval, so no instance misses a change

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from piko.core.types import InstanceInfo
 from piko.errors import StoreError
-from piko.ports import Clock, Store
+from piko.protocols import Clock, InstanceStore
 
 log = logging.getLogger("piko.instances")
 
@@ -51,7 +51,7 @@ def new_instance(clock: Clock) -> InstanceInfo:
 
 
 class InstanceKeeper:
-    def __init__(self, store: Store, clock: Clock, info: InstanceInfo, *, heartbeat_s: float,
+    def __init__(self, store: InstanceStore, clock: Clock, info: InstanceInfo, *, heartbeat_s: float,
                  orphan_after_s: float) -> None:
         self._store = store
         self._clock = clock

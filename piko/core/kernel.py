@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from piko.core.backfill import previous_fire
-from piko.ports import Clock, Trigger
+from piko.protocols import Clock, Trigger
 
 _TICK = timedelta(microseconds=1)
 log = logging.getLogger("piko.kernel")

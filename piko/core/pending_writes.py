@@ -22,7 +22,7 @@ from datetime import datetime
 from piko.core.backoff import backoff
 from piko.core.types import RunFinish
 from piko.errors import LeaseLost, StoreError
-from piko.ports import Clock
+from piko.protocols import Clock
 
 log = logging.getLogger("piko.runner")
 RETRYABLE = (StoreError, OSError, asyncio.TimeoutError)

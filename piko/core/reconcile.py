@@ -21,7 +21,7 @@ from typing import Any
 from piko.core.registry import JobSpec, Registry
 from piko.core.types import JobOptions, ScheduleRow
 from piko.errors import ConfigError, TriggerSpecError
-from piko.ports import Trigger
+from piko.protocols import Trigger
 
 log = logging.getLogger("piko.reconcile")
 

@@ -19,7 +19,7 @@ from piko.core.pending_writes import RETRYABLE, PendingWrites
 from piko.core.run_metrics import RunMetrics
 from piko.core.types import RunClaim, RunFinish, RunOutcome
 from piko.errors import LeaseLost, StoreError
-from piko.ports import Clock, Store
+from piko.protocols import Clock, Store
 
 log = logging.getLogger("piko.runner")
 MAX_UNRECORDED = 100_000  # fires remembered as "could not be recorded" (to log each once)

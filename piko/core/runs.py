@@ -29,7 +29,7 @@ from piko.core.run_metrics import RunMetrics
 from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunOutcome, RunStatus
 from piko.errors import ConfigError, StoreError, UnknownJobError, WindowWaits
 from piko.observability.logging import run_logger
-from piko.ports import Clock, Store
+from piko.protocols import Clock, Store
 
 log = logging.getLogger("piko.runner")
 # The leader term a fire was dispatched in: every claim for that fire (its retries too) carries

@@ -28,7 +28,7 @@ from piko.core import backfill
 from piko.core.registry import JobSpec
 from piko.core.types import BackfillPolicy, DataInterval, RunStatus
 from piko.errors import PikoError, WindowWaits
-from piko.ports import Clock, Store, Trigger
+from piko.protocols import Clock, Store, Trigger
 
 log = logging.getLogger("piko.stateful")
 _BUSY = object()  # a window that is running elsewhere

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from piko.observability.metrics import CONTENT_TYPE, MetricsRegistry
-from piko.ports import OpsState
+from piko.protocols import OpsState
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"

@@ -30,7 +30,7 @@ from typing import Any
 
 from piko.persistence.records import FILE_MAGIC, body_sink, frame, fsync_dir, read_records
 from piko.persistence.spill import SpillDir
-from piko.ports import Clock
+from piko.protocols import Clock
 
 SEGMENT_SUFFIX = ".journal"
 VERSION = 2

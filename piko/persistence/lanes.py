@@ -28,7 +28,7 @@ from piko.persistence.journal import Segment
 from piko.persistence.records import intent_body
 from piko.persistence.replay import Delivery
 from piko.persistence.sink_base import RejectedIntents
-from piko.ports import Clock, Sink
+from piko.protocols import Clock, Sink
 
 _DRAIN_PAUSE_S = 0.5  # between tries to spill while stopping, when neither the sink nor the disk takes
 PROBE_PARTS = 4  # failed parts, none through, that make a sink look down rather than poisoned

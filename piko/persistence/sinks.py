@@ -24,7 +24,7 @@ from piko.errors import ConfigError
 from piko.persistence import codec
 from piko.persistence.intent import WriteIntent
 from piko.persistence.sink_base import RejectedIntents, ResultSink
-from piko.ports import Store
+from piko.protocols import RowSink
 
 Row = Mapping[str, Any]
 log = logging.getLogger("piko.persistence")
@@ -130,7 +130,7 @@ class SqlSink(ResultSink):
     if it cannot); False never does.
     """
 
-    def __init__(self, name: str, table: str, *, store: Store, key_columns: Sequence[str] = ("key",),
+    def __init__(self, name: str, table: str, *, store: RowSink, key_columns: Sequence[str] = ("key",),
                  row_fn: Callable[[WriteIntent], Row] | None = None, columns: Mapping[str, str] | None = None,
                  create_table: bool | None = None) -> None:
         super().__init__(name)

@@ -22,7 +22,7 @@ from typing import Any
 
 from piko.errors import ConfigError
 from piko.persistence.records import FILE_MAGIC, body_sink, frame, fsync_dir, read_records
-from piko.ports import Clock
+from piko.protocols import Clock
 
 SPILL_SUFFIX, DEAD_SUFFIX, TMP_SUFFIX, CORRUPT_SUFFIX = ".spill", ".dead", ".tmp", ".corrupt"
 

@@ -38,7 +38,7 @@ from piko.persistence.lanes import (
 from piko.persistence.ledger import Ledger
 from piko.persistence.records import intent_body
 from piko.persistence.replay import Replayer, ReplayStats
-from piko.ports import Clock, Sink
+from piko.protocols import Clock, Sink
 
 __all__ = ["DURABILITY_MODES", "PersistenceWriter", "UnknownSink", "WriterClosed", "backoff_s", "current_run_id"]
 

@@ -1,8 +1,10 @@
 """Stores: where schedules, configs, run records, locks, watermarks and leases live.
 
-`open_store(dsn)` picks the implementation from the DSN: `sqlite:///path` (or a bare path)
+`make_store(dsn)` picks the implementation from the DSN: `sqlite:///path` (or a bare path)
 -> SQLite (`?mode=ro` only reads, `?mode=rw` never creates the file); `mysql://`,
-`mysql+aiomysql://`, `mysql+asyncmy://` -> MySQL (needs aiomysql).
+`mysql+aiomysql://`, `mysql+asyncmy://` -> MySQL (needs aiomysql; `?mode=ro` only reads);
+`memory://` -> in this process only (tests, trying piko out). Each implements every role of
+piko.protocols.Store; SQL shared by the SQL stores is in sql.py, the schema in schema.py.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from piko.errors import ConfigError
-from piko.ports import Store
+from piko.protocols import Store
 
 
 def make_store(dsn: str, **options: Any) -> Store:
@@ -28,11 +30,16 @@ def make_store(dsn: str, **options: Any) -> Store:
         if not path:
             raise ConfigError(f"SQLite DSN {dsn!r} names no file (use sqlite:///piko.db)")
         return SqliteStore(path, **{k: v for k, v in options.items() if k in {"busy_timeout_s", "mode"}})
+    if scheme == "memory":
+        from piko.store.memory import MemoryStore
+
+        return MemoryStore(options.get("clock"))
     if scheme.startswith("mysql"):
         from piko.store.mysql import MysqlStore  # type: ignore[import-not-found]
 
         return MysqlStore(dsn, **options)  # type: ignore[no-any-return]
-    raise ConfigError(f"unsupported store DSN scheme {scheme!r}: use sqlite:///FILE or mysql://USER:PASS@HOST/DB")
+    raise ConfigError(f"unsupported store DSN scheme {scheme!r}: use sqlite:///FILE, mysql://USER:PASS@HOST/DB "
+                      f"or memory://")
 
 
 def _sqlite_query(dsn: str, query: str) -> dict[str, Any]:

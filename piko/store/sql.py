@@ -1,16 +1,18 @@
-"""SQL text shared by the SQLite and MySQL stores, written once with '?' placeholders.
+"""SQL shared by the SQLite and MySQL stores, written once with '?' placeholders.
 
-The MySQL store converts placeholders ('?' -> '%s') and swaps the few dialect clauses
-(upserts, insert-ignore). Row <-> record mapping for job_run lives here too, so both
-stores read runs the same way.
+Each dialect module (sqlite/dialect.py, mysql/dialect.py) adds what its database says
+differently: upserts, the clock, durations; the MySQL one converts placeholders ('?' -> '%s').
+Row <-> record mapping, the chunking of long id lists and the status guards (derived from
+core/lifecycle.py) live here too, so both stores read, write and guard runs the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from piko.core.lifecycle import ABANDONABLE, FINISHABLE, sql_in
 from piko.core.types import RUN_KINDS, RunClaim, RunRecord, RunStatus, ScheduleRow
 from piko.errors import ConfigError
 from piko.store.codec import from_db
@@ -20,12 +22,10 @@ SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, mi
 SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS}, created_at FROM scheduled_job"
 INSERT_SCHEDULE = (f"INSERT {{ignore}} INTO scheduled_job ({SCHEDULE_COLUMNS}) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_SCHEDULE_UPDATES = ("schedule_type = {v}schedule_type, schedule_expr = {v}schedule_expr, timezone = {v}timezone, "
+SCHEDULE_UPDATES = ("schedule_type = {v}schedule_type, schedule_expr = {v}schedule_expr, timezone = {v}timezone, "
                      "enabled = {v}enabled, misfire_grace_s = {v}misfire_grace_s, `coalesce` = {v}`coalesce`, "
                      "max_instances = {v}max_instances, jitter_s = {v}jitter_s, "
                      "version = scheduled_job.version + 1")
-UPSERT_SCHEDULE_SQLITE = (f"INSERT INTO scheduled_job ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                          "ON CONFLICT (job_id) DO UPDATE SET " + _SCHEDULE_UPDATES.format(v="excluded."))
 SET_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id = ?"
 
 SELECT_CONFIGS = "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config"
@@ -36,10 +36,6 @@ HISTORY_NEWEST = ("(SELECT COUNT(*) FROM job_config_history n WHERE n.job_id = h
                   "AND n.history_id > h.history_id) < ?")
 CHANGE_CURSOR = "SELECT MAX(seq) FROM piko_change"
 CHANGES_SINCE = "SELECT seq, table_name, job_id FROM piko_change WHERE seq > ? ORDER BY seq LIMIT ?"
-UPSERT_CONFIG_SQLITE = ("INSERT INTO job_config (job_id, schema_version, config_json, version, effective_from) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
-                        "schema_version = excluded.schema_version, config_json = excluded.config_json, "
-                        "version = job_config.version + 1, effective_from = excluded.effective_from")
 
 RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fence_token, started_at, "
                "finished_at, duration_s, error_type, error_message, data_start, data_end")
@@ -59,26 +55,38 @@ LATEST_RUN = SELECT_RUNS + " WHERE job_id = ? AND scheduled_time = ? ORDER BY ru
 SLOT_LOCK = "SELECT 1 FROM job_lock WHERE job_id = ? AND scheduled_time = ?"
 NEWEST_RUN_STATE = ("SELECT status, attempt FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                     "ORDER BY run_id DESC LIMIT 1")
-FINISH_RUN_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, "
-                     "duration_s = ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6), "
-                     "error_type = ?, error_message = ?, error_traceback = ? "
-                     "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
-FINISH_RUN_MEASURED_SQLITE = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
-                              "ROUND((julianday(?) - julianday(started_at)) * 86400.0, 6)), error_type = ?, "
-                              "error_message = ?, error_traceback = ? "
-                              "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+# Guards from the lifecycle table: a run's end may replace these statuses; the sweep only these.
+FINISHABLE_GUARD = f"status IN {sql_in(FINISHABLE)}"
 ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, error_type = 'InstanceLost', "
                    "error_message = 'the instance running it stopped (no heartbeat)' "
-                   "WHERE status = 'RUNNING' AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
+                   f"WHERE status IN {sql_in(ABANDONABLE)} "
+                   "AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
 
-HEARTBEAT_SQLITE = ("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
 SELECT_INSTANCES = "SELECT instance_id, host, pid, started_at, heartbeat_at FROM piko_instance"
 
 GET_WATERMARK = "SELECT last_data_time FROM scheduled_job WHERE job_id = ?"
 SET_WATERMARK = "UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ?"
 CAS_WATERMARK = ("UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ? "
                  "AND (last_data_time = ? OR (last_data_time IS NULL AND ? IS NULL))")
+
+
+CHUNK = 500  # ids per `IN (...)` list: under every database's parameter limit
+
+
+def select_for(base: str, id_count: int | None, condition: str = "", tail: str = "", mark: str = "?") -> str:
+    """base [WHERE job_id IN (mark x id_count) AND condition] tail; id_count None = every job.
+    `mark` is the driver's placeholder, the one `base` and `condition` are written in."""
+    where = [f"job_id IN ({', '.join(mark for _ in range(id_count))})"] if id_count is not None else []
+    where += [condition] if condition else []
+    return base + (" WHERE " + " AND ".join(where) if where else "") + tail
+
+
+def chunked(job_ids: Collection[str] | None) -> list[list[str] | None]:
+    """Long id lists in CHUNK-sized pieces; None (every job) stays one piece."""
+    if job_ids is None:
+        return [None]
+    ids = list(job_ids)
+    return [ids[start:start + CHUNK] for start in range(0, len(ids), CHUNK)]
 
 
 def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int | None) -> tuple[Any, ...]:
@@ -94,9 +102,8 @@ def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
     return newest is not None and RunStatus(newest[0]) in claim.rerun_if and int(newest[1]) == claim.attempt - 1
 
 
-def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) -> tuple[str, tuple[Any, ...]]:
-    """The newest runs matching every filter given, filtered in SQL (so LIMIT counts matches):
-    the statement, ending in `LIMIT ?` for the caller's limit, and the filters' parameters."""
+def run_filters(job_id: str | None, status: RunStatus | None, kind: str | None) -> dict[str, str]:
+    """The filters given, checked and as stored: column -> value (ConfigError names the allowed ones)."""
     try:
         status_value = None if status is None else RunStatus(status).value
     except ValueError:
@@ -105,7 +112,13 @@ def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) 
     if kind is not None and kind not in RUN_KINDS:
         raise ConfigError(f"unknown run kind {kind!r} (use one of {', '.join(RUN_KINDS)})")
     filters = {"job_id": job_id, "status": status_value, "kind": kind}
-    used = {column: value for column, value in filters.items() if value is not None}
+    return {column: value for column, value in filters.items() if value is not None}
+
+
+def select_runs(job_id: str | None, status: RunStatus | None, kind: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The newest runs matching every filter given, filtered in SQL (so LIMIT counts matches):
+    the statement, ending in `LIMIT ?` for the caller's limit, and the filters' parameters."""
+    used = run_filters(job_id, status, kind)
     where = " WHERE " + " AND ".join(f"{column} = ?" for column in used) if used else ""
     return f"{SELECT_RUNS}{where} ORDER BY run_id DESC LIMIT ?", tuple(used.values())
 

@@ -19,7 +19,7 @@ from piko.triggers.timeparse import DATE_RE
 from piko.triggers.validate import check_text, decode_json
 
 if TYPE_CHECKING:  # piko.ports imports asyncio; this module stays pure
-    from piko.ports import Trigger
+    from piko.protocols import Trigger
 
 MAX_PREVIEW = 10_000
 

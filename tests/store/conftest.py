@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from piko.ports import Store
+from piko.protocols import Store
 from piko.store import make_store
 
 
@@ -40,13 +40,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 def store_dsn(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A DSN for a fresh, empty store of `kind` ('sqlite' or 'mysql')."""
+    """A DSN for a fresh, empty store of `kind` ('memory', 'sqlite' or 'mysql')."""
+    if kind == "memory":
+        return "memory://"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'piko.db'}"
     return str(request.getfixturevalue("mysql_db_dsn"))  # skips (or fails under CI) without a server
 
 
-STORE_KINDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
+STORE_KINDS = ["memory", "sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 
 
 @pytest.fixture(params=STORE_KINDS)

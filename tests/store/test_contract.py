@@ -10,7 +10,7 @@ import pytest
 
 from piko.core.types import ConfigRow, Fence, InstanceInfo, RunClaim, RunStatus, ScheduleRow
 from piko.errors import LeaseLost, StoreError
-from piko.ports import Store
+from piko.protocols import Store
 from piko.store import make_store
 from piko.store.schema import latest_version
 from tests.store.raw_sql import raw_execute, raw_fetchall

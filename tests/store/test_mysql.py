@@ -15,7 +15,7 @@ import pytest
 from piko.errors import ConfigError, StoreError, StoreUnavailable
 from piko.store import make_store
 from piko.store.mysql import MysqlStore
-from piko.store.mysql_sql import parse_dsn
+from piko.store.mysql.dialect import parse_dsn
 from piko.store.schema import latest_version
 from tests import mysql_server
 
@@ -50,14 +50,16 @@ def test_every_mysql_scheme_makes_a_mysql_store_with_a_masked_description(scheme
 def test_parse_dsn_decodes_credentials_and_reads_query_parameters() -> None:
     args = parse_dsn("mysql+asyncmy://app:p%40ss@10.0.0.5:3307/pikodb?charset=latin1&connect_timeout=2")
     assert args == {"host": "10.0.0.5", "port": 3307, "user": "app", "password": "p@ss", "db": "pikodb",
-                    "charset": "latin1", "unix_socket": None, "connect_timeout": 2.0}
+                    "charset": "latin1", "unix_socket": None, "connect_timeout": 2.0, "mode": "rw"}
     assert parse_dsn("mysql://u@localhost/x")["port"] == 3306
+    assert parse_dsn("mysql://u@localhost/x?mode=ro")["mode"] == "ro"
     assert parse_dsn("mysql://u@/x?unix_socket=/run/my.sock")["unix_socket"] == "/run/my.sock"
 
 
 @pytest.mark.parametrize("dsn, fragment", [
     ("mysql://u:p@h:3306", "names no database"),
     ("mysql://u:p@h/db?pool=3", "not supported"),
+    ("mysql://u:p@h/db?mode=rwc", "mode 'rwc' is not one of rw, ro"),
     ("postgres://u:p@h/db", "is not one of"),
 ])
 def test_bad_dsns_are_config_errors_without_the_password(dsn: str, fragment: str) -> None:

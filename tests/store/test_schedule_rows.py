@@ -12,7 +12,7 @@ import pytest
 
 from piko import PikoApp
 from piko.clock import FakeClock
-from piko.ports import Store
+from piko.protocols import Store
 from piko.settings import Settings
 from tests.conftest import wait_until
 from tests.store.raw_sql import raw_execute

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from piko.store.sqlite_access import access_problem, uri
+from piko.store.sqlite.access import access_problem, uri
 
 
 def test_uri_quotes_the_absolute_path_and_carries_the_mode(tmp_path):

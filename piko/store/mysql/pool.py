@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from piko.core.backoff import backoff
 from piko.errors import StoreError, StoreUnavailable
-from piko.store import mysql_sql as my
+from piko.store.mysql import dialect as my
 
 log = logging.getLogger("piko.store.mysql")
 T = TypeVar("T")

@@ -1,9 +1,9 @@
 """The SQLite store: the embedded default, on the standard sqlite3 module.
 
-All I/O runs on one worker thread (sqlite_worker.py) with WAL and batched commits. The
+All I/O runs on one worker thread (worker.py) with WAL and batched commits. The
 "database clock" for leases and fences is the host clock as SQLite reads it (milliseconds;
 hence strict `<` for takeover and `>=` for validity). Several processes on one host may
-share the file; never put it on a network filesystem. Must not import store/mysql.py.
+share the file; never put it on a network filesystem. Must not import the MySQL store.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,14 +26,14 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
-from piko.errors import ConfigError, LeaseLost, StoreError, StoreNotWritable, StoreUnavailable
-from piko.store import sql, sqlite_access
-from piko.store import sqlite_batch as batch
+from piko.errors import ConfigError, StoreError, StoreNotWritable, StoreUnavailable
+from piko.store import sql
 from piko.store.codec import from_db, to_param, to_text
 from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, render
-from piko.store.sqlite_worker import SqliteWorker
+from piko.store.sqlite import access as sqlite_access
+from piko.store.sqlite import dialect, leases, runs
+from piko.store.sqlite.worker import SqliteWorker
 
-NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f','now'),4) AS INTEGER))"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -114,8 +114,8 @@ class SqliteStore:
 
     # -- control plane -------------------------------------------------------------------
     async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
-        rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
-        created = batch.memo(from_db)  # rows written together share their created_at text
+        rows = await self._worker.call(lambda c: _select(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
+        created = runs.memo(from_db)  # rows written together share their created_at text
         return [sql.schedule_row(r, created) for r in rows]
 
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
@@ -133,20 +133,20 @@ class SqliteStore:
 
     async def upsert_schedule(self, row: ScheduleRow) -> None:
         params = sql.schedule_params(row)
-        await self._worker.call(lambda c: c.execute(sql.UPSERT_SCHEDULE_SQLITE, params), is_write=True)
+        await self._worker.call(lambda c: c.execute(dialect.UPSERT_SCHEDULE, params), is_write=True)
 
     async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool:
         return bool(await self._worker.call(
             lambda c: c.execute(sql.SET_ENABLED, (int(is_enabled), job_id)).rowcount, is_write=True))
 
     async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
-        rows = await self._worker.call(lambda c: _select_for(c, sql.SELECT_CONFIGS, job_ids), is_write=False)
+        rows = await self._worker.call(lambda c: _select(c, sql.SELECT_CONFIGS, job_ids), is_write=False)
         return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
 
     async def load_config_history(self, job_ids: Collection[str] | None = None,
                                   per_job: int = 10) -> list[ConfigRow]:
         rows = await self._worker.call(
-            lambda c: _select_for(c, sql.SELECT_CONFIG_HISTORY, job_ids, condition=sql.HISTORY_NEWEST,
+            lambda c: _select(c, sql.SELECT_CONFIG_HISTORY, job_ids, condition=sql.HISTORY_NEWEST,
                                   tail=" ORDER BY history_id", extra=(per_job,)),
             is_write=False)
         return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4]), int(r[5])) for r in rows]
@@ -162,29 +162,29 @@ class SqliteStore:
 
     async def prune_changes(self, before: datetime) -> int:
         return int(await self._worker.call(
-            lambda c: c.execute("DELETE FROM piko_change WHERE changed_at < ?", (to_text(before),)).rowcount,
+            lambda c: c.execute(dialect.PRUNE_CHANGES, (to_text(before),)).rowcount,
             is_write=True))
 
     async def upsert_config(self, row: ConfigRow) -> None:
         params = (row.job_id, row.schema_version, row.config_json, row.version, to_text(row.effective_from))
-        await self._worker.call(lambda c: c.execute(sql.UPSERT_CONFIG_SQLITE, params), is_write=True)
+        await self._worker.call(lambda c: c.execute(dialect.UPSERT_CONFIG, params), is_write=True)
 
     # -- run records -------------------------------------------------------------------
     async def claim_run(self, claim: RunClaim) -> int | None:
-        return await self._worker.call(lambda c: _claim(c, claim), is_write=True)  # type: ignore[no-any-return]
+        return await self._worker.call(lambda c: runs.claim(c, claim), is_write=True)  # type: ignore[no-any-return]
 
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]:
-        return await self._worker.call(lambda c: _claim_many(c, claims), is_write=True)  # type: ignore[no-any-return]
+        return await self._worker.call(lambda c: runs.claim_many(c, claims), is_write=True)  # type: ignore[no-any-return]
 
     async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
-        await self._worker.call(lambda c: batch.finish_runs(c, finishes, to_text), is_write=True)
+        await self._worker.call(lambda c: runs.finish_runs(c, finishes, to_text), is_write=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None,
                          error_traceback: str | None = None) -> None:
         params = (status.value, to_text(finished_at), to_text(finished_at), error_type, error_message,
                   error_traceback, run_id)
-        await self._worker.call(lambda c: c.execute(sql.FINISH_RUN_SQLITE, params), is_write=True)
+        await self._worker.call(lambda c: c.execute(dialect.FINISH_RUN, params), is_write=True)
 
     async def recent_runs(self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
                           kind: str | None = None) -> list[RunRecord]:
@@ -215,7 +215,7 @@ class SqliteStore:
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
-        await self._worker.call(lambda c: c.execute(sql.HEARTBEAT_SQLITE, params), is_write=True, is_urgent=True)
+        await self._worker.call(lambda c: c.execute(dialect.HEARTBEAT, params), is_write=True, is_urgent=True)
 
     async def list_instances(self) -> list[InstanceInfo]:
         rows = await self._worker.call(lambda c: c.execute(sql.SELECT_INSTANCES).fetchall(), is_write=False)
@@ -223,12 +223,9 @@ class SqliteStore:
 
     async def abandon_orphans(self, stale_before: datetime, now: datetime,
                               dead_instances: Sequence[str] = ()) -> int:
-        def sweep(c: sqlite3.Connection) -> int:
-            for dead in dead_instances:
-                c.execute("DELETE FROM piko_instance WHERE instance_id = ?", (dead,))
-            c.execute("DELETE FROM piko_instance WHERE heartbeat_at < ?", (to_text(stale_before),))
-            return c.execute(sql.ABANDON_ORPHANS, (to_text(now), )).rowcount
-        return int(await self._worker.call(sweep, is_write=True))
+        stale, at = to_text(stale_before), to_text(now)
+        return await self._worker.call(lambda c: runs.sweep(c, stale, at, dead_instances),  # type: ignore[no-any-return]
+                                       is_write=True)
 
     # -- stateful jobs -----------------------------------------------------------------
     async def get_watermark(self, job_id: str) -> datetime | None:
@@ -241,7 +238,7 @@ class SqliteStore:
         def cas(c: sqlite3.Connection) -> bool:
             # Compared as instants inside the write transaction, not as text: an operator may have
             # typed '2026-12-01 15:00:00' or '...T15:00:00Z' by hand.
-            _check_fence(c, fence)
+            leases.check_fence(c, fence)
             row = c.execute(sql.GET_WATERMARK, (job_id,)).fetchone()
             if row is None or from_db(row[0]) != expected:
                 return False
@@ -271,20 +268,16 @@ class SqliteStore:
     # -- leader lease --------------------------------------------------------------------
     async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
         ttl_ms = max(1, int(ttl.total_seconds() * 1000))
-        return await self._worker.call(lambda c: _acquire(c, name, holder, ttl_ms),  # type: ignore[no-any-return]
+        return await self._worker.call(lambda c: leases.acquire(c, name, holder, ttl_ms),  # type: ignore[no-any-return]
                                        is_write=True, is_urgent=True)
 
     async def lease_release(self, name: str, holder: str, token: int) -> None:
-        statement = (f"UPDATE piko_lease SET holder = '', expires_at = MIN(expires_at, {NOW_MS}), "
-                     "renewals = renewals + 1 WHERE name = ? AND holder = ? AND token = ?")
-        await self._worker.call(lambda c: c.execute(statement, (name, holder, token)), is_write=True,
+        await self._worker.call(lambda c: c.execute(dialect.RELEASE_LEASE, (name, holder, token)), is_write=True,
                                 is_urgent=True)
 
     async def lease_holder(self, name: str) -> tuple[str, int] | None:
-        statement = f"SELECT holder, token FROM piko_lease WHERE name = ? AND holder != '' AND expires_at >= {NOW_MS}"
-        row = await self._worker.call(lambda c: c.execute(statement, (name,)).fetchone(), is_write=False,
-                                      is_urgent=True)
-        return (str(row[0]), int(row[1])) if row else None
+        return await self._worker.call(lambda c: leases.holder_of(c, name), is_write=False,  # type: ignore[no-any-return]
+                                       is_urgent=True)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -295,99 +288,11 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def _select_for(conn: sqlite3.Connection, base: str, job_ids: Collection[str] | None, *,
-                condition: str = "", tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
-    """base [WHERE job_id IN (...) AND condition] tail, in chunks of 500 ids."""
-    def run(ids: list[str] | None) -> list[Any]:
-        where = [f"job_id IN ({', '.join('?' for _ in ids)})"] if ids is not None else []
-        where += [condition] if condition else []
-        text = base + (" WHERE " + " AND ".join(where) if where else "") + tail
-        return conn.execute(text, (*(ids or ()), *extra)).fetchall()
-
-    if job_ids is None:
-        return run(None)
-    ids = list(job_ids)
-    return [row for start in range(0, len(ids), 500) for row in run(ids[start:start + 500])]
-
-
-def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
-    if fence is None:
-        return
-    row = conn.execute(f"SELECT 1 FROM piko_lease WHERE name = ? AND holder = ? AND token = ? "
-                       f"AND expires_at >= {NOW_MS}", (fence.lease_name, fence.holder, fence.token)).fetchone()
-    if row is None:
-        raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")
-
-
-def _claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
-    _check_fence(conn, claim.fence)
-    token = claim.fence.token if claim.fence else None
-    scheduled = to_text(claim.scheduled_at)
-    if claim.take_lock:
-        taken = conn.execute("INSERT OR IGNORE INTO job_lock(job_id, scheduled_time, instance_id, fence_token, "
-                             "locked_at) VALUES (?, ?, ?, ?, ?)",
-                             (claim.job_id, scheduled, claim.instance_id, token, to_text(claim.started_at)))
-        if taken.rowcount != 1:
-            return None
-    elif claim.rerun_if and not _may_rerun(conn, claim, scheduled):
-        return None
-    cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
-    return int(cur.lastrowid)  # type: ignore[arg-type]
-
-
-def _claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int | None]:
-    if not claims:
-        return []
-    fences = {c.fence for c in claims}
-    if len(fences) > 1:
-        raise StoreError("claim_runs: every claim of one batch must carry the same fence")
-    fence = next(iter(fences))
-    _check_fence(conn, fence)
-    token = fence.token if fence else None
-    ts = batch.memo(to_text)  # a burst's claims share their scheduled time: format it once
-    locked = [c for c in claims if c.take_lock]
-    got = iter(batch.take_locks(conn, locked, ts, token)) if locked else iter(())
-    keep = [not c.take_lock or next(got) for c in claims]
-    if any(c.rerun_if for c in claims):
-        keep = _check_reruns(conn, claims, keep, ts)
-    ids = iter(batch.insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
-    return [next(ids) if k else None for k in keep]
-
-
-def _may_rerun(conn: sqlite3.Connection, claim: RunClaim, scheduled: str | None) -> bool:
-    """Inside the write transaction (BEGIN IMMEDIATE: no other writer), so check and insert are one step."""
-    if conn.execute(sql.SLOT_LOCK, (claim.job_id, scheduled)).fetchone() is None:
-        return False
-    return sql.may_rerun(claim, conn.execute(sql.NEWEST_RUN_STATE, (claim.job_id, scheduled)).fetchone())
-
-
-def _check_reruns(conn: sqlite3.Connection, claims: Sequence[RunClaim], keep: list[bool],
-                  ts: Callable[[Any], Any]) -> list[bool]:
-    """Re-run claims of a batch keep their place only if their slot's newest run allows it and no
-    earlier claim of the batch writes that slot (its row would be the newest one)."""
-    out: list[bool] = []
-    written: set[tuple[str, Any]] = set()
-    for c, is_kept in zip(claims, keep, strict=True):
-        slot = (c.job_id, ts(c.scheduled_at))
-        if is_kept and c.rerun_if and not c.take_lock:
-            is_kept = slot not in written and _may_rerun(conn, c, slot[1])
-        if is_kept:
-            written.add(slot)
-        out.append(is_kept)
-    return out
-
-
-def _acquire(conn: sqlite3.Connection, name: str, holder: str, ttl_ms: int) -> LeaseGrant | None:
-    conn.execute("INSERT OR IGNORE INTO piko_lease(name) VALUES (?)", (name,))
-    (old_token,) = conn.execute("SELECT token FROM piko_lease WHERE name = ?", (name,)).fetchone()
-    valid_mine = f"holder = :me AND expires_at >= {NOW_MS}"
-    cur = conn.execute(
-        f"UPDATE piko_lease SET token = CASE WHEN {valid_mine} THEN token ELSE token + 1 END, "
-        f"acquired_at = CASE WHEN {valid_mine} THEN acquired_at ELSE {NOW_MS} END, "
-        f"holder = :me, renewed_at = {NOW_MS}, expires_at = {NOW_MS} + :ttl, renewals = renewals + 1 "
-        f"WHERE name = :name AND (holder = :me OR holder = '' OR expires_at < {NOW_MS})",
-        {"me": holder, "ttl": ttl_ms, "name": name})
-    if cur.rowcount != 1:
-        return None
-    token, expires = conn.execute("SELECT token, expires_at FROM piko_lease WHERE name = ?", (name,)).fetchone()
-    return LeaseGrant(int(token), int(token) != int(old_token), from_db(expires / 1000.0))
+def _select(conn: sqlite3.Connection, base: str, job_ids: Collection[str] | None, *,
+            condition: str = "", tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of `base` for these jobs (every job when None), in chunks of sql.CHUNK ids."""
+    rows: list[Any] = []
+    for ids in sql.chunked(job_ids):
+        statement = sql.select_for(base, None if ids is None else len(ids), condition, tail)
+        rows += conn.execute(statement, (*(ids or ()), *extra)).fetchall()
+    return rows

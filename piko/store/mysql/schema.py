@@ -1,6 +1,6 @@
 """The MySQL schema: migrations under a named lock, then the optional change-log triggers.
 
-Split from mysql.py (which only runs SQL); imports no asyncio-facing piko code.
+Split from store.py (which only runs SQL); imports no asyncio-facing piko code.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from piko.errors import StoreError
-from piko.store import mysql_sql as my
+from piko.store.mysql import dialect as my
 from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, optional_statements, render
 
 log = logging.getLogger("piko.store.mysql")

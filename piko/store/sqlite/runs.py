@@ -1,6 +1,7 @@
-"""Many claims or finishes in a few SQLite statements (run on the store's worker thread).
+"""Run records on SQLite: claims (lock + row), re-run claims, ends, the orphan sweep; run on the
+store's worker thread, inside its write transactions.
 
-Each sqlite3 step releases the GIL; while the event loop is busy, taking it back can wait a
+Many claims or finishes go out in a few statements: each sqlite3 step releases the GIL; while the event loop is busy, taking it back can wait a
 whole switch interval (5 ms). So a batch is written with multi-row statements, a few steps
 for hundreds of rows, instead of a few steps per row. Chunks stay under SQLite's smallest
 parameter limit (999). Run ids of a multi-row INSERT are consecutive (AUTOINCREMENT inside
@@ -14,7 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from piko.core.types import RunClaim, RunFinish
+from piko.errors import StoreError
 from piko.store import sql
+from piko.store.codec import to_text
+from piko.store.sqlite import dialect
+from piko.store.sqlite.leases import check_fence
 
 _PARAMS_MAX = 999
 _HAS_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
@@ -110,18 +115,80 @@ def _find_ids(conn: sqlite3.Connection, chunk: Sequence[RunClaim], ts: Callable[
 
 def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Callable[[Any], Any]) -> None:
     if not _HAS_UPDATE_FROM:
-        conn.executemany(sql.FINISH_RUN_MEASURED_SQLITE,
+        conn.executemany(dialect.FINISH_RUN_MEASURED,
                          [(f.status.value, ts(f.finished_at), f.duration_s, ts(f.finished_at), f.error_type,
                            f.error_message, f.error_traceback, f.run_id) for f in finishes])
         return
     for chunk in _chunks(finishes, 7):
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        conn.execute(
-            "UPDATE job_run SET status = v.column2, finished_at = v.column3, duration_s = COALESCE(v.column6, "
-            "ROUND((julianday(v.column3) - julianday(job_run.started_at)) * 86400.0, 6)), "
-            "error_type = v.column4, error_message = v.column5, error_traceback = v.column7 "
-            f"FROM (VALUES {values}) AS v "
-            "WHERE job_run.run_id = v.column1 AND job_run.status IN ('RUNNING', 'ABANDONED')",
-            [x for f in chunk
-             for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message, f.duration_s,
-                       f.error_traceback)])
+        conn.execute(dialect.FINISH_RUNS_FROM.format(values=values),
+                     [x for f in chunk
+                      for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message,
+                                f.duration_s, f.error_traceback)])
+
+
+def claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
+    """One claim: its lock row (or its re-run check) and its run row, in the caller's transaction."""
+    check_fence(conn, claim.fence)
+    token = claim.fence.token if claim.fence else None
+    scheduled = to_text(claim.scheduled_at)
+    if claim.take_lock:
+        taken = conn.execute(dialect.TAKE_LOCK, (claim.job_id, scheduled, claim.instance_id, token,
+                                                 to_text(claim.started_at)))
+        if taken.rowcount != 1:
+            return None
+    elif claim.rerun_if and not _may_rerun(conn, claim, scheduled):
+        return None
+    cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
+    return int(cur.lastrowid)  # type: ignore[arg-type]
+
+
+def claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int | None]:
+    """A batch of claims under one fence: locks, re-run checks and rows in few statements."""
+    if not claims:
+        return []
+    fences = {c.fence for c in claims}
+    if len(fences) > 1:
+        raise StoreError("claim_runs: every claim of one batch must carry the same fence")
+    fence = next(iter(fences))
+    check_fence(conn, fence)
+    token = fence.token if fence else None
+    ts = memo(to_text)  # a burst's claims share their scheduled time: format it once
+    locked = [c for c in claims if c.take_lock]
+    got = iter(take_locks(conn, locked, ts, token)) if locked else iter(())
+    keep = [not c.take_lock or next(got) for c in claims]
+    if any(c.rerun_if for c in claims):
+        keep = _check_reruns(conn, claims, keep, ts)
+    ids = iter(insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
+    return [next(ids) if k else None for k in keep]
+
+
+def _may_rerun(conn: sqlite3.Connection, claim: RunClaim, scheduled: str | None) -> bool:
+    """Inside the write transaction (BEGIN IMMEDIATE: no other writer), so check and insert are one step."""
+    if conn.execute(sql.SLOT_LOCK, (claim.job_id, scheduled)).fetchone() is None:
+        return False
+    return sql.may_rerun(claim, conn.execute(sql.NEWEST_RUN_STATE, (claim.job_id, scheduled)).fetchone())
+
+
+def _check_reruns(conn: sqlite3.Connection, claims: Sequence[RunClaim], keep: list[bool],
+                  ts: Callable[[Any], Any]) -> list[bool]:
+    """Re-run claims of a batch keep their place only if their slot's newest run allows it and no
+    earlier claim of the batch writes that slot (its row would be the newest one)."""
+    out: list[bool] = []
+    written: set[tuple[str, Any]] = set()
+    for c, is_kept in zip(claims, keep, strict=True):
+        slot = (c.job_id, ts(c.scheduled_at))
+        if is_kept and c.rerun_if and not c.take_lock:
+            is_kept = slot not in written and _may_rerun(conn, c, slot[1])
+        if is_kept:
+            written.add(slot)
+        out.append(is_kept)
+    return out
+
+
+def sweep(conn: sqlite3.Connection, stale_before: str | None, now: str | None, dead: Sequence[str]) -> int:
+    """Forget dead and silent instances, then mark their RUNNING rows ABANDONED; how many."""
+    for instance_id in dead:
+        conn.execute(dialect.FORGET_INSTANCE, (instance_id,))
+    conn.execute(dialect.FORGET_STALE_INSTANCES, (stale_before,))
+    return int(conn.execute(sql.ABANDON_ORPHANS, (now,)).rowcount)

@@ -5,7 +5,7 @@ rows (aiomysql's default would keep a REPEATABLE-READ snapshot open and return s
 and schedule rows); multi-statement work runs in an explicit BEGIN ... COMMIT. Sessions use
 time_zone '+00:00' and DATETIME(6) holding UTC. Lease and fence checks compare with the
 server's UTC_TIMESTAMP(6) only. Deadlocks, lock-wait timeouts and lost connections are
-retried with bounded backoff. Must not import store/sqlite.py.
+retried with bounded backoff. Must not import the SQLite store.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
-from piko.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
+from piko.errors import ConfigError, StoreError, StoreUnavailable
 from piko.observability.logging import mask_dsn
-from piko.store import mysql_schema, sql
-from piko.store import mysql_sql as my
+from piko.store import sql
 from piko.store.codec import from_db, to_naive_utc, to_param
-from piko.store.mysql_pool import MysqlConnections, Op, T
+from piko.store.mysql import dialect as my
+from piko.store.mysql import leases, runs
+from piko.store.mysql import schema as mysql_schema
+from piko.store.mysql.pool import MysqlConnections, Op, T
 
 log = logging.getLogger("piko.store.mysql")
 
@@ -117,7 +119,7 @@ class MysqlStore:
             self._has_change_log = await mysql_schema.migrate(cur, db_name)
         await self._call(run)
 
-    # -- the one way SQL runs: see mysql_pool.py ------------------------------------------------
+    # -- the one way SQL runs: see pool.py -----------------------------------------------------
     async def _call(self, op: Op[T], *, is_tx: bool = False, attempts: int | None = None,
                     is_urgent: bool = False, is_read: bool = False) -> T:
         """The one way SQL runs; a write failing for a reason that lasts (read-only server, full
@@ -148,14 +150,11 @@ class MysqlStore:
 
     async def _select_for(self, base: str, job_ids: Collection[str] | None, *, condition: str = "",
                           tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
-        """Rows of `base` for these jobs (every job when None), in chunks of 500 ids."""
-        if job_ids is None:
-            return await self._fetchall(my.select_for(base, None, condition, tail), extra)
-        ids = list(job_ids)
+        """Rows of `base` for these jobs (every job when None), in chunks of sql.CHUNK ids."""
         rows: list[Any] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows += await self._fetchall(my.select_for(base, len(chunk), condition, tail), (*chunk, *extra))
+        for ids in sql.chunked(job_ids):
+            statement = my.select_for(base, None if ids is None else len(ids), condition, tail)
+            rows += await self._fetchall(statement, (*(ids or ()), *extra))
         return rows
 
     # -- control plane ----------------------------------------------------------------------
@@ -211,54 +210,16 @@ class MysqlStore:
     # -- run records ------------------------------------------------------------------------
     async def claim_run(self, claim: RunClaim) -> int | None:
         """Lock row and RUNNING row in one transaction; None when the lock is already taken."""
-        token = claim.fence.token if claim.fence else None
-
-        async def claim_tx(cur: Any) -> int | None:
-            await _check_fence(cur, claim.fence)
-            if claim.take_lock:
-                await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at),
-                                                 claim.instance_id, token, to_naive_utc(claim.started_at)))
-                if cur.rowcount != 1:
-                    return None
-            elif claim.rerun_if and not await _may_rerun(cur, claim):
-                return None
-            await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
-            return int(cur.lastrowid)
-        return await self._call(claim_tx, is_tx=True)
+        (run_id,) = await self._call(lambda cur: runs.claim_many(cur, [claim]), is_tx=True)
+        return run_id
 
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]:
         """Every claim of the batch in one transaction (one fence check, one commit)."""
-        fences = {c.fence for c in claims}
-        if len(fences) > 1:
-            raise StoreError("claim_runs: every claim of one batch must carry the same fence")
-        fence = next(iter(fences), None)
-        token = fence.token if fence else None
-
-        async def claim_tx(cur: Any) -> list[int | None]:
-            await _check_fence(cur, fence)
-            ids: list[int | None] = []
-            for claim in claims:
-                if claim.take_lock:
-                    await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at),
-                                                     claim.instance_id, token, to_naive_utc(claim.started_at)))
-                    if cur.rowcount != 1:
-                        ids.append(None)
-                        continue
-                elif claim.rerun_if and not await _may_rerun(cur, claim):  # sees this batch's own rows
-                    ids.append(None)
-                    continue
-                await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
-                ids.append(int(cur.lastrowid))
-            return ids
-        return await self._call(claim_tx, is_tx=True)
+        return await self._call(lambda cur: runs.claim_many(cur, claims), is_tx=True)
 
     async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
-        rows = [(f.status.value, to_naive_utc(f.finished_at), f.duration_s, to_naive_utc(f.finished_at),
-                 f.error_type, f.error_message, f.error_traceback, f.run_id) for f in finishes]
-
-        async def write(cur: Any) -> None:
-            await cur.executemany(my.FINISH_RUN_MEASURED, rows)
-        await self._call(write, is_tx=True)
+        params = runs.finish_params(finishes)
+        await self._call(lambda cur: cur.executemany(my.FINISH_RUN_MEASURED, params), is_tx=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None,
@@ -302,14 +263,7 @@ class MysqlStore:
 
     async def abandon_orphans(self, stale_before: datetime, now: datetime,
                               dead_instances: Sequence[str] = ()) -> int:
-        async def sweep(cur: Any) -> int:
-            for dead in dead_instances:
-                await cur.execute(my.FORGET_INSTANCE, (dead,))
-            silent_us = max(0, int((now - stale_before) / timedelta(microseconds=1)))  # measured on the server
-            await cur.execute(my.FORGET_STALE_INSTANCES, (silent_us,))
-            await cur.execute(my.ABANDON_ORPHANS)
-            return int(cur.rowcount)
-        return await self._call(sweep, is_tx=True)
+        return await self._call(lambda cur: runs.sweep(cur, stale_before, now, dead_instances), is_tx=True)
 
     # -- stateful jobs ----------------------------------------------------------------------
     async def get_watermark(self, job_id: str) -> datetime | None:
@@ -321,7 +275,7 @@ class MysqlStore:
         old = to_naive_utc(expected)
 
         async def cas(cur: Any) -> bool:
-            await _check_fence(cur, fence)
+            await leases.check_fence(cur, fence)
             await cur.execute(my.CAS_WATERMARK, (to_naive_utc(new), job_id, old, old))
             return bool(cur.rowcount == 1)
         return await self._call(cas, is_tx=fence is not None)
@@ -352,15 +306,8 @@ class MysqlStore:
             self._seeded_leases.add(name)
         args = {"name": name, "me": holder, "ttl_us": max(1, int(ttl / timedelta(microseconds=1)))}
 
-        async def acquire(cur: Any) -> LeaseGrant | None:
-            await cur.execute(my.ACQUIRE_LEASE, args)
-            if cur.rowcount != 1:
-                return None
-            await cur.execute(my.READ_GRANT, (name,))  # not lastrowid: a trigger's insert would reset it
-            token, is_new_term, expires_at = await cur.fetchone()
-            return LeaseGrant(int(token), bool(is_new_term), from_db(expires_at))
         # Few attempts: a failed renew is "not leader" and the elector retries on its own interval.
-        return await self._call(acquire, is_tx=True, attempts=2, is_urgent=True)
+        return await self._call(lambda cur: leases.acquire(cur, args), is_tx=True, attempts=2, is_urgent=True)
 
     async def lease_release(self, name: str, holder: str, token: int) -> None:
         async def release(cur: Any) -> None:
@@ -368,11 +315,7 @@ class MysqlStore:
         await self._call(release, is_urgent=True)
 
     async def lease_holder(self, name: str) -> tuple[str, int] | None:
-        async def read(cur: Any) -> tuple[str, int] | None:
-            await cur.execute(my.LEASE_HOLDER, (name,))
-            row = await cur.fetchone()
-            return (str(row[0]), int(row[1])) if row else None
-        return await self._call(read, is_urgent=True, is_read=True)
+        return await self._call(lambda cur: leases.holder_of(cur, name), is_urgent=True, is_read=True)
 
 
 def _check_charset(name: str) -> None:
@@ -386,22 +329,3 @@ def _check_charset(name: str) -> None:
         known = False
     if not known:
         raise ConfigError(f"MySQL DSN charset {name!r} is not a MySQL character set (use utf8mb4)")
-
-
-async def _may_rerun(cur: Any, claim: RunClaim) -> bool:
-    """Lock the slot's job_lock row (a second re-run of the time waits here until this transaction
-    ends), then read its newest run as committed now; no lock row: no re-run."""
-    at = to_naive_utc(claim.scheduled_at)
-    await cur.execute(my.LOCK_SLOT, (claim.job_id, at))
-    if await cur.fetchone() is None:
-        return False
-    await cur.execute(my.NEWEST_RUN_STATE, (claim.job_id, at))
-    return sql.may_rerun(claim, await cur.fetchone())
-
-
-async def _check_fence(cur: Any, fence: Fence | None) -> None:
-    if fence is None:
-        return
-    await cur.execute(my.CHECK_FENCE, (fence.lease_name, fence.holder, fence.token))
-    if await cur.fetchone() is None:
-        raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")

@@ -92,11 +92,11 @@ LAST_FIRES = q(sql.LAST_FIRES)
 FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
                "duration_s = ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6), "
                "error_type = ?, error_message = ?, error_traceback = ? "
-               "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+               f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
 FINISH_RUN_MEASURED = q("UPDATE job_run SET status = ?, finished_at = ?, "
                         "duration_s = COALESCE(?, ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6)), "
                         "error_type = ?, error_message = ?, error_traceback = ? "
-                        "WHERE run_id = ? AND status IN ('RUNNING', 'ABANDONED')")
+                        f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
 # Heartbeats and their age use the server clock: instances on hosts with skewed clocks still
 # judge each other fairly (a lagging clock must not make a live instance look silent).
 HEARTBEAT = q(f"INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
@@ -169,10 +169,9 @@ def reason(exc: BaseException) -> str:
 
 
 def select_for(base: str, id_count: int | None, condition: str = "", tail: str = "") -> str:
-    """base [WHERE job_id IN (%s x id_count) AND condition] tail; id_count None = every job."""
-    where = [f"job_id IN ({', '.join('%s' for _ in range(id_count))})"] if id_count is not None else []
-    where += [condition] if condition else []
-    return base + (" WHERE " + " AND ".join(where) if where else "") + tail
+    """sql.select_for on statements already in the driver's placeholders."""
+    return sql.select_for(base, id_count, condition, tail, mark="%s")
+
 
 # -- upsert_rows (the SQL sink) -----------------------------------------------------------
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -1,6 +1,6 @@
 import pytest
 
-from piko.core.states import IllegalTransition, advance
+from piko.core.lifecycle import IllegalTransition, advance
 from piko.core.types import RunStatus as S
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from piko.core.types import RunClaim, RunFinish, RunStatus
-from piko.store import sqlite_batch
+from piko.store.sqlite import runs as sqlite_batch
 from piko.store.sqlite import SqliteStore
 
 UTC = timezone.utc

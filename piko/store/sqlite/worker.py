@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from piko.errors import StoreError, StoreUnavailable
-from piko.store import sqlite_access
+from piko.store.sqlite import access as sqlite_access
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
