@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from piko.errors import PikoError
-
-__version__ = "0.2.0"
+from piko.version import __version__
 
 if TYPE_CHECKING:
     from piko.app import PikoApp

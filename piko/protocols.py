@@ -10,10 +10,9 @@ and out of a store are aware UTC. Imports only pure modules.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from piko.core.types import (
     ConfigRow,
@@ -26,6 +25,9 @@ from piko.core.types import (
     RunStatus,
     ScheduleRow,
 )
+
+if TYPE_CHECKING:  # only for annotations: this module does no I/O and stays pure
+    import asyncio
 
 T = TypeVar("T")
 

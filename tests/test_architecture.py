@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "piko"
 MODULES = sorted(p for p in PKG.rglob("*.py"))
 LAZY_ALLOWED = {"aiomysql", "pymysql", "tomli", "uvloop", "tomllib"}
 PURE = ("triggers/", "core/types.py", "core/backfill.py", "core/policy.py", "core/lifecycle.py", "http/wire.py",
-        "errors.py", "compute/states.py", "core/backoff.py")
+        "errors.py", "compute/states.py", "core/backoff.py", "protocols.py", "version.py")
 IO_MODULES = {"asyncio", "socket", "sqlite3", "aiomysql", "logging", "selectors", "threading", "subprocess"}
 COMPONENTS = ("piko.leader", "piko.persistence", "piko.compute", "piko.http", "piko.store.sqlite",
               "piko.store.mysql")
@@ -23,8 +23,13 @@ def rel(path: Path) -> str:
     return path.relative_to(PKG).as_posix()
 
 
-def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+def imports(path: Path, *, top_level_only: bool = False, at_run_time: bool = False) -> set[str]:
+    """The modules `path` imports; `at_run_time` leaves out `if TYPE_CHECKING:` blocks."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    if at_run_time:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                node.body = []
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found: set[str] = set()
     for node in nodes:
@@ -46,7 +51,7 @@ def test_core_imports_only_the_standard_library(path):
 
 @pytest.mark.parametrize("path", [p for p in MODULES if rel(p).startswith(PURE)], ids=rel)
 def test_pure_modules_do_no_io(path):
-    bad = {m.split(".")[0] for m in imports(path)} & IO_MODULES
+    bad = {m.split(".")[0] for m in imports(path, at_run_time=True)} & IO_MODULES
     assert not bad, f"pure module {rel(path)} imports {bad}"
 
 
@@ -73,6 +78,79 @@ def test_sqlite_and_mysql_stores_never_import_each_other(mine, other):
 
 def test_errors_module_imports_nothing_from_piko():
     assert not {m for m in imports(PKG / "errors.py") if m.startswith("piko")}
+
+
+def module_name(path: Path) -> str:
+    parts = ["piko", *path.relative_to(PKG).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+NAMES = {module_name(p): p for p in MODULES}
+
+
+def piko_edges(path: Path) -> set[str]:
+    """The piko modules `path` imports, lazily or not: `from a.b import c` counts as a.b.c when c
+    is a module (else as a.b); a package's own parents are not counted (Python imports them
+    implicitly, and they hold no code that imports back)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("piko"))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level and node.module.startswith("piko"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in NAMES else node.module)
+    return {m for m in found if m in NAMES} - {module_name(path)}
+
+
+GRAPH = {name: piko_edges(path) for name, path in NAMES.items()}
+
+
+def test_no_import_cycle_lazy_imports_included():
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in GRAPH[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for name in sorted(GRAPH):
+        if name not in index:
+            visit(name)
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if rel(p).startswith(PURE)], ids=rel)
+def test_pure_modules_import_only_pure_modules_all_the_way_down(path):
+    impure = sorted(m for m in reachable(module_name(path)) if not rel(NAMES[m]).startswith(PURE))
+    assert not impure, f"pure module {rel(path)} reaches {impure}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=rel)

@@ -16,8 +16,8 @@ from piko.errors import PikoError, StoreNotWritable, StoreUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from piko import __version__
     from piko.cli import backfill, commands, runs
+    from piko.version import __version__
 
     handlers = {"run": commands.cmd_run, "next": commands.cmd_next, "db": commands.cmd_db,
                 "jobs": commands.cmd_jobs, "runs": runs.cmd_runs, "trigger": commands.cmd_trigger,

@@ -32,7 +32,7 @@ class PikoMetrics:
     def __init__(self, registry: MetricsRegistry, *, include_process: bool = True,
                  version: str | None = None) -> None:
         if version is None:
-            from piko import __version__ as version  # late: piko/__init__ may import the app
+            from piko.version import __version__ as version
         self.registry = registry
         r = _Builtin(registry)
         self.job_run_total = r.counter(

@@ -239,7 +239,7 @@ class MemoryStore:
         return self._newest(job_id, scheduled_at)
 
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
-        wanted, out = set(job_ids), {}
+        wanted, out = set(job_ids), dict[str, datetime]()
         for job_id, at in self.t.locks:
             if job_id in wanted and (job_id not in out or at > out[job_id]):
                 out[job_id] = at
