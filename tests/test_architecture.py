@@ -170,3 +170,15 @@ def test_only_the_clock_reads_wall_time(path):
 def test_every_module_says_what_it_is_for(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     assert ast.get_docstring(tree), f"{rel(path)} has no module docstring"
+
+
+def test_the_readme_architecture_lists_what_ls_piko_shows():
+    readme = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    entries = {p.name + ("/" if p.is_dir() else "") for p in PKG.iterdir()
+               if not p.name.startswith("__pycache__") and p.name not in ("py.typed", "__main__.py")}
+    missing = sorted(e for e in entries if not re.search(rf"(?m)^  {re.escape(e)}\s", section)
+                     and f" {e}" not in section)
+    listed = set(re.findall(r"(?m)^  ([a-z_]+(?:\.py|/))", section))
+    assert not missing, f"README's architecture misses {missing}"
+    assert listed <= entries, f"README's architecture lists what piko/ no longer has: {sorted(listed - entries)}"
