@@ -1,1 +1,6 @@
-"""piko.http"""
+"""piko.http: the ops endpoints (/healthz, /readyz, /leader, /metrics) on piko's own server.
+
+Rules: wire.py is sans-IO (bytes in, events out; never imports socket or asyncio); server.py
+is the asyncio shell with hard limits on sizes, time and connections; routes.py answers from
+an OpsState and a metrics registry; asgi.py serves the same routes to any ASGI server.
+"""
