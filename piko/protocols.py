@@ -1,7 +1,8 @@
 """Every seam of piko as a typing.Protocol, in one place: a reader sees all of them at once.
 
 The store is split by role, as the parts use it: the reconcile loop needs ScheduleStore, the
-runner RunStore, the heartbeat InstanceStore, the elector LeaseStore, the SQL sink RowSink.
+runner RunStore (and QueueStore in cluster execution), the heartbeat InstanceStore, the
+elector LeaseStore, the SQL sink RowSink.
 `Store` is all of them plus a lifecycle; store/memory.py, store/sqlite/ and store/mysql/
 implement it and one contract suite (tests/store) runs against each. Executor is a CPU
 offload backend, Writer the batching writer, Sink where written intents land. Datetimes in
@@ -14,11 +15,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from piko.core.placement import JobLimits
 from piko.core.types import (
     ConfigRow,
     Fence,
     InstanceInfo,
     LeaseGrant,
+    QueueClaim,
     RunClaim,
     RunFinish,
     RunRecord,
@@ -79,8 +82,10 @@ class RunStore(Protocol):
 
     async def claim_run(self, claim: RunClaim) -> int | None: ...
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]: ...  # one transaction, one fence
-    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None: ...
-    async def finish_run(
+    # Ends are written only over a row that may end (FINISHABLE) and still carries the claim's token;
+    # the answer names the runs that had moved on (already ended, or handed to another attempt).
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> list[int]: ...
+    async def finish_run(  # an administrative end: no token to match
         self, run_id: int, status: RunStatus, finished_at: datetime, error_type: str | None = None,
         error_message: str | None = None, error_traceback: str | None = None,
     ) -> None: ...
@@ -114,6 +119,23 @@ class LeaseStore(Protocol):
     async def lease_holder(self, name: str) -> tuple[str, int] | None: ...  # (holder, token) of a valid term
 
 
+class QueueStore(Protocol):
+    """Cluster execution: the leader places runs (to start here, queue for any worker, or skip
+    past max_instances), workers claim queued runs, cancels are requested on the row.
+    Decisions are core/placement.py's; statuses move as core/lifecycle.py allows."""
+
+    async def place_runs(self, claims: Sequence[RunClaim]) -> list[tuple[int | None, RunStatus]]: ...
+    async def claim_queued(
+        self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
+        limits_for: Callable[[str], JobLimits | None], now: datetime,
+    ) -> QueueClaim: ...
+    async def request_cancel(
+        self, *, by: str, now: datetime, run_id: int | None = None, job_id: str | None = None
+    ) -> tuple[int, int]: ...  # (queued runs cancelled now, running runs asked to stop)
+    async def cancel_requests(self, instance_id: str) -> list[tuple[int, str]]: ...  # (run_id, who asked)
+    async def queue_depths(self) -> dict[str, int]: ...  # queued runs per queue
+
+
 class RowSink(Protocol):
     """Tables the built-in SQL sink writes results to."""
 
@@ -123,7 +145,7 @@ class RowSink(Protocol):
     ) -> int: ...
 
 
-class Store(ScheduleStore, RunStore, InstanceStore, LeaseStore, RowSink, Protocol):
+class Store(ScheduleStore, RunStore, QueueStore, InstanceStore, LeaseStore, RowSink, Protocol):
     """Every role, and a lifecycle."""
 
     dialect: str

@@ -34,8 +34,8 @@ class RunRecorder:
         self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
         # late-bound (lambda): the store's methods are looked up per call, as a test may wrap them
         self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: store.claim_runs(claims))
-        self._finishes: Batcher[RunFinish, None] = Batcher(self._send_finishes)
-        self._pending = PendingWrites(lambda finishes: store.finish_runs(finishes), clock, on_size=metrics.pending_records,
+        self._finishes: Batcher[RunFinish, bool] = Batcher(self._send_finishes)
+        self._pending = PendingWrites(self._send_pending, clock, on_size=metrics.pending_records,
                                       on_lost=metrics.lost_records)
         self._unrecorded: set[tuple[str, datetime]] = set()
 
@@ -82,19 +82,34 @@ class RunRecorder:
         await self._claims.drain(budget_s)
 
     # -- ends and bookkeeping --------------------------------------------------------------
-    async def finish(self, run_id: int, outcome: RunOutcome) -> None:
+    async def finish(self, run_id: int, outcome: RunOutcome, claim_token: int | None = None) -> None:
         """Record how the run ended; if the store does not take it, it waits in PendingWrites."""
         finish = RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type, outcome.error_message,
-                           outcome.duration_s, error_traceback=outcome.error_traceback)
+                           outcome.duration_s, error_traceback=outcome.error_traceback, claim_token=claim_token)
         try:
-            await self._finishes.submit(finish)
+            if await self._finishes.submit(finish):
+                self._refused(finish, outcome.job_id)
         except RETRYABLE as exc:
             self._pending.add_finish(finish, outcome.job_id, outcome.scheduled_at, exc)
         self._m.count(outcome.job_id, outcome.status)
 
-    async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[None]:
-        await self._store.finish_runs(finishes)
-        return [None] * len(finishes)
+    async def _send_finishes(self, finishes: Sequence[RunFinish]) -> list[bool]:
+        """True for each end the store refused (the run had moved on)."""
+        refused = set(await self._store.finish_runs(finishes))
+        return [f.run_id in refused for f in finishes]
+
+    async def _send_pending(self, finishes: Sequence[RunFinish]) -> None:
+        refused = set(await self._store.finish_runs(finishes))
+        for f in finishes:
+            if f.run_id in refused:
+                self._refused(f, None)
+
+    def _refused(self, finish: RunFinish, job_id: str | None) -> None:
+        """A late end over a run that is no longer this instance's: refused by the store, said here."""
+        log.warning("run %s%s: its end (%s) was not recorded: the run had already ended, or this instance was "
+                    "silent past orphan_after_s and the run was handed to a new attempt", finish.run_id,
+                    f" (job {job_id})" if job_id else "", finish.status.value)
+        self._m.refused_result()
 
     async def bookkeeping(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
         """A write after a run (a watermark, a one-shot's row): now, or queued behind earlier ones."""

@@ -73,6 +73,10 @@ class RunMetrics:
         if self._metrics is not None:
             self._metrics.run_records_lost_total.inc(count)
 
+    def refused_result(self) -> None:
+        if self._metrics is not None:
+            self._metrics.run_results_refused_total.inc()
+
     def running(self, job_id: str, delta: int) -> None:
         self.in_handler[job_id] += delta
         m = self._for(job_id)

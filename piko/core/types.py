@@ -19,6 +19,7 @@ class BackfillPolicy(str, enum.Enum):
 
 
 class RunStatus(str, enum.Enum):
+    PENDING = "PENDING"  # queued for any worker (cluster execution), not claimed yet
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
@@ -30,7 +31,7 @@ class RunStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        return self is not RunStatus.RUNNING
+        return self not in (RunStatus.RUNNING, RunStatus.PENDING)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class RunClaim:
     # newest run of (job_id, scheduled_at) has one of these statuses and attempt == this attempt - 1,
     # checked in the insert's own write transaction; else the claim answers None. Empty: no check.
     rerun_if: frozenset[RunStatus] = frozenset()
+    queue: str = "default"  # which workers may take it (cluster execution)
+    # A PENDING claim with a limit is recorded SKIPPED instead when the job already has this many
+    # runs pending or running in the whole cluster (counted in the claim's transaction).
+    max_instances: int | None = None
+    claim_token: int | None = None  # a RUNNING claim's token: its end is written only while it matches
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class RunFinish:
     error_message: str | None = None
     duration_s: float | None = None  # measured on the monotonic clock; else finished_at - started_at
     error_traceback: str | None = None  # FAILED / TIMEOUT: the formatted traceback, tail kept (bounded)
+    claim_token: int | None = None  # the claim's token; a row handed to another attempt has none
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,20 @@ class RunRecord:
     data_start: datetime | None = None
     data_end: datetime | None = None
     error_traceback: str | None = None
+    queue: str = "default"
+    claim_token: int | None = None
+    enqueued_at: datetime | None = None  # when a queued run was written (cluster execution)
+    cancel_requested: bool = False
+    cancelled_by: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueClaim:
+    """What a worker's claim took from the queue: runs now RUNNING under its token, and runs it
+    recorded MISSED (claimed later than their misfire grace)."""
+
+    started: list[RunRecord]
+    missed: list[RunRecord]
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,10 @@ class InstanceInfo:
     started_at: datetime
     heartbeat_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    role: str = ""  # "scheduler+worker" (piko run), "worker" (piko worker), "scheduler" (leader mode)
+    queues: tuple[str, ...] = ()  # queues its worker takes runs from (cluster execution)
+    capacity: int = 0  # runs it may execute at once
+    running: int = 0  # runs it executes now (as of its last heartbeat)
 
 
 @dataclass(frozen=True)
@@ -178,6 +203,7 @@ class JobOptions:
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 300.0
     is_one_shot: bool = False  # a date schedule: disabled after its run succeeds
+    queue: str = "default"  # cluster execution: the workers that may take its runs
 
 
 @dataclass

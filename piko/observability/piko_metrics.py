@@ -49,6 +49,9 @@ class PikoMetrics:
         self.run_records_lost_total = r.counter(
             "piko_run_records_lost_total", "Run ends and watermark moves given up: still unwritten at exit, "
             "or past the pending limit.")
+        self.run_results_refused_total = r.counter(
+            "piko_run_results_refused_total", "Run ends the store refused: the run had moved on (ended, or "
+            "handed to a new attempt while this instance was silent).")
         self.trigger_errors_total = r.counter(
             "piko_trigger_errors_total", "Schedules whose trigger could not compute a next fire.",
             ("job_id",))

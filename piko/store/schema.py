@@ -177,6 +177,26 @@ def v3_triggers(dialect: str) -> list[str]:
 # last changes only the table's definition: instant on SQLite, MySQL 8 and MariaDB 10.3+.
 V4_COLUMNS = ["ALTER TABLE job_run ADD COLUMN error_traceback {TEXT} NULL"]
 
+# v5: cluster execution. A run may be queued (PENDING) for any worker of its queue; a claim
+# carries a token its end must match; a cancel is requested on the row; instances say what they
+# serve; a gate row per job serializes claims that count its running runs (max_instances).
+V5_STATEMENTS = [
+    "ALTER TABLE job_run ADD COLUMN queue VARCHAR(64) NOT NULL DEFAULT 'default'",
+    "ALTER TABLE job_run ADD COLUMN claim_token BIGINT NULL",
+    "ALTER TABLE job_run ADD COLUMN enqueued_at {TS} NULL",
+    "ALTER TABLE job_run ADD COLUMN cancel_requested {BOOL} NOT NULL DEFAULT 0",
+    "ALTER TABLE job_run ADD COLUMN cancelled_by VARCHAR(200) NULL",
+    "ALTER TABLE piko_instance ADD COLUMN role VARCHAR(32) NOT NULL DEFAULT ''",
+    "ALTER TABLE piko_instance ADD COLUMN queues VARCHAR(1000) NOT NULL DEFAULT ''",
+    "ALTER TABLE piko_instance ADD COLUMN capacity INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE piko_instance ADD COLUMN running INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS piko_job_gate (
+  job_id {KEY} NOT NULL PRIMARY KEY
+){SUFFIX}""",
+]
+V5_INDEXES = [("ix_job_run_queue", "job_run", "status, queue, run_id"),  # a worker's claim scans this
+              ("ix_job_run_live", "job_run", "status, job_id")]  # running runs of a job (max_instances)
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -210,7 +230,10 @@ def migrations(dialect: str) -> list[Migration]:
             Migration(2, "change log and config history (triggers)", tuple(v2), tuple(v2_triggers(dialect))),
             Migration(3, "change log: updates log the old and the new job_id", (), tuple(v3_triggers(dialect))),
             Migration(4, "job_run.error_traceback: where a failed or timed-out run failed",
-                      tuple(render(t, dialect) for t in V4_COLUMNS))]
+                      tuple(render(t, dialect) for t in V4_COLUMNS)),
+            Migration(5, "cluster execution: queued runs, claim tokens, cancel requests, worker rows, job gates",
+                      tuple([render(t, dialect) for t in V5_STATEMENTS]
+                            + [index_sql(dialect, *ix) for ix in V5_INDEXES]))]
 
 
 def optional_statements(dialect: str) -> list[str]:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.lifecycle import ABANDONABLE, FINISHABLE, sql_in
-from piko.core.types import RUN_KINDS, RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.core.lifecycle import ABANDONABLE, CLAIMABLE, FINISHABLE, LIVE, sql_in
+from piko.core.types import RUN_KINDS, InstanceInfo, RunClaim, RunRecord, RunStatus, ScheduleRow
 from piko.errors import ConfigError
 from piko.store.codec import from_db
 
@@ -38,10 +38,13 @@ CHANGE_CURSOR = "SELECT MAX(seq) FROM piko_change"
 CHANGES_SINCE = "SELECT seq, table_name, job_id FROM piko_change WHERE seq > ? ORDER BY seq LIMIT ?"
 
 RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fence_token, started_at, "
-               "finished_at, duration_s, error_type, error_message, data_start, data_end")
-RUN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+               "finished_at, duration_s, error_type, error_message, data_start, data_end, queue, claim_token, "
+               "enqueued_at")
+RUN_WIDTH = RUN_COLUMNS.count(",") + 1
+RUN_PLACEHOLDERS = "(" + ", ".join(["?"] * RUN_WIDTH) + ")"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
-SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback FROM job_run"  # a run is born without one
+# read back: what a run is born with, then what it may gain later (a traceback, a cancel request)
+SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback, cancel_requested, cancelled_by FROM job_run"
 GET_RUN = SELECT_RUNS + " WHERE run_id = ?"
 # The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
 # SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
@@ -62,7 +65,50 @@ ABANDON_ORPHANS = ("UPDATE job_run SET status = 'ABANDONED', finished_at = ?, er
                    f"WHERE status IN {sql_in(ABANDONABLE)} "
                    "AND instance_id NOT IN (SELECT instance_id FROM piko_instance)")
 
-SELECT_INSTANCES = "SELECT instance_id, host, pid, started_at, heartbeat_at FROM piko_instance"
+SELECT_INSTANCES = ("SELECT instance_id, host, pid, started_at, heartbeat_at, role, queues, capacity, running "
+                    "FROM piko_instance")
+INSTANCE_COLUMNS = "instance_id, host, pid, started_at, role, queues, capacity, running, heartbeat_at"
+
+# -- the queue (cluster execution) -----------------------------------------------------------
+# A new attempt over an ABANDONED run takes the old claim's token away: its late end is refused.
+STRIP_ABANDONED_TOKEN = ("UPDATE job_run SET claim_token = NULL WHERE job_id = ? AND scheduled_time = ? "
+                         "AND status = 'ABANDONED' AND run_id < ?")
+COUNT_LIVE = f"SELECT job_id, status, COUNT(*) FROM job_run WHERE status IN {sql_in(LIVE)} AND job_id IN ({{marks}}) " \
+             "GROUP BY job_id, status"
+SELECT_QUEUED = SELECT_RUNS + f" WHERE status IN {sql_in(CLAIMABLE)} AND queue IN ({{marks}}) ORDER BY run_id LIMIT ?"
+START_QUEUED = (f"UPDATE job_run SET status = 'RUNNING', instance_id = ?, claim_token = ?, started_at = ? "
+                f"WHERE run_id IN ({{marks}}) AND status IN {sql_in(CLAIMABLE)}")
+MISS_QUEUED = ("UPDATE job_run SET status = 'MISSED', instance_id = ?, started_at = ?, finished_at = ?, duration_s = 0, "
+               f"error_type = 'Misfire', error_message = ? WHERE run_id = ? AND status IN {sql_in(CLAIMABLE)}")
+CANCEL_QUEUED = ("UPDATE job_run SET status = 'CANCELLED', finished_at = ?, duration_s = 0, error_type = 'Cancelled', "
+                 f"error_message = ?, cancelled_by = ? WHERE status IN {sql_in(CLAIMABLE)} AND {{who}} = ?")
+FLAG_RUNNING = ("UPDATE job_run SET cancel_requested = 1, cancelled_by = ? WHERE status = 'RUNNING' "
+                "AND cancel_requested = 0 AND {who} = ?")
+CANCEL_REQUESTS = ("SELECT run_id, cancelled_by FROM job_run WHERE status = 'RUNNING' AND instance_id = ? "
+                   "AND cancel_requested = 1")
+QUEUE_DEPTHS = f"SELECT queue, COUNT(*) FROM job_run WHERE status IN {sql_in(CLAIMABLE)} GROUP BY queue"
+
+
+def marks(count: int, mark: str = "?") -> str:
+    return ", ".join([mark] * count)
+
+
+def cancel_target(run_id: int | None, job_id: str | None) -> tuple[str, Any]:
+    """(column, value) a cancel request names: one run, or every run of a job."""
+    if (run_id is None) == (job_id is None):
+        raise ValueError("request_cancel: name a run_id or a job_id")
+    return ("run_id", run_id) if run_id is not None else ("job_id", job_id)
+
+
+def instance_params(i: InstanceInfo, ts: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
+    """INSTANCE_COLUMNS but heartbeat_at (each dialect stamps that itself)."""
+    return (i.instance_id, i.host, i.pid, ts(i.started_at), i.role, ",".join(i.queues), i.capacity, i.running)
+
+
+def instance_row(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> InstanceInfo:
+    return InstanceInfo(r[0], r[1], int(r[2]), ts(r[3]), ts(r[4]), role=r[5] or "",  # type: ignore[arg-type]
+                        queues=tuple(q for q in (r[6] or "").split(",") if q), capacity=int(r[7] or 0),
+                        running=int(r[8] or 0))
 
 GET_WATERMARK = "SELECT last_data_time FROM scheduled_job WHERE job_id = ?"
 SET_WATERMARK = "UPDATE scheduled_job SET last_data_time = ? WHERE job_id = ?"
@@ -90,11 +136,16 @@ def chunked(job_ids: Collection[str] | None) -> list[list[str] | None]:
 
 
 def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int | None) -> tuple[Any, ...]:
-    is_final = claim.status is not RunStatus.RUNNING
-    return (claim.job_id, ts(claim.scheduled_at), claim.status.value, claim.attempt, claim.kind,
-            claim.instance_id, token, ts(claim.started_at), ts(claim.started_at) if is_final else None,
-            0.0 if is_final else None, claim.error_type, claim.error_message,
-            ts(claim.data_start), ts(claim.data_end))
+    """A claim as a job_run row. A queued (PENDING) row has not started: its claim time is when it
+    was enqueued, and a worker's claim sets started_at; a row born final ends as it starts."""
+    status = claim.status
+    is_queued = status is RunStatus.PENDING
+    at = ts(claim.started_at)
+    return (claim.job_id, ts(claim.scheduled_at), status.value, claim.attempt, claim.kind,
+            "" if is_queued else claim.instance_id, token, None if is_queued else at,
+            at if status.is_final else None, 0.0 if status.is_final else None, claim.error_type,
+            claim.error_message, ts(claim.data_start), ts(claim.data_end), claim.queue, claim.claim_token,
+            at if is_queued else None)
 
 
 def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
@@ -128,7 +179,8 @@ def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRec
         run_id=int(r[0]), job_id=r[1], scheduled_at=ts(r[2]), status=RunStatus(r[3]),  # type: ignore[arg-type]
         attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
         duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
-        data_start=ts(r[13]), data_end=ts(r[14]), error_traceback=r[15])
+        data_start=ts(r[13]), data_end=ts(r[14]), queue=r[15], claim_token=None if r[16] is None else int(r[16]),
+        enqueued_at=ts(r[17]), error_traceback=r[18], cancel_requested=bool(r[19]), cancelled_by=r[20])
 
 
 def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[str], set[str]] | None:

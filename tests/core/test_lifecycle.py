@@ -18,3 +18,21 @@ def test_missed_and_skipped_are_born_final():
     assert advance(None, S.MISSED) is S.MISSED
     with pytest.raises(IllegalTransition):
         advance(S.MISSED, S.RUNNING)
+
+
+def test_the_derived_guards_follow_the_table():
+    from piko.core.lifecycle import ABANDONABLE, CLAIMABLE, FINISHABLE, TRANSITIONS
+
+    ends = {S.SUCCESS, S.FAILED, S.TIMEOUT, S.CANCELLED}
+    assert FINISHABLE == {S.RUNNING, S.ABANDONED} == {s for s, m in TRANSITIONS.items() if s and ends <= m}
+    assert ABANDONABLE == {S.RUNNING}
+    assert CLAIMABLE == {S.PENDING}
+
+
+def test_a_queued_run_starts_is_cancelled_or_missed_but_never_ends_otherwise():
+    assert advance(S.PENDING, S.RUNNING) is S.RUNNING
+    assert advance(S.PENDING, S.CANCELLED) is S.CANCELLED
+    assert advance(S.PENDING, S.MISSED) is S.MISSED
+    with pytest.raises(IllegalTransition, match="cannot go from PENDING to SUCCESS"):
+        advance(S.PENDING, S.SUCCESS)
+    assert not S.PENDING.is_final and not S.RUNNING.is_final and S.MISSED.is_final

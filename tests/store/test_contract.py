@@ -303,7 +303,7 @@ async def test_recent_runs_refuses_an_unknown_status_or_kind_naming_the_allowed_
 
     with pytest.raises(ConfigError, match=r"unknown run kind 'manaul' \(use one of schedule, manual, backfill"):
         await store.recent_runs(kind="manaul")
-    with pytest.raises(ConfigError, match=r"unknown run status 'failed' \(use one of RUNNING, SUCCESS, FAILED"):
+    with pytest.raises(ConfigError, match=r"unknown run status 'failed' \(use one of PENDING, RUNNING, SUCCESS, FAILED"):
         await store.recent_runs(status="failed")  # type: ignore[arg-type]
 
 

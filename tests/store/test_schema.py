@@ -11,7 +11,7 @@ from piko.store import make_store, schema
 from piko.store.mysql import schema as mysql_schema
 from piko.store.sqlite import store as sqlite
 from piko.store.schema import latest_version, migrations
-from tests.store.raw_sql import raw_fetchall
+from tests.store.raw_sql import raw_execute, raw_fetchall
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 
@@ -21,7 +21,7 @@ def test_migrations_are_numbered_one_up_with_no_gaps() -> None:
         assert [m.version for m in migrations(dialect)] == list(range(1, latest_version(dialect) + 1))
 
 
-async def test_a_version_3_database_migrates_to_4_and_its_runs_read_back_without_a_traceback(
+async def test_a_version_3_database_migrates_to_the_newest_and_its_runs_read_back(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if store_url.startswith("memory"):
         pytest.skip("migrations: for the SQL stores only")
@@ -33,19 +33,21 @@ async def test_a_version_3_database_migrates_to_4_and_its_runs_read_back_without
         await old.open()
         try:
             assert await old.schema_version() == 3
-            run_id = await old.claim_run(RunClaim("j", T0, RunStatus.RUNNING, T0, "inst"))
-            assert run_id is not None
+            await raw_execute(old, "INSERT INTO job_run (job_id, scheduled_time, status, attempt, kind, instance_id, "
+                                   "started_at) VALUES ('j', '2026-03-01 12:00:00', 'RUNNING', 1, 'schedule', "
+                                   "'inst', '2026-03-01 12:00:00')")
         finally:
             await old.close()
     new = make_store(store_url)
     await new.open()
     try:
-        assert await new.schema_version() == 4
+        assert await new.schema_version() == latest_version()
         (run,) = await new.recent_runs()
-        assert (run.run_id, run.status, run.error_traceback) == (run_id, RunStatus.RUNNING, None)
-        await new.finish_run(run_id, RunStatus.FAILED, T0, "E", "m", error_traceback="Traceback ...\nE: m\n")
+        assert (run.status, run.scheduled_at, run.error_traceback) == (RunStatus.RUNNING, T0, None)
+        assert (run.queue, run.claim_token, run.enqueued_at, run.cancel_requested) == ("default", None, None, False)
+        await new.finish_run(run.run_id, RunStatus.FAILED, T0, "E", "m", error_traceback="Traceback ...\nE: m\n")
         assert (await new.recent_runs())[0].error_traceback == "Traceback ...\nE: m\n"
         versions = [int(r[0]) for r in await raw_fetchall(new, "SELECT version FROM piko_schema ORDER BY version")]
-        assert versions == [1, 2, 3, 4]
+        assert versions == list(range(1, latest_version() + 1))
     finally:
         await new.close()

@@ -18,20 +18,20 @@ def claim(job_id: str, **kw) -> RunClaim:
     return RunClaim(job_id, T0, kw.pop("status", RunStatus.RUNNING), T0, "inst", **kw)
 
 
-@pytest.mark.parametrize("has_returning, has_update_from", [(True, True), (False, False)])
-async def test_claims_and_finishes_in_batches_on_old_and_new_sqlite(tmp_path, monkeypatch,
-                                                                    has_returning, has_update_from) -> None:
+@pytest.mark.parametrize("has_returning", [True, False])
+async def test_claims_and_finishes_in_batches_on_old_and_new_sqlite(tmp_path, monkeypatch, has_returning) -> None:
     monkeypatch.setattr(sqlite_batch, "_HAS_RETURNING", has_returning)
-    monkeypatch.setattr(sqlite_batch, "_HAS_UPDATE_FROM", has_update_from)
     store = SqliteStore(str(tmp_path / "b.db"))
     await store.open()
     try:
         assert await store.claim_run(claim("taken")) is not None
         ids = await store.claim_runs([claim("a"), claim("taken"), claim("a"), claim("b", take_lock=False)])
         assert ids[1] is None and ids[2] is None and ids[0] is not None and ids[3] is not None
-        await store.finish_runs([RunFinish(ids[0], RunStatus.SUCCESS, T0 + timedelta(seconds=2)),
-                                 RunFinish(ids[3], RunStatus.FAILED, T0 + timedelta(seconds=1), "E", "m", 0.5,
-                                           "Traceback ...\nE: m\n")])
+        refused = await store.finish_runs([RunFinish(ids[0], RunStatus.SUCCESS, T0 + timedelta(seconds=2)),
+                                           RunFinish(ids[3], RunStatus.FAILED, T0 + timedelta(seconds=1), "E", "m",
+                                                     0.5, "Traceback ...\nE: m\n"),
+                                           RunFinish(ids[0], RunStatus.FAILED, T0)])  # a second end: refused
+        assert refused == [ids[0]]
         runs = {r.run_id: r for r in await store.recent_runs()}
         assert (runs[ids[0]].status, runs[ids[0]].duration_s) == (RunStatus.SUCCESS, pytest.approx(2.0, abs=1e-3))
         assert (runs[ids[3]].status, runs[ids[3]].duration_s, runs[ids[3]].error_type) == (RunStatus.FAILED, 0.5, "E")

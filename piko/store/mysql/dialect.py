@@ -96,11 +96,12 @@ FINISH_RUN = q("UPDATE job_run SET status = ?, finished_at = ?, "
 FINISH_RUN_MEASURED = q("UPDATE job_run SET status = ?, finished_at = ?, "
                         "duration_s = COALESCE(?, ROUND(TIMESTAMPDIFF(MICROSECOND, started_at, ?) / 1000000, 6)), "
                         "error_type = ?, error_message = ?, error_traceback = ? "
-                        f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
+                        f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD} AND claim_token <=> ?")  # NULL-safe
 # Heartbeats and their age use the server clock: instances on hosts with skewed clocks still
 # judge each other fairly (a lagging clock must not make a live instance look silent).
-HEARTBEAT = q(f"INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) "
-              f"VALUES (?, ?, ?, ?, {NOW}) ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)")
+HEARTBEAT = q(f"INSERT INTO piko_instance ({sql.INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW}) "
+              "ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at), role = VALUES(role), "
+              "queues = VALUES(queues), capacity = VALUES(capacity), running = VALUES(running)")
 SELECT_INSTANCES = q(sql.SELECT_INSTANCES)
 FORGET_INSTANCE = q("DELETE FROM piko_instance WHERE instance_id = ?")
 FORGET_STALE_INSTANCES = f"DELETE FROM piko_instance WHERE heartbeat_at < {NOW} - INTERVAL %s MICROSECOND"
@@ -194,3 +195,21 @@ def upsert_rows_statement(table: str, columns: Sequence[str], key_columns: Seque
 
 schedule_row = sql.schedule_row  # shared with the SQLite store
 schedule_params = sql.schedule_params
+
+
+# -- the queue (cluster execution) ---------------------------------------------------------
+# SKIP LOCKED: workers claiming at once take different rows, none waits (index: status, queue, run_id)
+SELECT_QUEUED = sql.SELECT_QUEUED + " FOR UPDATE SKIP LOCKED"
+STRIP_ABANDONED_TOKEN = q(sql.STRIP_ABANDONED_TOKEN)
+MISS_QUEUED = q(sql.MISS_QUEUED)
+CANCEL_REQUESTS = q(sql.CANCEL_REQUESTS)
+QUEUE_DEPTHS = q(sql.QUEUE_DEPTHS)
+# A job's gate row, locked in job order, serializes the claims that count its running runs.
+FIND_GATES = "SELECT job_id FROM piko_job_gate WHERE job_id IN ({marks})"
+ADD_GATE = "INSERT IGNORE INTO piko_job_gate (job_id) VALUES (%s)"
+LOCK_GATES = "SELECT job_id FROM piko_job_gate WHERE job_id IN ({marks}) ORDER BY job_id FOR UPDATE"  # '?' style
+
+
+def with_marks(statement: str, count: int) -> str:
+    """A shared statement ('?' style) with `count` placeholders in its IN list, in the driver's style."""
+    return q(statement.format(marks=sql.marks(count)))

@@ -21,15 +21,27 @@ from piko.store.mysql.leases import check_fence
 
 async def claim(cur: Any, claim: RunClaim, token: int | None) -> int | None:
     """Lock row (or re-run check) and run row; None when the lock is taken or a re-run may not go."""
+    if not await claim_slot(cur, claim, token):
+        return None
+    return await insert_run(cur, claim, token)
+
+
+async def claim_slot(cur: Any, claim: RunClaim, token: int | None) -> bool:
+    """Take the time's lock row, or pass a re-run's check (sees this transaction's own rows)."""
     if claim.take_lock:
         await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at), claim.instance_id, token,
                                          to_naive_utc(claim.started_at)))
-        if cur.rowcount != 1:
-            return None
-    elif claim.rerun_if and not await _may_rerun(cur, claim):  # sees this transaction's own rows
-        return None
+        return bool(cur.rowcount == 1)
+    return not claim.rerun_if or await _may_rerun(cur, claim)
+
+
+async def insert_run(cur: Any, claim: RunClaim, token: int | None) -> int:
+    """One run row; a re-run's row takes the claim token of an ABANDONED run before it away."""
     await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
-    return int(cur.lastrowid)
+    run_id = int(cur.lastrowid)
+    if claim.rerun_if:
+        await cur.execute(my.STRIP_ABANDONED_TOKEN, (claim.job_id, to_naive_utc(claim.scheduled_at), run_id))
+    return run_id
 
 
 async def claim_many(cur: Any, claims: Sequence[RunClaim]) -> list[int | None]:
@@ -54,9 +66,17 @@ async def _may_rerun(cur: Any, claim: RunClaim) -> bool:
     return sql.may_rerun(claim, await cur.fetchone())
 
 
-def finish_params(finishes: Sequence[RunFinish]) -> list[tuple[Any, ...]]:
-    return [(f.status.value, to_naive_utc(f.finished_at), f.duration_s, to_naive_utc(f.finished_at),
-             f.error_type, f.error_message, f.error_traceback, f.run_id) for f in finishes]
+async def finish_runs(cur: Any, finishes: Sequence[RunFinish]) -> list[int]:
+    """Write the ends (one statement each: what executemany would send); the run ids whose row had
+    moved on (already ended, or handed to another attempt: its claim token is gone)."""
+    refused = []
+    for f in finishes:
+        await cur.execute(my.FINISH_RUN_MEASURED, (f.status.value, to_naive_utc(f.finished_at), f.duration_s,
+                                                   to_naive_utc(f.finished_at), f.error_type, f.error_message,
+                                                   f.error_traceback, f.run_id, f.claim_token))
+        if cur.rowcount != 1:
+            refused.append(f.run_id)
+    return refused
 
 
 async def sweep(cur: Any, stale_before: datetime, now: datetime, dead: Sequence[str]) -> int:

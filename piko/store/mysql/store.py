@@ -11,15 +11,17 @@ retried with bounded backoff. Must not import the SQLite store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from piko.core.placement import JobLimits
 from piko.core.types import (
     ConfigRow,
     Fence,
     InstanceInfo,
     LeaseGrant,
+    QueueClaim,
     RunClaim,
     RunFinish,
     RunRecord,
@@ -31,7 +33,7 @@ from piko.observability.logging import mask_dsn
 from piko.store import sql
 from piko.store.codec import from_db, to_naive_utc, to_param
 from piko.store.mysql import dialect as my
-from piko.store.mysql import leases, runs
+from piko.store.mysql import leases, queue, runs
 from piko.store.mysql import schema as mysql_schema
 from piko.store.mysql.pool import MysqlConnections, Op, T
 
@@ -217,9 +219,8 @@ class MysqlStore:
         """Every claim of the batch in one transaction (one fence check, one commit)."""
         return await self._call(lambda cur: runs.claim_many(cur, claims), is_tx=True)
 
-    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
-        params = runs.finish_params(finishes)
-        await self._call(lambda cur: cur.executemany(my.FINISH_RUN_MEASURED, params), is_tx=True)
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> list[int]:
+        return await self._call(lambda cur: runs.finish_runs(cur, finishes), is_tx=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None,
@@ -251,19 +252,36 @@ class MysqlStore:
         return {r[0]: from_db(r[1]) for r in rows if r[1] is not None}  # type: ignore[misc]
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
-        params = (instance.instance_id, instance.host, instance.pid, to_naive_utc(instance.started_at))
-
-        async def beat(cur: Any) -> None:
-            await cur.execute(my.HEARTBEAT, params)
-        await self._call(beat, is_urgent=True)  # never queued behind a burst of claims
+        params = sql.instance_params(instance, to_naive_utc)
+        await self._call(lambda cur: cur.execute(my.HEARTBEAT, params), is_urgent=True)  # never behind a burst
 
     async def list_instances(self) -> list[InstanceInfo]:
-        rows = await self._fetchall(my.SELECT_INSTANCES)
-        return [InstanceInfo(r[0], r[1], int(r[2]), from_db(r[3]), from_db(r[4])) for r in rows]  # type: ignore[arg-type]
+        return [sql.instance_row(r, from_db) for r in await self._fetchall(my.SELECT_INSTANCES)]
 
     async def abandon_orphans(self, stale_before: datetime, now: datetime,
                               dead_instances: Sequence[str] = ()) -> int:
         return await self._call(lambda cur: runs.sweep(cur, stale_before, now, dead_instances), is_tx=True)
+
+    # -- the queue (cluster execution) -----------------------------------------------------
+    async def place_runs(self, claims: Sequence[RunClaim]) -> list[tuple[int | None, RunStatus]]:
+        return await self._call(lambda cur: queue.place_runs(cur, claims), is_tx=True)
+
+    async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
+                           limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+        return await self._call(
+            lambda cur: queue.claim_queued(cur, instance_id, queues, capacity, claim_token, limits_for, now),
+            is_tx=True)
+
+    async def request_cancel(self, *, by: str, now: datetime, run_id: int | None = None,
+                             job_id: str | None = None) -> tuple[int, int]:
+        column, value = sql.cancel_target(run_id, job_id)
+        return await self._call(lambda cur: queue.request_cancel(cur, column, value, by, now), is_tx=True)
+
+    async def cancel_requests(self, instance_id: str) -> list[tuple[int, str]]:
+        return [(int(r[0]), str(r[1] or "")) for r in await self._fetchall(my.CANCEL_REQUESTS, (instance_id,))]
+
+    async def queue_depths(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in await self._fetchall(my.QUEUE_DEPTHS)}
 
     # -- stateful jobs ----------------------------------------------------------------------
     async def get_watermark(self, job_id: str) -> datetime | None:

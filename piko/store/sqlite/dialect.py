@@ -26,19 +26,22 @@ TAKE_LOCK = ("INSERT OR IGNORE INTO job_lock(job_id, scheduled_time, instance_id
 _DURATION = "ROUND((julianday({at}) - julianday(job_run.started_at)) * 86400.0, 6)"
 FINISH_RUN = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = " + _DURATION.format(at="?") + ", "
               f"error_type = ?, error_message = ?, error_traceback = ? WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
+# a claim's end: written only while the row still carries the claim's token (IS: NULL-safe equality)
 FINISH_RUN_MEASURED = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
                        + _DURATION.format(at="?") + "), error_type = ?, error_message = ?, error_traceback = ? "
-                       f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
-# SQLite >= 3.33: many ends in one statement, from a VALUES list (run_id, status, finished_at,
-# error_type, error_message, duration_s, error_traceback)
+                       f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD} AND claim_token IS ?")
+# SQLite >= 3.35: many ends in one statement, from a VALUES list (run_id, status, finished_at,
+# error_type, error_message, duration_s, error_traceback, claim_token), answering the runs it ended
 FINISH_RUNS_FROM = ("UPDATE job_run SET status = v.column2, finished_at = v.column3, duration_s = COALESCE("
                     "v.column6, " + _DURATION.format(at="v.column3") + "), error_type = v.column4, "
                     "error_message = v.column5, error_traceback = v.column7 FROM (VALUES {values}) AS v "
-                    "WHERE job_run.run_id = v.column1 AND job_run." + sql.FINISHABLE_GUARD)
+                    "WHERE job_run.run_id = v.column1 AND job_run." + sql.FINISHABLE_GUARD
+                    + " AND job_run.claim_token IS v.column8 RETURNING job_run.run_id")
 
 # -- instances ------------------------------------------------------------------------------
-HEARTBEAT = ("INSERT INTO piko_instance (instance_id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
-             "ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
+HEARTBEAT = (f"INSERT INTO piko_instance ({sql.INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+             "ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, role = excluded.role, "
+             "queues = excluded.queues, capacity = excluded.capacity, running = excluded.running")
 FORGET_INSTANCE = "DELETE FROM piko_instance WHERE instance_id = ?"
 FORGET_STALE_INSTANCES = "DELETE FROM piko_instance WHERE heartbeat_at < ?"
 

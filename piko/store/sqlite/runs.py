@@ -22,7 +22,6 @@ from piko.store.sqlite import dialect
 from piko.store.sqlite.leases import check_fence
 
 _PARAMS_MAX = 999
-_HAS_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
@@ -93,7 +92,7 @@ def _insert_locks_checked(conn: sqlite3.Connection, rows: list[tuple[Any, ...]])
 def insert_runs(conn: sqlite3.Connection, claims: Sequence[RunClaim], ts: Callable[[Any], Any],
                 token: int | None) -> list[int]:
     ids: list[int] = []
-    for chunk in _chunks(claims, 14):
+    for chunk in _chunks(claims, sql.RUN_WIDTH):
         params = [sql.run_params(c, ts, token) for c in chunk]
         cur = conn.execute(sql.INSERT_RUN.split(" VALUES ")[0] + " VALUES " +
                            ", ".join([sql.RUN_PLACEHOLDERS] * len(params)), [v for p in params for v in p])
@@ -113,18 +112,37 @@ def _find_ids(conn: sqlite3.Connection, chunk: Sequence[RunClaim], ts: Callable[
             for c in chunk]
 
 
-def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Callable[[Any], Any]) -> None:
-    if not _HAS_UPDATE_FROM:
-        conn.executemany(dialect.FINISH_RUN_MEASURED,
-                         [(f.status.value, ts(f.finished_at), f.duration_s, ts(f.finished_at), f.error_type,
-                           f.error_message, f.error_traceback, f.run_id) for f in finishes])
-        return
-    for chunk in _chunks(finishes, 7):
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        conn.execute(dialect.FINISH_RUNS_FROM.format(values=values),
-                     [x for f in chunk
-                      for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message,
-                                f.duration_s, f.error_traceback)])
+def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Callable[[Any], Any]) -> list[int]:
+    """Write the ends; the run ids whose row had moved on (already ended, or handed to another
+    attempt: its claim token is gone) and so kept what it had."""
+    ended: set[int] = set()
+    if not _HAS_RETURNING:  # SQLite < 3.35: one statement per end, counted
+        for f in finishes:
+            cur = conn.execute(dialect.FINISH_RUN_MEASURED, (f.status.value, ts(f.finished_at), f.duration_s,
+                                                             ts(f.finished_at), f.error_type, f.error_message,
+                                                             f.error_traceback, f.run_id, f.claim_token))
+            if cur.rowcount == 1:
+                ended.add(f.run_id)
+        return _refused(finishes, ended)
+    first = list({f.run_id: f for f in reversed(finishes)}.values())  # UPDATE FROM picks any of two rows
+    for chunk in _chunks(first, 8):
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        ended.update(int(r[0]) for r in conn.execute(
+            dialect.FINISH_RUNS_FROM.format(values=values),
+            [x for f in chunk for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message,
+                                        f.duration_s, f.error_traceback, f.claim_token)]))
+    return _refused(finishes, ended)
+
+
+def _refused(finishes: Sequence[RunFinish], ended: set[int]) -> list[int]:
+    """The ends not written: a run ends once, so a second end of it in one batch is refused too."""
+    refused = []
+    for f in finishes:
+        if f.run_id in ended:
+            ended.discard(f.run_id)
+        else:
+            refused.append(f.run_id)
+    return refused
 
 
 def claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
@@ -139,8 +157,15 @@ def claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
             return None
     elif claim.rerun_if and not _may_rerun(conn, claim, scheduled):
         return None
-    cur = conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token))
-    return int(cur.lastrowid)  # type: ignore[arg-type]
+    return insert_run(conn, claim, token)
+
+
+def insert_run(conn: sqlite3.Connection, claim: RunClaim, token: int | None) -> int:
+    """One run row; a re-run's row takes the claim token of an ABANDONED run before it away."""
+    run_id = int(conn.execute(sql.INSERT_RUN, sql.run_params(claim, to_text, token)).lastrowid)  # type: ignore[arg-type]
+    if claim.rerun_if:
+        conn.execute(sql.STRIP_ABANDONED_TOKEN, (claim.job_id, to_text(claim.scheduled_at), run_id))
+    return run_id
 
 
 def claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int | None]:
@@ -160,7 +185,11 @@ def claim_many(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[int
     if any(c.rerun_if for c in claims):
         keep = _check_reruns(conn, claims, keep, ts)
     ids = iter(insert_runs(conn, [c for c, k in zip(claims, keep, strict=True) if k], ts, token))
-    return [next(ids) if k else None for k in keep]
+    out = [next(ids) if k else None for k in keep]
+    for c, run_id in zip(claims, out, strict=True):
+        if run_id is not None and c.rerun_if:
+            conn.execute(sql.STRIP_ABANDONED_TOKEN, (c.job_id, ts(c.scheduled_at), run_id))
+    return out
 
 
 def _may_rerun(conn: sqlite3.Connection, claim: RunClaim, scheduled: str | None) -> bool:

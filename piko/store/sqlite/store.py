@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from piko.core.placement import JobLimits
 from piko.core.types import (
     ConfigRow,
     Fence,
     InstanceInfo,
     LeaseGrant,
+    QueueClaim,
     RunClaim,
     RunFinish,
     RunRecord,
@@ -31,7 +33,7 @@ from piko.store import sql
 from piko.store.codec import from_db, to_param, to_text
 from piko.store.schema import SCHEMA_TABLE, latest_version, migrations, render
 from piko.store.sqlite import access as sqlite_access
-from piko.store.sqlite import dialect, leases, runs
+from piko.store.sqlite import dialect, leases, queue, runs
 from piko.store.sqlite.worker import SqliteWorker
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -176,8 +178,9 @@ class SqliteStore:
     async def claim_runs(self, claims: Sequence[RunClaim]) -> list[int | None]:
         return await self._worker.call(lambda c: runs.claim_many(c, claims), is_write=True)  # type: ignore[no-any-return]
 
-    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
-        await self._worker.call(lambda c: runs.finish_runs(c, finishes, to_text), is_write=True)
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> list[int]:
+        return await self._worker.call(lambda c: runs.finish_runs(c, finishes, to_text),  # type: ignore[no-any-return]
+                                       is_write=True)
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime,
                          error_type: str | None = None, error_message: str | None = None,
@@ -214,18 +217,43 @@ class SqliteStore:
         return {j: from_db(t) for j, t in await self._worker.call(read, is_write=False) if t is not None}  # type: ignore[misc]
 
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
-        params = (instance.instance_id, instance.host, instance.pid, to_text(instance.started_at), to_text(now))
+        params = (*sql.instance_params(instance, to_text), to_text(now))
         await self._worker.call(lambda c: c.execute(dialect.HEARTBEAT, params), is_write=True, is_urgent=True)
 
     async def list_instances(self) -> list[InstanceInfo]:
         rows = await self._worker.call(lambda c: c.execute(sql.SELECT_INSTANCES).fetchall(), is_write=False)
-        return [InstanceInfo(r[0], r[1], int(r[2]), from_db(r[3]), from_db(r[4])) for r in rows]  # type: ignore[arg-type]
+        return [sql.instance_row(r, from_db) for r in rows]
 
     async def abandon_orphans(self, stale_before: datetime, now: datetime,
                               dead_instances: Sequence[str] = ()) -> int:
         stale, at = to_text(stale_before), to_text(now)
         return await self._worker.call(lambda c: runs.sweep(c, stale, at, dead_instances),  # type: ignore[no-any-return]
                                        is_write=True)
+
+    # -- the queue (cluster execution) -----------------------------------------------------
+    async def place_runs(self, claims: Sequence[RunClaim]) -> list[tuple[int | None, RunStatus]]:
+        return await self._worker.call(lambda c: queue.place_runs(c, claims), is_write=True)  # type: ignore[no-any-return]
+
+    async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
+                           limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+        return await self._worker.call(  # type: ignore[no-any-return]
+            lambda c: queue.claim_queued(c, instance_id, queues, capacity, claim_token, limits_for, now),
+            is_write=True)
+
+    async def request_cancel(self, *, by: str, now: datetime, run_id: int | None = None,
+                             job_id: str | None = None) -> tuple[int, int]:
+        column, value = sql.cancel_target(run_id, job_id)
+        return await self._worker.call(lambda c: queue.request_cancel(c, column, value, by, now),  # type: ignore[no-any-return]
+                                       is_write=True)
+
+    async def cancel_requests(self, instance_id: str) -> list[tuple[int, str]]:
+        rows = await self._worker.call(lambda c: c.execute(sql.CANCEL_REQUESTS, (instance_id,)).fetchall(),
+                                       is_write=False)
+        return [(int(r[0]), str(r[1] or "")) for r in rows]
+
+    async def queue_depths(self) -> dict[str, int]:
+        rows = await self._worker.call(lambda c: c.execute(sql.QUEUE_DEPTHS).fetchall(), is_write=False)
+        return {str(r[0]): int(r[1]) for r in rows}
 
     # -- stateful jobs -----------------------------------------------------------------
     async def get_watermark(self, job_id: str) -> datetime | None:

@@ -1,4 +1,4 @@
-"""The memory store: every Store role in plain dicts, for tests and for trying piko out.
+"""The memory store: every Store role in plain dicts (tables.py), the queue role from queue.py.
 
 Same contract as the SQL stores (tests/store runs one suite over all three): the same run
 lock, status guards (core/lifecycle.py), re-run checks, change log, fences and lease terms.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,45 +31,20 @@ from piko.core.types import (
 from piko.errors import LeaseLost, StoreError
 from piko.protocols import Clock
 from piko.store import sql
+from piko.store.memory.queue import MemoryQueue
+from piko.store.memory.tables import Lease, Schedule, Tables
 from piko.store.schema import latest_version
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-@dataclass
-class _Lease:
-    holder: str = ""
-    token: int = 0
-    expires_at: datetime | None = None
-
-
-@dataclass
-class _Schedule:
-    row: ScheduleRow
-    last_data_time: datetime | None = None
-
-
-@dataclass
-class _Tables:
-    schedules: dict[str, _Schedule] = field(default_factory=dict)
-    configs: dict[str, ConfigRow] = field(default_factory=dict)
-    history: list[ConfigRow] = field(default_factory=list)
-    changes: list[tuple[int, str, str, datetime]] = field(default_factory=list)  # seq, table, job_id, at
-    runs: dict[int, RunRecord] = field(default_factory=dict)
-    fences: dict[int, int | None] = field(default_factory=dict)  # run_id -> fence token it was claimed under
-    locks: dict[tuple[str, datetime], str] = field(default_factory=dict)  # (job_id, time) -> instance
-    instances: dict[str, InstanceInfo] = field(default_factory=dict)
-    leases: dict[str, _Lease] = field(default_factory=dict)
-    sink_rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
-
-
-class MemoryStore:
+class MemoryStore(MemoryQueue):
     dialect = "memory"
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
         self.description = "memory (nothing is kept when the process ends)"
-        self.t = _Tables()
+        self.t = Tables()
         self._seq = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -97,7 +72,7 @@ class MemoryStore:
         if row.job_id in self.t.schedules:
             return False
         created = row.created_at or self.clock.now()
-        self.t.schedules[row.job_id] = _Schedule(replace(row, created_at=created))
+        self.t.schedules[row.job_id] = Schedule(replace(row, created_at=created))
         self._changed("scheduled_job", row.job_id)
         return True
 
@@ -171,39 +146,18 @@ class MemoryStore:
             raise StoreError("claim_runs: every claim of one batch must carry the same fence")
         fence = next(iter(fences), None)
         self._check_fence(fence)
-        return [self._claim(c, fence.token if fence else None) for c in claims]
+        return [self.t.claim(c, fence.token if fence else None) for c in claims]
 
-    def _claim(self, claim: RunClaim, token: int | None) -> int | None:
-        slot = (claim.job_id, claim.scheduled_at)
-        if claim.take_lock:
-            if slot in self.t.locks:
-                return None
-            self.t.locks[slot] = claim.instance_id
-        elif claim.rerun_if and not self._may_rerun(claim):
-            return None
-        run_id = len(self.t.runs) + 1
-        is_final = claim.status is not RunStatus.RUNNING
-        self.t.runs[run_id] = RunRecord(
-            run_id, claim.job_id, claim.scheduled_at, claim.status, claim.attempt, claim.kind, claim.instance_id,
-            claim.started_at, claim.started_at if is_final else None, 0.0 if is_final else None, claim.error_type,
-            claim.error_message, claim.data_start, claim.data_end)
-        self.t.fences[run_id] = token
-        return run_id
-
-    def _may_rerun(self, claim: RunClaim) -> bool:
-        if (claim.job_id, claim.scheduled_at) not in self.t.locks:
-            return False
-        newest = self._newest(claim.job_id, claim.scheduled_at)
-        return sql.may_rerun(claim, None if newest is None else (newest.status.value, newest.attempt))
-
-    def _newest(self, job_id: str, at: datetime) -> RunRecord | None:
-        found = [r for r in self.t.runs.values() if r.job_id == job_id and r.scheduled_at == at]
-        return found[-1] if found else None
-
-    async def finish_runs(self, finishes: Sequence[RunFinish]) -> None:
+    async def finish_runs(self, finishes: Sequence[RunFinish]) -> list[int]:
+        refused = []
         for f in finishes:
+            run = self.t.runs.get(f.run_id)
+            if run is None or run.status not in FINISHABLE or run.claim_token != f.claim_token:
+                refused.append(f.run_id)
+                continue
             self._finish(f.run_id, f.status, f.finished_at, f.error_type, f.error_message, f.duration_s,
                          f.error_traceback)
+        return refused
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime, error_type: str | None = None,
                          error_message: str | None = None, error_traceback: str | None = None) -> None:
@@ -232,11 +186,11 @@ class MemoryStore:
         return self.t.runs.get(run_id)
 
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None:
-        newest = self._newest(job_id, scheduled_at)
+        newest = self.t.newest(job_id, scheduled_at)
         return newest.status if newest else None
 
     async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None:
-        return self._newest(job_id, scheduled_at)
+        return self.t.newest(job_id, scheduled_at)
 
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         wanted, out = set(job_ids), dict[str, datetime]()
@@ -277,7 +231,7 @@ class MemoryStore:
             raise LeaseLost(f"leader term {fence.token} of {fence.holder!r} is no longer current")
 
     async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
-        lease = self.t.leases.setdefault(name, _Lease())
+        lease = self.t.leases.setdefault(name, Lease())
         now = self.clock.now()
         is_valid = lease.expires_at is not None and lease.expires_at >= now
         is_mine = lease.holder == holder and is_valid
