@@ -58,6 +58,30 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step
         await asyncio.sleep(step)
 
 
+async def run_until_quiet(max_rounds: int = 10_000) -> None:
+    """Let the event loop run until no callback is ready: every task waits on something only time
+    or a test brings (a fake clock's sleeper, a held store call, an event).
+
+    For apps on a FakeClock and a MemoryStore, where no thread or socket answers later: what is
+    not ready now will not become ready by itself. Timers on the loop's own clock (an
+    asyncio.wait timeout) are not waited for. Reads the loop's ready queue (a CPython detail,
+    acceptable in a test helper); fails if the loop is still busy after `max_rounds` yields.
+    """
+    loop = asyncio.get_running_loop()
+    for _ in range(max_rounds):
+        await asyncio.sleep(0)
+        if not loop._ready:  # type: ignore[attr-defined]
+            return
+    raise AssertionError(f"the event loop was still busy after {max_rounds} rounds")
+
+
+async def advance(clock: FakeClock, seconds: float) -> None:
+    """Let everything that can run now run, move the fake clock, and let what it woke run."""
+    await run_until_quiet()
+    clock.advance(seconds)
+    await run_until_quiet()
+
+
 class Every:
     """A minimal pure trigger for kernel tests: start + k * period."""
 

@@ -12,49 +12,30 @@ from typing import Any
 import pytest
 
 from piko.clock import FakeClock, SystemClock
-from piko.core.types import LeaseGrant, RunClaim, RunStatus
+from piko.core.types import RunClaim, RunStatus
 from piko.errors import LeaseLost, StoreUnavailable
 from piko.leader import LeaderElector, safety_margin_s
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.piko_metrics import PikoMetrics
 from piko.store import make_store
+from piko.store.memory import MemoryStore
+from tests.faults import FaultyStore
 
 UTC = timezone.utc
 
 
-class FakeLeaseStore:
-    """Leases only, with the fake clock as the "database clock"; can fail or hang on demand."""
+def lease_store(clock: FakeClock) -> FaultyStore:
+    """The memory store's leases, with the fake clock as the "database clock"; fails or hangs on demand."""
+    return FaultyStore(MemoryStore(clock))
 
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.holder, self.token, self.expires = "", 0, float("-inf")
-        self.error: Exception | None = None
-        self.hang: asyncio.Event | None = None  # set -> acquire waits until it is set
-        self.calls = 0
-        self.released: list[tuple[str, int]] = []
 
-    async def lease_acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseGrant | None:
-        self.calls += 1
-        if self.hang is not None:
-            await self.hang.wait()
-        if self.error is not None:
-            raise self.error
-        now = self.clock.monotonic()
-        is_mine = self.holder == holder and self.expires > now
-        if not (is_mine or self.holder == "" or self.expires <= now):
-            return None
-        if not is_mine:
-            self.token += 1
-        self.holder, self.expires = holder, now + ttl.total_seconds()
-        return LeaseGrant(self.token, not is_mine)
+def released(store: FaultyStore) -> list[tuple[str, int]]:
+    """(holder, token) of every lease_release the store was sent."""
+    return [(holder, token) for _, holder, token in store.answered["lease_release"]]
 
-    async def lease_release(self, name: str, holder: str, token: int) -> None:
-        self.released.append((holder, token))
-        if (self.holder, self.token) == (holder, token):
-            self.holder, self.expires = "", min(self.expires, self.clock.monotonic())
 
-    async def lease_holder(self, name: str) -> tuple[str, int] | None:
-        return (self.holder, self.token) if self.holder and self.expires > self.clock.monotonic() else None
+def lease_row(store: FaultyStore) -> Any:
+    return store.t.leases["main"]
 
 
 async def settle() -> None:
@@ -71,7 +52,7 @@ def elector(store: Any, clock: Any, holder: str = "a", changes: list[bool] | Non
 # -- deadlines on a fake clock -----------------------------------------------------------------
 def test_renew_interval_must_be_below_the_lease() -> None:
     with pytest.raises(ValueError, match="renew_interval_s"):
-        elector(FakeLeaseStore(FakeClock()), FakeClock(), lease_s=10, renew_interval_s=10)
+        elector(lease_store(FakeClock()), FakeClock(), lease_s=10, renew_interval_s=10)
 
 
 def test_first_elector_leads_with_a_fence_and_sets_the_gauge() -> None:
@@ -79,7 +60,7 @@ def test_first_elector_leads_with_a_fence_and_sets_the_gauge() -> None:
         clock = FakeClock()
         changes: list[bool] = []
         metrics = PikoMetrics(MetricsRegistry(), include_process=False, version="test")
-        async with elector(FakeLeaseStore(clock), clock, changes=changes, metrics=metrics, host="h1") as e:
+        async with elector(lease_store(clock), clock, changes=changes, metrics=metrics, host="h1") as e:
             await asyncio.wait_for(e.wait_until_leader(), 1)
             assert e.is_leader() and changes == [True]
             assert e.fence() is not None and e.fence().token == 1  # type: ignore[union-attr]
@@ -92,11 +73,11 @@ def test_first_elector_leads_with_a_fence_and_sets_the_gauge() -> None:
 def test_failing_renews_end_leadership_at_the_deadline_taken_before_the_send() -> None:
     async def scenario() -> None:
         clock, changes = FakeClock(), list[bool]()
-        store = FakeLeaseStore(clock)
+        store = lease_store(clock)
         async with elector(store, clock, changes=changes) as e:
             await settle()
             deadline = clock.monotonic() + 30.0 - safety_margin_s(30.0)
-            store.error = StoreUnavailable("down")
+            store.fail("lease_acquire", StoreUnavailable("down"))
             clock.advance(10.0)
             await settle()
             clock.advance(10.0)
@@ -109,7 +90,7 @@ def test_failing_renews_end_leadership_at_the_deadline_taken_before_the_send() -
             assert not e.is_leader() and e.fence() is None
             await settle()
             assert changes == [True, False]  # reported by the deadline timer, no renew needed
-            store.error = None
+            store.heal("lease_acquire")
             clock.advance(10.0)
             await settle()
             assert e.is_leader() and changes == [True, False, True]
@@ -119,17 +100,16 @@ def test_failing_renews_end_leadership_at_the_deadline_taken_before_the_send() -
 def test_a_renew_stuck_in_flight_does_not_extend_leadership() -> None:
     async def scenario() -> None:
         clock, changes = FakeClock(), list[bool]()
-        store = FakeLeaseStore(clock)
+        store = lease_store(clock)
         async with elector(store, clock, changes=changes) as e:
             await settle()
-            store.hang = asyncio.Event()
+            store.hold("lease_acquire")
             clock.advance(10.0)  # the renew is sent and never answers
             await settle()
             clock.advance(20.0)
             await settle()
             assert not e.is_leader() and changes == [True, False]
-            store.hang.set()
-            store.hang = None
+            store.release("lease_acquire")
             await settle()
     asyncio.run(scenario())
 
@@ -137,64 +117,64 @@ def test_a_renew_stuck_in_flight_does_not_extend_leadership() -> None:
 def test_stepping_down_stops_acting_at_once_and_releases_after_the_renew_in_flight() -> None:
     async def scenario() -> None:
         clock, changes = FakeClock(), list[bool]()
-        store = FakeLeaseStore(clock)
+        store = lease_store(clock)
         e = elector(store, clock, changes=changes)
         await e.__aenter__()
         await settle()
-        hang = store.hang = asyncio.Event()
+        store.hold("lease_acquire")
         clock.advance(10.0)  # a renew is now in flight
         await settle()
         stopping = asyncio.create_task(e.stop())
         await settle()
         assert not e.is_leader() and e.fence() is None and changes == [True, False]
-        assert store.released == []  # the token of the renew in flight is not known yet
-        store.hang = None
-        hang.set()
+        assert released(store) == []  # the token of the renew in flight is not known yet
+        store.release("lease_acquire")
         await stopping
-        assert store.released == [("a", 1)] and store.holder == ""
+        assert released(store) == [("a", 1)] and lease_row(store).holder == ""
     asyncio.run(scenario())
 
 
 def test_losing_the_lease_to_another_holder_steps_down_at_the_next_renew() -> None:
     async def scenario() -> None:
         clock, changes = FakeClock(), list[bool]()
-        store = FakeLeaseStore(clock)
+        store = lease_store(clock)
         async with elector(store, clock, changes=changes) as e:
             await settle()
-            store.holder, store.token = "b", store.token + 1  # e.g. an operator reassigned it
+            lease = lease_row(store)
+            lease.holder, lease.token = "b", lease.token + 1  # e.g. an operator reassigned it
             clock.advance(10.0)
             await settle()
             assert not e.is_leader() and changes == [True, False]
-        assert store.released == []  # nothing of ours to release
+        assert released(store) == []  # nothing of ours to release
     asyncio.run(scenario())
 
 
 def test_a_holder_known_to_be_dead_is_evicted_and_a_live_one_is_waited_for() -> None:
     async def body() -> None:
         clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
-        store = FakeLeaseStore(clock)
+        store = lease_store(clock)
         await store.lease_acquire("main", "crashed", timedelta(seconds=30))
         async with elector(store, clock, holder="b", is_holder_dead=lambda h: h == "crashed") as e:
-            assert e.is_leader() and store.released == [("crashed", 1)]
+            assert e.is_leader() and released(store) == [("crashed", 1)]
             assert e.fence().token == 2  # type: ignore[union-attr]
         await store.lease_acquire("main", "alive", timedelta(seconds=30))
         async with elector(store, clock, holder="c", is_holder_dead=lambda h: h == "crashed") as e:
-            assert not e.is_leader() and store.released[-1] != ("alive", 3)
+            assert not e.is_leader() and released(store)[-1] != ("alive", 3)
     asyncio.run(body())
 
 
 def test_store_errors_are_logged_rate_limited_and_retried_on_the_interval(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         clock = FakeClock()
-        store = FakeLeaseStore(clock)
-        store.error = StoreUnavailable("connection refused")
+        store = lease_store(clock)
+        store.fail("lease_acquire", StoreUnavailable("connection refused"))
         async with elector(store, clock) as e:
             for _ in range(12):  # two minutes of failures
                 await settle()
                 clock.advance(10.0)
             await settle()
-            assert store.calls == 13 and not e.is_leader()
-            store.error = None
+            assert store.calls["lease_acquire"] == 13 and not e.is_leader()
+            store.heal("lease_acquire")
             clock.advance(10.0)
             await settle()
             assert e.is_leader()
@@ -214,22 +194,6 @@ def lease_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'lease.db'}"
     return str(request.getfixturevalue("mysql_db_dsn"))
-
-
-class PausableStore:
-    """Passes calls through to a store; while paused, lease calls hang (a stalled process)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.running = asyncio.Event()
-        self.running.set()
-
-    async def lease_acquire(self, *args: Any) -> LeaseGrant | None:
-        await self.running.wait()
-        return await self.store.lease_acquire(*args)  # type: ignore[no-any-return]
-
-    async def lease_release(self, *args: Any) -> None:
-        await self.store.lease_release(*args)
 
 
 def run_with_stores(dsn: str, count: int, body: Callable[..., Awaitable[None]]) -> None:
@@ -295,9 +259,9 @@ def test_tokens_increase_on_every_new_term(lease_dsn: str) -> None:
 def test_paused_leader_stops_by_its_deadline_and_its_fenced_claim_is_refused(lease_dsn: str) -> None:
     async def body(s1: Any, s2: Any) -> None:
         loop = asyncio.get_running_loop()
-        paused = PausableStore(s1)
+        paused = FaultyStore(s1)  # its lease calls can be held, like a stalled process
         changes: list[tuple[bool, float]] = []
-        first = LeaderElector(paused, name="main", holder="a", lease_s=LEASE_S,  # type: ignore[arg-type]
+        first = LeaderElector(paused, name="main", holder="a", lease_s=LEASE_S,
                               renew_interval_s=RENEW_S, clock=SystemClock(),
                               on_change=lambda is_leader: changes.append((is_leader, loop.time())))
         async with first:
@@ -305,7 +269,7 @@ def test_paused_leader_stops_by_its_deadline_and_its_fenced_claim_is_refused(lea
             async with real(s2, "b") as second:
                 stale = first.fence()
                 assert stale is not None
-                paused.running.clear()  # every renew from now on hangs, like a stalled process
+                paused.hold("lease_acquire")  # every renew from now on hangs, like a stalled process
                 paused_at = loop.time()
                 late: list[float] = []
 
@@ -326,7 +290,7 @@ def test_paused_leader_stops_by_its_deadline_and_its_fenced_claim_is_refused(lea
                 now = datetime.now(UTC)
                 with pytest.raises(LeaseLost):
                     await s1.claim_run(RunClaim("job", now, RunStatus.RUNNING, now, "a", fence=stale))
-                paused.running.set()  # the stalled renew finally reaches the store ...
+                paused.release("lease_acquire")  # the stalled renew finally reaches the store ...
                 await asyncio.sleep(2 * RENEW_S)
                 assert not first.is_leader() and second.is_leader()  # ... and is refused
     run_with_stores(lease_dsn, 2, body)

@@ -12,24 +12,23 @@ from piko.clock import FakeClock
 from piko.core.pending_writes import PendingWrites
 from piko.core.types import RunFinish, RunStatus
 from piko.errors import LeaseLost, StoreUnavailable
+from piko.store.memory import MemoryStore
+from tests.faults import FaultyStore
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-class FlakyStore:
-    """finish_runs that fails while `is_down`; what it took, in order."""
+def down_store(clock: FakeClock | None = None) -> FaultyStore:
+    """The memory store with finish_runs failing until healed ("server has gone away")."""
+    store = FaultyStore(MemoryStore(clock))
+    store.fail("finish_runs", StoreUnavailable("server has gone away"))
+    return store
 
-    def __init__(self) -> None:
-        self.is_down = True
-        self.taken: list[int] = []
-        self.tries = 0
 
-    async def finish_runs(self, finishes):
-        self.tries += 1
-        if self.is_down:
-            raise StoreUnavailable("server has gone away")
-        self.taken += [f.run_id for f in finishes]
+def taken(store: FaultyStore) -> list[int]:
+    """The run ids of the ends the store took, in order."""
+    return [f.run_id for (finishes,) in store.answered["finish_runs"] for f in finishes]
 
 
 def finish(run_id: int) -> RunFinish:
@@ -43,7 +42,8 @@ async def settle() -> None:
 
 def test_an_end_the_store_refuses_is_retried_with_backoff_until_it_takes_it() -> None:
     async def scenario() -> None:
-        clock, store, sizes = FakeClock(T0), FlakyStore(), []
+        clock, sizes = FakeClock(T0), []
+        store = down_store(clock)
         pending = PendingWrites(store.finish_runs, clock, base_s=1.0, cap_s=4.0, on_size=sizes.append)
         pending.add_finish(finish(7), "j", T0, StoreUnavailable("down"))
         assert pending.holds("j", T0) and not pending.holds("j", T0.replace(minute=1))
@@ -51,12 +51,12 @@ def test_an_end_the_store_refuses_is_retried_with_backoff_until_it_takes_it() ->
             await settle()
             clock.advance(4.0)
         await settle()
-        tries_during_outage = store.tries
-        assert 3 <= tries_during_outage <= 7 and store.taken == []
-        store.is_down = False
+        tries_during_outage = store.calls["finish_runs"]
+        assert 3 <= tries_during_outage <= 7 and taken(store) == []
+        store.heal("finish_runs")
         clock.advance(4.0)
         await settle()
-        assert store.taken == [7] and len(pending) == 0 and sizes[-1] == 0
+        assert taken(store) == [7] and len(pending) == 0 and sizes[-1] == 0
         assert not pending.holds("j", T0)
 
     asyncio.run(scenario())
@@ -73,7 +73,7 @@ def test_bookkeeping_writes_land_in_the_order_they_were_made() -> None:
                 done.append(n)
             return go
 
-        pending = PendingWrites(FlakyStore().finish_runs, clock, base_s=1.0, cap_s=1.0)
+        pending = PendingWrites(down_store().finish_runs, clock, base_s=1.0, cap_s=1.0)
         for n in range(5):
             pending.add_write(f"write {n}", write(n), StoreUnavailable("down") if n == 0 else None)
         assert pending.has_writes
@@ -99,7 +99,7 @@ def test_a_write_refused_by_a_lost_leader_term_is_dropped_not_retried(caplog) ->
         async def after() -> None:
             later.append(1)
 
-        pending = PendingWrites(FlakyStore().finish_runs, clock, base_s=1.0)
+        pending = PendingWrites(down_store().finish_runs, clock, base_s=1.0)
         pending.add_write("the watermark of j", fenced, StoreUnavailable("down"))
         pending.add_write("the watermark of k", after, None)
         await settle()
@@ -115,7 +115,7 @@ def test_a_write_refused_by_a_lost_leader_term_is_dropped_not_retried(caplog) ->
 def test_past_the_limit_the_oldest_is_given_up_loudly_and_counted(caplog) -> None:
     async def scenario() -> list[int]:
         lost: list[int] = []
-        pending = PendingWrites(FlakyStore().finish_runs, FakeClock(T0), max_pending=3, on_lost=lost.append)
+        pending = PendingWrites(down_store().finish_runs, FakeClock(T0), max_pending=3, on_lost=lost.append)
         for run_id in range(1, 6):
             pending.add_finish(finish(run_id), "j", T0, StoreUnavailable("down"))
         assert len(pending) == 3
@@ -131,12 +131,12 @@ def test_past_the_limit_the_oldest_is_given_up_loudly_and_counted(caplog) -> Non
 
 def test_close_writes_what_waits_when_the_store_answers_within_the_budget() -> None:
     async def scenario() -> list[int]:
-        store = FlakyStore()
+        store = down_store()
         pending = PendingWrites(store.finish_runs, FakeClock(T0), base_s=0.01, cap_s=0.01)
         pending.add_finish(finish(1), "j", T0, StoreUnavailable("down"))
-        asyncio.get_running_loop().call_later(0.05, lambda: setattr(store, "is_down", False))
+        asyncio.get_running_loop().call_later(0.05, store.heal, "finish_runs")
         await pending.close(5.0)
-        return store.taken
+        return taken(store)
 
     assert asyncio.run(scenario()) == [1]
 
@@ -145,7 +145,7 @@ def test_close_writes_what_waits_when_the_store_answers_within_the_budget() -> N
 def test_close_with_the_store_still_down_logs_each_unwritten_end(caplog, budget_s: float) -> None:
     async def scenario() -> list[int]:
         lost: list[int] = []
-        pending = PendingWrites(FlakyStore().finish_runs, FakeClock(T0), base_s=0.01, on_lost=lost.append)
+        pending = PendingWrites(down_store().finish_runs, FakeClock(T0), base_s=0.01, on_lost=lost.append)
         pending.add_finish(RunFinish(9, RunStatus.FAILED, T0, "ValueError", "bad row"), "etl", T0,
                            StoreUnavailable("down"))
         await pending.close(budget_s)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +15,9 @@ from piko.errors import ConfigError
 from piko.persistence.intent import WriteIntent
 from piko.persistence.sink_base import RejectedIntents
 from piko.persistence.sinks import SQLITE_TABLE_DDL, JsonlFileSink, SqlSink, default_row
+from piko.store.memory import MemoryStore
 from piko.store.sqlite import SqliteStore
+from tests.faults import FaultyStore
 from tests.persistence.conftest import SCHEDULED_AT, intent
 
 
@@ -41,33 +42,29 @@ async def test_jsonl_sink_starts_a_new_line_after_a_line_cut_short(tmp_path: Pat
     assert [r["key"] for r in JsonlFileSink.read(path)] == ["1", "3"]
 
 
-class FakeStore:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[str, ...], list[Mapping[str, Any]]]] = []
-
-    async def upsert_rows(self, table: str, key_columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> int:
-        self.calls.append((table, tuple(key_columns), list(rows)))
-        return len(rows)
+def recording_store() -> FaultyStore:
+    """The memory store, remembering each upsert_rows call it answered (table, key columns, rows)."""
+    return FaultyStore(MemoryStore())
 
 
 async def test_sql_sink_upserts_default_rows_last_intent_per_key_wins() -> None:
-    store = FakeStore()
+    store = recording_store()
     sink = SqlSink("sql", "results", store=store)  # type: ignore[arg-type]
     await sink.write_batch([intent(1, payload={"v": 1}), intent(2), intent(1, payload={"v": 2})])
-    [(table, keys, rows)] = store.calls
-    assert (table, keys) == ("results", ("key",))
+    [(table, keys, rows)] = store.answered["upsert_rows"]
+    assert (table, tuple(keys)) == ("results", ("key",))
     assert [(r["key"], r["payload"]) for r in rows] == [("1", '{"v":2}'), ("2", '{"n":2}')]
     assert rows[0]["run_id"] == "1" and rows[0]["scheduled_time"] == SCHEDULED_AT
 
 
 async def test_sql_sink_rejects_deletes_and_bad_rows_one_by_one() -> None:
-    store = FakeStore()
-    sink = SqlSink("sql", "results", store=store, key_columns=("id",),  # type: ignore[arg-type]
+    store = MemoryStore()
+    sink = SqlSink("sql", "results", store=store, key_columns=("id",),
                    row_fn=lambda i: {"id": i.key} if i.key != "bad" else {"other": 1})
     delete = WriteIntent("sql", "d", None, "j", 1, None, op_type="delete")
     with pytest.raises(RejectedIntents) as caught:
         await sink.write_batch([intent("ok"), delete, intent("bad")])
-    assert [r["id"] for r in store.calls[0][2]] == ["ok"]
+    assert [r["id"] for r in store.t.sink_rows["results"].values()] == ["ok"]
     assert [str(e) for _, e in caught.value.rejected] == [
         "SqlSink 'sql' upserts rows; it cannot apply op_type 'delete'",
         "SqlSink 'sql': row for key 'bad' lacks key column(s) id",
@@ -110,14 +107,15 @@ async def test_sql_sink_with_a_row_fn_creates_the_declared_columns(tmp_path: Pat
 
 def test_sql_sink_refuses_to_create_a_table_whose_columns_it_cannot_know() -> None:
     with pytest.raises(ConfigError, match="needs columns="):
-        SqlSink("sql", "t", store=FakeStore(), row_fn=lambda i: {"key": i.key}, create_table=True)  # type: ignore[arg-type]
+        SqlSink("sql", "t", store=MemoryStore(), row_fn=lambda i: {"key": i.key}, create_table=True)
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
-        SqlSink("sql", "bad name", store=FakeStore())  # type: ignore[arg-type]
-    assert not SqlSink("sql", "t", store=FakeStore(), row_fn=lambda i: {"key": i.key}).should_create_table  # type: ignore[arg-type]
+        SqlSink("sql", "bad name", store=MemoryStore())
+    assert not SqlSink("sql", "t", store=MemoryStore(), row_fn=lambda i: {"key": i.key}).should_create_table
 
 
 async def test_sql_sink_on_a_store_that_cannot_run_ddl_says_what_to_create() -> None:
-    sink = SqlSink("sql", "results", store=FakeStore(), create_table=True)  # type: ignore[arg-type]
+    upsert_only = SimpleNamespace(upsert_rows=MemoryStore().upsert_rows)  # a row sink without execute_ddl
+    sink = SqlSink("sql", "results", store=upsert_only, create_table=True)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="CREATE TABLE IF NOT EXISTS"):
         await sink.open()
     assert "`key` VARCHAR(255) NOT NULL" in sink.create_table_ddl("mysql")
