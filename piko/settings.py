@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 from piko.errors import ConfigError
 
 FILE_NAMES = ("settings.toml", "piko.toml")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ALIASES = {"worker_dead_after_s": "orphan_after_s"}  # one setting, the name the cluster docs use
 SECRETS_FILE = ".secrets.toml"
 ENV_PREFIX = "PIKO_"
 ENV_IGNORED = {"PIKO_SETTINGS_PATH", "PIKO_ENV"}
@@ -60,6 +63,12 @@ class Settings:
     heartbeat_interval_s: float = 2.0
     orphan_after_s: float = 10.0  # RUNNING rows of an instance silent this long are ABANDONED
     shutdown_timeout_s: float = 30.0
+    # execution: "leader" (the elected leader fires and runs everything) or "cluster" (the leader
+    # fires and places runs; every instance's worker claims and runs them)
+    execution: str = "leader"
+    worker_concurrency: int = 100  # runs one instance executes at once (cluster)
+    worker_queues: str = ""  # comma list; empty = the queues of the jobs this instance registers
+    worker_poll_max_s: float = 0.5  # an idle worker's slowest poll of the queue (<= 2 queries/s)
     # leader election
     leader_enabled: bool = True
     leader_name: str = "default"
@@ -86,6 +95,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def queue_list(self) -> tuple[str, ...]:
+        return tuple(q.strip() for q in self.worker_queues.split(",") if q.strip())
 
     @property
     def store_dsn(self) -> str:
@@ -129,6 +142,11 @@ def _validate(s: Settings) -> None:
     need(isinstance(s.leader_name, str) and 0 < len(s.leader_name) <= 64 and s.leader_name.strip() == s.leader_name,
          "leader_name", "must be 1-64 characters without surrounding spaces (the lease row's key)")
     need(s.cpu_workers >= 0 and s.cpu_per_job_cap >= 0, "cpu_workers", "must be >= 0 (0 = automatic)")
+    need(s.execution in {"leader", "cluster"}, "execution", "must be 'leader' or 'cluster'")
+    need(s.worker_concurrency >= 1, "worker_concurrency", "must be >= 1")
+    need(0.01 <= s.worker_poll_max_s <= 60, "worker_poll_max_s", "must be between 0.01 and 60 seconds")
+    need(all(_QUEUE.match(q) for q in s.queue_list), "worker_queues",
+         "must be a comma list of queue names (letters, digits, '_', '-', '.')")
     _check_timezone(s.timezone)
 
 
@@ -299,6 +317,7 @@ def load_settings(
     ranks: dict[str, int] = {}  # the layer each key came from: files in order, then env, then arguments
 
     def put(key: str, value: Any, source: str, rank: int) -> None:
+        key = ALIASES.get(key, key)
         values[key] = _coerce(key, value, source)
         sources[key] = source
         ranks[key] = rank

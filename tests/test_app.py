@@ -524,7 +524,7 @@ def test_a_fire_that_cannot_be_recorded_is_requeued_and_recorded_when_the_store_
 
 
 def test_a_burst_waits_for_the_store_instead_of_piling_every_fire_up_in_memory(db_path):
-    from piko.core.runs import MAX_ON_STORE
+    from piko.core.backpressure import MAX_ON_STORE
 
     async def scenario():
         clock = FakeClock(T0)

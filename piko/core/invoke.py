@@ -11,6 +11,7 @@ out), bounded to its last TRACEBACK_MAX_CHARS. Imports no store, no component an
 from __future__ import annotations
 
 import asyncio
+import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -108,6 +109,34 @@ class Invoker:
         self._hooks = hooks
         self._job_tasks = job_tasks
         self._fenced_tasks = fenced_tasks
+        self._by_run: dict[int, tuple[asyncio.Task[Any], threading.Event]] = {}  # handler task, cancel flag
+        self._why: dict[int, str] = {}  # run_id -> who asked it to stop (a cancel request)
+
+    def cancel(self, run_id: int, why: str) -> bool:
+        """Stop one run here (a cancel request): its ctx["cancel_event"] is set and its handler
+        cancelled, so it ends CANCELLED with `why`; False if it does not run here (any more)."""
+        found = self._by_run.get(run_id)
+        if found is None:
+            return False
+        self._why[run_id] = why
+        found[1].set()
+        found[0].cancel()
+        return True
+
+    def flag_all(self) -> None:
+        """Shutdown: tell code that polls ctx["cancel_event"] (threads, CPU loops) to stop."""
+        for _, event in self._by_run.values():
+            event.set()
+
+    def _track(self, run_id: int, task: asyncio.Task[Any], ctx: dict[str, Any]) -> None:
+        self._by_run[run_id] = (task, ctx.setdefault("cancel_event", threading.Event()))
+
+    def _untrack(self, run_id: int) -> None:
+        self._by_run.pop(run_id, None)
+        self._why.pop(run_id, None)
+
+    def _cancelled(self, run_id: int) -> asyncio.CancelledError:
+        return asyncio.CancelledError(self._why.get(run_id, _CANCELLED))
 
     def handler_call(self, spec: JobSpec, ctx: dict[str, Any], fence: Fence | None = None) -> Awaitable[Any]:
         """The handler's awaitable, with the run's context set in the task that creates it;
@@ -131,17 +160,19 @@ class Invoker:
         """No timeout to enforce: await the handler in this (the fire's) task."""
         run_id, at = ctx["run_id"], ctx["scheduled_time"]
         self._job_tasks.add(me)
+        self._track(run_id, me, ctx)
         if fence is not None:
             self._fenced_tasks.add(me)
         try:
             result = await self.handler_call(spec, ctx, fence)
-        except asyncio.CancelledError:  # shutdown or a lost term cancelled this fire's task: record it
-            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
+        except asyncio.CancelledError:  # shutdown, a lost term or a cancel request: record it
+            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, self._cancelled(run_id))
         except Exception as exc:
             return failed(run_id, spec, at, exc)
         finally:
             self._job_tasks.discard(me)
             self._fenced_tasks.discard(me)
+            self._untrack(run_id)
         return outcome_of(run_id, spec, at, RunStatus.SUCCESS, result=result)
 
     async def in_task(self, spec: JobSpec, ctx: dict[str, Any], timeout_s: float | None, *,
@@ -159,6 +190,7 @@ class Invoker:
 
         task = asyncio.create_task(call(), name=f"piko-run-{spec.job_id}-{run_id}")
         self._job_tasks.add(task)
+        self._track(run_id, task, ctx)
         if fence is not None:
             self._fenced_tasks.add(task)
         try:
@@ -166,10 +198,13 @@ class Invoker:
         except asyncio.CancelledError:
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            self._untrack(run_id)
             raise
         finally:
             self._job_tasks.discard(task)
             self._fenced_tasks.discard(task)
+        why = self._cancelled(run_id)
+        self._untrack(run_id)
         if not done:
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
@@ -178,7 +213,7 @@ class Invoker:
                 timeout = timeout.with_traceback(stopped.pop().__traceback__)
             return outcome_of(run_id, spec, at, RunStatus.TIMEOUT, timeout)
         if task.cancelled():
-            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, asyncio.CancelledError(_CANCELLED))
+            return outcome_of(run_id, spec, at, RunStatus.CANCELLED, why)
         exc = task.exception()
         if exc is not None:
             return failed(run_id, spec, at, exc)

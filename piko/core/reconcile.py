@@ -126,6 +126,7 @@ def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOpti
         retry_backoff_s=float(pick(None, spec.retry_backoff if spec else None, defaults.retry_backoff_s)),
         retry_backoff_max_s=defaults.retry_backoff_max_s,
         is_one_shot=(row.schedule_type if row else spec.schedule_type if spec else None) == "date",
+        queue=spec.queue if spec else "default",
     )
 
 

@@ -1,4 +1,8 @@
-"""Recording runs in the store: claims (lock + RUNNING row), run ends, after-run bookkeeping.
+"""Recording runs in the store: claims (lock + row), run ends, after-run bookkeeping.
+
+A claim answers (run id, status): in leader mode the row is written as asked; in cluster
+execution the store places it (placement.py): RUNNING here, PENDING for any worker, or SKIPPED
+past the job's max_instances in the whole cluster.
 
 Claims and ends made in one loop iteration share one store call (batching.py). A claim the
 store does not take means the run did not start: the fire goes back to the kernel
@@ -17,7 +21,7 @@ from datetime import datetime
 from piko.core.batching import Batcher
 from piko.core.pending_writes import RETRYABLE, PendingWrites
 from piko.core.run_metrics import RunMetrics
-from piko.core.types import RunClaim, RunFinish, RunOutcome
+from piko.core.types import RunClaim, RunFinish, RunOutcome, RunStatus
 from piko.errors import LeaseLost, StoreError
 from piko.protocols import Clock, Store
 
@@ -25,35 +29,46 @@ log = logging.getLogger("piko.runner")
 MAX_UNRECORDED = 100_000  # fires remembered as "could not be recorded" (to log each once)
 
 
+Placed = tuple[int | None, RunStatus]  # the run id (None: the time is taken), and the status written
+
+
 class RunRecorder:
     def __init__(self, store: Store, clock: Clock, metrics: RunMetrics,
-                 requeue: Callable[[str, datetime], None] | None = None) -> None:
+                 requeue: Callable[[str, datetime], None] | None = None, *, is_cluster: bool = False) -> None:
         self._store = store
         self._clock = clock
         self._m = metrics
         self._requeue = requeue  # a fire that could not be recorded goes back to the kernel
         # late-bound (lambda): the store's methods are looked up per call, as a test may wrap them
-        self._claims: Batcher[RunClaim, int | None] = Batcher(lambda claims: store.claim_runs(claims))
+        self._claims: Batcher[RunClaim, Placed] = Batcher(self._send_placements if is_cluster else self._send_claims)
         self._finishes: Batcher[RunFinish, bool] = Batcher(self._send_finishes)
         self._pending = PendingWrites(self._send_pending, clock, on_size=metrics.pending_records,
                                       on_lost=metrics.lost_records)
         self._unrecorded: set[tuple[str, datetime]] = set()
 
     # -- claims --------------------------------------------------------------------------
-    def submit_claim(self, claim: RunClaim) -> asyncio.Future[int | None]:
+    def submit_claim(self, claim: RunClaim) -> asyncio.Future[Placed]:
         """The claim's answer as a plain future (the hot path: no coroutine per fire)."""
         return self._claims.submit(claim, group=claim.fence)
 
-    async def claim(self, claim: RunClaim) -> int | None:
-        """The new run id; None if the time is taken or the claim failed (then it is requeued)."""
+    async def _send_claims(self, claims: Sequence[RunClaim]) -> list[Placed]:
+        ids = await self._store.claim_runs(claims)  # late-bound: a test may wrap the store's method
+        return [(run_id, claim.status) for run_id, claim in zip(ids, claims, strict=True)]
+
+    async def _send_placements(self, claims: Sequence[RunClaim]) -> list[Placed]:
+        return await self._store.place_runs(claims)
+
+    async def claim(self, claim: RunClaim) -> Placed:
+        """(run id, status written); run id None if the time is taken or the claim failed (then it
+        is requeued)."""
         try:
-            run_id = await self.submit_claim(claim)
+            placed = await self.submit_claim(claim)
         except (LeaseLost, StoreError, OSError) as exc:
             self.claim_failed(claim, exc)
-            return None
+            return None, claim.status
         if self._unrecorded:
             self._unrecorded.discard((claim.job_id, claim.scheduled_at))
-        return run_id
+        return placed
 
     def claim_failed(self, claim: RunClaim, exc: BaseException) -> None:
         key = (claim.job_id, claim.scheduled_at)
@@ -70,7 +85,7 @@ class RunRecorder:
 
     async def record_final(self, claim: RunClaim, *, is_quiet: bool = False) -> int | None:
         """A row born final (MISSED, SKIPPED): recorded, logged (unless the caller sums them up), counted."""
-        run_id = await self.claim(claim)
+        run_id, _ = await self.claim(claim)
         if run_id is not None:
             if not is_quiet:
                 log.warning("job %s at %s %s: %s", claim.job_id, claim.scheduled_at.isoformat(), claim.status.value,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from piko.core.types import BackfillPolicy, ScheduleRow
 from piko.errors import RegistrationError, TriggerSpecError
 
 Handler = Callable[..., Awaitable[Any]]
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class JobSpec:
     timeout: float | None = None
     retries: int | None = None
     retry_backoff: float | None = None
+    queue: str = "default"  # cluster execution: only workers of this queue take its runs
 
     def default_schedule_row(self) -> ScheduleRow | None:
         """The row inserted when the database has none for this job yet."""
@@ -65,7 +68,7 @@ def _check_number(job_id: str, name: str, value: Any, *, minimum: float, integer
 
 
 _OPTIONS = frozenset({"schema", "stateful", "backfill_policy", "resources", "cron", "interval", "date", "timezone",
-                      "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff"})
+                      "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff", "queue"})
 
 
 def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
@@ -91,6 +94,9 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     _check_number(job_id, "max_instances", options.get("max_instances"), minimum=1, integer=True)
     _check_number(job_id, "retries", options.get("retries"), minimum=0, integer=True)
     _check_number(job_id, "retry_backoff", options.get("retry_backoff"), minimum=0)
+    queue = options.get("queue", "default")
+    if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
+        raise RegistrationError(f"job {job_id!r}: queue={queue!r} must be 1-64 letters, digits, '_', '-' or '.'")
     policy = options.get("backfill_policy", BackfillPolicy.SKIP)
     try:
         options["backfill_policy"] = BackfillPolicy(policy)

@@ -1,0 +1,219 @@
+"""One scheduled time, run: its attempts (each its own row), the handler call, its recorded end.
+
+An attempt claims its row (runs.py claims a fire's first attempt early, on the hot path),
+calls the handler (invoke.py), records how it ended (recorder.py), then the after-run
+bookkeeping. Failed and timed-out attempts are retried after a capped backoff. In cluster
+execution the store places an attempt: it runs here only when placed RUNNING; PENDING means a
+worker of its queue runs it; SKIPPED means the job is at its max_instances cluster-wide.
+Imports no store implementation, no component and not the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from piko.core.backpressure import DispatchRoom
+from piko.core.invoke import Invoker
+from piko.core.policy import busy_reason, retry_delay
+from piko.core.recorder import RunRecorder
+from piko.core.registry import JobSpec
+from piko.core.run_metrics import RunMetrics
+from piko.core.types import DataInterval, Fence, JobOptions, RunClaim, RunOutcome, RunStatus
+from piko.errors import ConfigError, WindowWaits
+from piko.observability.logging import run_logger
+from piko.protocols import Clock
+
+log = logging.getLogger("piko.runner")
+# The leader term a fire was dispatched in: every claim for that fire (its retries too) carries
+# it, so a deposed leader cannot record a late retry unfenced. Manual runs read it at claim time.
+FIRE_FENCE: contextvars.ContextVar[object] = contextvars.ContextVar("piko_fire_fence")
+_UNSET = object()
+_RETRIED = (RunStatus.FAILED, RunStatus.TIMEOUT)
+ClaimShaper = Callable[[RunClaim, JobOptions], RunClaim]  # cluster execution: run here, or queue it
+
+
+class Attempts:
+    def __init__(self, *, recorder: RunRecorder, clock: Clock, instance_id: str, metrics: RunMetrics,
+                 invoker: Invoker, room: DispatchRoom, config_for: Callable[[JobSpec, datetime], Any],
+                 window_for: Callable[[JobSpec, datetime, str], Awaitable[DataInterval | None]] | None,
+                 on_finish: Callable[[JobSpec, RunOutcome, DataInterval | None, str], Awaitable[None]] | None,
+                 fence: Callable[[], Fence | None], rng: random.Random, is_closing: Callable[[], bool],
+                 shape: ClaimShaper | None = None) -> None:
+        self._rec = recorder
+        self._clock = clock
+        self.instance_id = instance_id
+        self._m = metrics
+        self.invoker = invoker
+        self._room = room
+        self._config_for = config_for
+        self._window_for = window_for
+        self._on_finish = on_finish
+        self._fence = fence
+        self._rng = rng
+        self._is_closing = is_closing
+        self._shape = shape  # None: leader mode, an attempt's row is written as asked
+        self.running: Counter[str] = Counter()  # fires of each job from claim to last attempt (max_instances)
+        self.active: set[asyncio.Task[Any]] = set()  # tasks inside execute (fires, manual and queued runs)
+        self._in_flight: Counter[tuple[str, datetime]] = Counter()  # claimed runs not yet recorded as ended
+
+    async def execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
+                      take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
+                      claimed: tuple[RunClaim, int] | None = None,
+                      rerun: tuple[frozenset[RunStatus], int] = (frozenset(), 0)) -> RunOutcome:
+        """One scheduled time: its first attempt, then its retries (each attempt is its own row).
+
+        `claimed`: the first attempt was claimed early (counted in running). `rerun`: (rerun_if, attempts before)."""
+        job_id = spec.job_id
+        if claimed is not None:
+            FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
+        elif kind == "schedule" and self.running[job_id] >= opts.max_instances:  # manual runs are explicit
+            reason = busy_reason(opts.max_instances, self.running[job_id], self._m.in_handler[job_id])
+            run_id = await self.record_final(spec.job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
+                                             take_lock=take_lock)
+            return RunOutcome(run_id, job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason)
+        else:
+            self.running[job_id] += 1  # from here until the last attempt is over (retry waits count)
+        me = asyncio.current_task()
+        self.active.add(me)  # type: ignore[arg-type]
+        try:
+            if spec.stateful and data_interval is None and self._window_for is not None:
+                try:
+                    data_interval = await self._window_for(spec, scheduled_at, kind)
+                except WindowWaits as exc:  # CATCH_UP: this window runs after the earlier ones
+                    outcome = RunOutcome(await self.record_final(spec.job_id, scheduled_at, RunStatus.SKIPPED,
+                                                                 "WindowWaits", str(exc), take_lock=take_lock),
+                                         job_id, scheduled_at, RunStatus.SKIPPED, "WindowWaits", str(exc))
+                    await self.after_run(spec, opts, outcome, exc.window, kind)  # type: ignore[arg-type]  # catch-up
+                    return outcome
+            attempt = 1
+            while True:
+                if claimed is not None:
+                    outcome = await self._run(spec, opts, *claimed, config_value, data_interval)
+                    claimed = None
+                else:
+                    outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt + rerun[1], take_lock,
+                                                  config_value, data_interval, rerun[0])
+                if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
+                        or self._is_closing()):
+                    return outcome
+                delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
+                log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, outcome.run_id, outcome.status.value,
+                         attempt, opts.retries, delay)
+                await self._clock.wait(None, delay)
+                kind, attempt, take_lock, rerun = "retry", attempt + 1, False, (frozenset(), rerun[1])
+        finally:
+            self.running[job_id] -= 1
+            self.active.discard(me)  # type: ignore[arg-type]
+
+    async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
+                       take_lock: bool, config_value: Any, data_interval: DataInterval | None,
+                       rerun_if: frozenset[RunStatus] = frozenset()) -> RunOutcome:
+        """Claim the run (lock + row), call the handler if it is placed here, record how it ended."""
+        job_id = spec.job_id
+        claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
+                         attempt=attempt, kind=kind, take_lock=take_lock, fence=self.current_fence(),
+                         rerun_if=rerun_if, data_start=data_interval.start if data_interval else None,
+                         data_end=data_interval.end if data_interval else None)
+        if self._shape is not None:
+            claim = self._shape(claim, opts)
+        run_id, status = await self._rec.claim(claim)
+        if run_id is None:
+            return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
+                              "another instance holds this scheduled time")
+        if status is not RunStatus.RUNNING:
+            return self.not_here(claim, run_id, status)
+        return await self._run(spec, opts, claim, run_id, config_value, data_interval)
+
+    def not_here(self, claim: RunClaim, run_id: int, status: RunStatus) -> RunOutcome:
+        """A run the store placed elsewhere (cluster execution): queued for a worker, or skipped."""
+        if status is RunStatus.SKIPPED:
+            reason = f"max_instances={claim.max_instances} reached in the cluster"
+            log.warning("job %s at %s SKIPPED: %s", claim.job_id, claim.scheduled_at.isoformat(), reason)
+            self._m.count(claim.job_id, status)
+            return RunOutcome(run_id, claim.job_id, claim.scheduled_at, status, "MaxInstances", reason)
+        return RunOutcome(run_id, claim.job_id, claim.scheduled_at, status, "Queued",
+                          f"queued for a worker of queue {claim.queue!r}")
+
+    async def _run(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, run_id: int, config_value: Any,
+                   data_interval: DataInterval | None) -> RunOutcome:
+        """A claimed run: call the handler, record how it ended, then the after-run bookkeeping."""
+        job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence
+        me = asyncio.current_task()
+        no_config: ConfigError | None = None
+        try:
+            config = config_value if config_value is not None else self._config_for(spec, self._clock.now())
+        except ConfigError as exc:  # no valid config: recorded as failed, the handler is not called
+            config, no_config = None, exc
+        ctx: dict[str, Any] = {"run_id": run_id, "job_id": job_id, "attempt": claim.attempt,
+                               "scheduled_time": scheduled_at, "config": config, "logger": run_logger(job_id, run_id),
+                               "cancel_event": threading.Event(), "instance_id": self.instance_id}
+        if spec.stateful:
+            ctx["data_interval"] = data_interval
+        started = self._clock.monotonic()
+        self._m.running(job_id, +1)
+        self._room.leave_store(me)
+        key = (job_id, scheduled_at)
+        self._in_flight[key] += 1
+        try:
+            if no_config is not None:
+                log.error("job %s run %s not started: %s", job_id, run_id, no_config)
+                outcome = RunOutcome(run_id, job_id, scheduled_at, RunStatus.FAILED, "ConfigError", str(no_config))
+            elif opts.timeout_s is None and me in self._room.fire_tasks:  # a manual caller's own task is not ours
+                outcome = await self.invoker.inline(me, spec, ctx, fence=fence)  # type: ignore[arg-type]
+            else:
+                outcome = await self.invoker.in_task(spec, ctx, opts.timeout_s, fence=fence)
+        finally:
+            self._m.running(job_id, -1)
+            self._room.enter_store(me)
+        outcome.duration_s = self._clock.monotonic() - started
+        self._m.duration(job_id, outcome.duration_s)
+        try:
+            await self._rec.finish(run_id, outcome, claim.claim_token)
+        finally:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
+        await self.after_run(spec, opts, outcome, data_interval, claim.kind)
+        return outcome
+
+    async def after_run(self, spec: JobSpec, opts: JobOptions, outcome: RunOutcome,
+                        window: DataInterval | None, kind: str) -> None:
+        """Watermarks and one-shot bookkeeping; only stateful and date jobs have any. What the store
+        does not take now waits, in order, with the run ends (PendingWrites)."""
+        on_finish = self._on_finish
+        if on_finish is None or not (spec.stateful or opts.is_one_shot):
+            return
+        what = f"the bookkeeping after run {outcome.run_id} (job {spec.job_id}, {outcome.status.value})"
+
+        def write() -> Awaitable[None]:
+            return on_finish(spec, outcome, window, kind)
+
+        try:
+            await self._rec.bookkeeping(what, write)
+        except Exception:  # bookkeeping after a run must not turn it into a failure
+            log.exception("job %s: after-run bookkeeping failed", spec.job_id)
+
+    def current_fence(self) -> Fence | None:
+        value = FIRE_FENCE.get(_UNSET)
+        return self._fence() if value is _UNSET else value  # type: ignore[return-value]
+
+    async def record_final(self, job_id: str, at: datetime, status: RunStatus, error_type: str, reason: str | None,
+                           window: DataInterval | None = None, *, take_lock: bool = True,
+                           is_quiet: bool = False) -> int | None:
+        """A row born final (MISSED, SKIPPED) for `at`, under the run lock unless take_lock is False."""
+        claim = RunClaim(job_id, at, status, self._clock.now(), self.instance_id, take_lock=take_lock,
+                         fence=self.current_fence(), error_type=error_type, error_message=reason,
+                         data_start=window.start if window else None, data_end=window.end if window else None)
+        return await self._rec.record_final(claim, is_quiet=is_quiet)
+
+    def holds(self, job_id: str, scheduled_at: datetime) -> bool:
+        """A run of this time is in progress here, or it ended and its end still waits for the store."""
+        return (job_id, scheduled_at) in self._in_flight or self._rec.holds_end(job_id, scheduled_at)
