@@ -268,7 +268,7 @@ def test_runs_filters_by_status_and_kind_in_any_case(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (("--status", "broken"), "use one of RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, MISSED, SKIPPED"),
+    (("--status", "broken"), "use one of PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, MISSED, SKIPPED"),
     (("--kind", "cron"), "use one of schedule, manual, backfill, retry"),
     (("--limit", "0"), "--limit must be at least 1, got 0"),
     (("--limit", "-5"), "--limit must be at least 1, got -5"),

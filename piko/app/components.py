@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from piko.app.live import LiveState
+from piko.core.registry import Registry
+from piko.core.types import InstanceInfo
 from piko.observability.metrics import MetricsRegistry
 from piko.observability.piko_metrics import PikoMetrics
 from piko.protocols import Clock, Store
@@ -58,6 +61,43 @@ def build_leader(store: Store, s: Settings, holder: str, clock: Clock, metrics: 
     return LeaderElector(store, name=s.leader_name, holder=holder, lease_s=s.leader_lease_s,
                          renew_interval_s=s.leader_renew_interval_s, clock=clock, on_change=on_change,
                          metrics=metrics, is_holder_dead=is_dead_local_instance)
+
+
+def describe_instance(clock: Clock, s: Settings, registry: Registry, *, is_worker_only: bool) -> InstanceInfo:
+    """This process as its heartbeat row says: what it does, which queues its worker takes."""
+    from piko.core.instances import new_instance
+
+    is_cluster = s.execution == "cluster" or is_worker_only
+    queues = (s.queue_list or tuple(sorted({spec.queue for spec in registry})) or ("default",)) if is_cluster else ()
+    role = "worker" if is_worker_only else ("scheduler+worker" if is_cluster else "scheduler")
+    return replace(new_instance(clock), role=role, queues=queues, capacity=s.worker_concurrency if is_cluster else 0)
+
+
+def build_share(s: Settings, instance: InstanceInfo, keeper: Any, running: Callable[[], int]) -> Any:
+    """Cluster execution: which fires this instance starts itself (the rest are queued); else None."""
+    if not instance.queues:
+        return None
+    from piko.core.worker import LocalShare
+
+    return LocalShare(instance.queues, instance.capacity, running, keeper.consumers)
+
+
+def build_worker(store: Store, clock: Clock, runner: Any, s: Settings, instance: InstanceInfo, live: LiveState,
+                 registry: Registry, metrics: PikoMetrics) -> Any:
+    """Cluster execution: the queue worker; else None."""
+    if not instance.queues:
+        return None
+    from piko.core.worker import QueueWorker
+
+    return QueueWorker(store, clock, runner, instance_id=instance.instance_id, queues=instance.queues,
+                       capacity=instance.capacity, options_for=live.options_for,
+                       knows=lambda job_id: job_id in registry, metrics=metrics, poll_max_s=s.worker_poll_max_s)
+
+
+def build_cancel_watch(store: Store, clock: Clock, runner: Any, instance_id: str) -> Any:
+    from piko.core.worker import CancelWatch
+
+    return CancelWatch(store, clock, runner, instance_id)
 
 
 def build_writer(s: Settings, metrics: PikoMetrics, clock: Clock) -> Any:

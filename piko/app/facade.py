@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +55,9 @@ class PikoApp:
         self.kernel: Kernel | None = None
         self.runner: Runner | None = None
         self.leader: Any = None
+        self.worker: Any = None  # cluster execution: this instance's queue worker
+        self.is_worker_only = False  # `piko worker`: never leads, only runs queued runs
+        self._keeper: Any = None
         self._stack: AsyncExitStack | None = None
         self._manual_lock: asyncio.Lock | None = None
         self._manual_loop: asyncio.AbstractEventLoop | None = None  # where the manual runner's store is open
@@ -172,36 +176,43 @@ class PikoApp:
                  self.store.description)
 
     async def _start_parts(self, stack: AsyncExitStack, s: Settings, *, serve_http: bool) -> None:
-        from piko.core.instances import InstanceKeeper, new_instance
+        from piko.core.instances import InstanceKeeper
 
         store = self.store
         await store.open()
         stack.push_async_callback(store.close)
         self.live.attach(store, s)
+        self.live.is_worker_only = self.is_worker_only
         if s.http_enabled and serve_http:
             await stack.enter_async_context(components.build_http(self.live, self.metrics, s))
-        instance = new_instance(self.clock)
-        await stack.enter_async_context(InstanceKeeper(store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s,
-                                                       orphan_after_s=s.orphan_after_s))
+        instance = components.describe_instance(self.clock, s, self.registry, is_worker_only=self.is_worker_only)
+        keeper = await stack.enter_async_context(InstanceKeeper(
+            store, self.clock, instance, heartbeat_s=s.heartbeat_interval_s, orphan_after_s=s.orphan_after_s,
+            describe=self._describe, after_sweep=self._after_sweep))
+        self._keeper = keeper
         defaults = [row for row in (spec.default_schedule_row() for spec in self.registry) if row is not None]
         await store.insert_schedules_if_absent(defaults)  # the stored row wins where there is one
         if self._writer is not None:  # sinks were registered: start it (it replays earlier spills first)
             writer = self._writer
             await writer.start()
             stack.push_async_callback(lambda: writer.stop(self._remaining()))
-        self.leader = components.build_leader(store, s, instance.instance_id, self.clock, self.piko_metrics,
-                                              self._leadership_changed)
+        self.leader = None if self.is_worker_only else components.build_leader(
+            store, s, instance.instance_id, self.clock, self.piko_metrics, self._leadership_changed)
         self.live.bind(leader=self.leader)
         if self.leader is not None:
             await stack.enter_async_context(self.leader)
-        self.runner = self._build_runner(instance.instance_id)
+        share = components.build_share(s, instance, keeper, lambda: self.runner.running_count() if self.runner else 0)
+        self.runner = self._build_runner(instance.instance_id, shape=share.shape if share is not None else None)
         stack.push_async_callback(lambda: self.runner.stop(self._remaining()))  # type: ignore[union-attr]
+        self.worker = components.build_worker(store, self.clock, self.runner, s, instance, self.live,
+                                              self.registry, self.piko_metrics)
         self.kernel = Kernel(self.clock, self.runner.on_fire, is_leader=self.live.is_leader,
                              standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
                              on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc(),
                              on_trigger_error=lambda job_id, exc: self.piko_metrics.trigger_errors_total.labels(
                                  job_id=job_id).inc(),
-                             wait_for_room=self.runner.wait_for_room)
+                             wait_for_room=self.runner.wait_for_room,
+                             on_standby_fire=self._hint if self.worker is not None else None)
         self.live.bind(kernel=self.kernel, runner=self.runner, leader=self.leader)
         await self.live.load_resume_points()
         self.live.start_control()
@@ -209,20 +220,47 @@ class PikoApp:
         self.live.resume_after.clear()  # only rows running at start resume; one enabled later starts now
         await stack.enter_async_context(self.kernel)
         await stack.enter_async_context(self.live.reconcile_loop())
+        await stack.enter_async_context(components.build_cancel_watch(store, self.clock, self.runner,
+                                                                      instance.instance_id))
+        if self.worker is not None:
+            self.runner.on_run_end = self.worker.nudge
+            await stack.enter_async_context(self.worker)
         if self.leader is not None and self.leader.is_leader():
             self.kernel.leadership_changed(True)
 
-    def _build_runner(self, instance_id: str) -> Runner:
+    def _build_runner(self, instance_id: str, shape: Any = None) -> Runner:
         return Runner(registry=self.registry, store=self.store, clock=self.clock, instance_id=instance_id,
                       resources=self.resources, options_for=self.live.options_for, config_for=self.config_for,
                       window_for=self.live.window_for, on_finish=self.live.on_finish, fence=self.live.fence,
-                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue)
+                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue, shape=shape)
+
+    def _describe(self, info: Any) -> Any:
+        """The heartbeat's row: how many runs this instance has going now."""
+        return replace(info, running=self.runner.running_count() if self.runner is not None else 0)
+
+    async def _after_sweep(self) -> None:
+        """Cluster execution, on the leader: re-queue dead instances' runs, report the queue depth."""
+        if self.worker is None or not self.live.is_leader() or self.is_worker_only:
+            return
+        from piko.core.worker import requeue_abandoned
+
+        await requeue_abandoned(self.store, self.clock, self.live.options_for, lambda j: j in self.registry,
+                                self._keeper.info.instance_id if self._keeper else "")
+        depths = await self.store.queue_depths()
+        for queue in {*depths, *(self.worker.queues if self.worker else ())}:
+            self.piko_metrics.queue_depth.labels(queue=queue).set(depths.get(queue, 0))
+
+    def _hint(self, job_id: str) -> None:
+        """A fire is due (this instance is not the leader): the leader places it now; poll soon."""
+        spec = self.registry.get(job_id)
+        if self.worker is not None and spec is not None and spec.queue in self.worker.queues:
+            self.worker.nudge()
 
     def _leadership_changed(self, is_leader: bool) -> None:
         if self.kernel is not None:
             self.kernel.leadership_changed(is_leader)
         log.info("this instance is now %s", "the leader" if is_leader else "a standby")
-        if not is_leader and self.runner is not None:
+        if not is_leader and self.runner is not None and self.worker is None:  # leader mode: term-bound runs
             cancelled = self.runner.cancel_running()  # runs must not go on unfenced after our term ended
             if cancelled:
                 log.warning("leadership lost: cancelled %d running job(s)", cancelled)
@@ -267,9 +305,11 @@ class PikoApp:
         finally:
             await self.stop()
 
-    def run(self) -> None:
-        """Blocking entry point: run until SIGINT/SIGTERM (a second signal exits at once)."""
+    def run(self, *, worker_only: bool = False) -> None:
+        """Blocking entry point: run until SIGINT/SIGTERM (a second signal exits at once).
+        `worker_only` (cluster execution): never lead, only run queued runs (`piko worker`)."""
         refuse_in_worker_bootstrap()
+        self.is_worker_only = worker_only
         run_blocking(self.serve, self.settings)
 
     # -- runs ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class LiveState:
         self.runner: Any = None
         self.leader: Any = None
         self.started = False
+        self.is_worker_only = False  # `piko worker`: never leads
         self.book = ScheduleBook()
         self.configs = ConfigBook()
         self._lag_monitor: Any = None
@@ -75,7 +76,8 @@ class LiveState:
         if self._watermarks is None:
             s = self.settings
             self._watermarks = Watermarks(self.store, self.clock, self.trigger_for, self.fence,
-                                          max_windows=s.backfill_max_windows, recheck_s=s.heartbeat_interval_s)
+                                          max_windows=s.backfill_max_windows, recheck_s=s.heartbeat_interval_s,
+                                          is_leader=self.is_leader)
         return self._watermarks
 
     # -- OpsState ----------------------------------------------------------------------
@@ -83,10 +85,14 @@ class LiveState:
         return self.started
 
     def is_leader(self) -> bool:
+        if self.is_worker_only:
+            return False
         leader = self.leader
         return leader is None or bool(leader.is_leader())
 
     def role(self) -> str:
+        if self.is_worker_only:
+            return "worker"
         return "leader" if self.is_leader() else "standby"
 
     def loop_lag_s(self) -> float:

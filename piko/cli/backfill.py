@@ -53,8 +53,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                       f"{no_window_reason(trigger, start)}")
                 return 0
             tally: Counter[str] = Counter()
+            queued = is_queued(app, args)
             for n, w in enumerate(windows, 1):
-                verdict, text = await _one_window(app.store, runner, args.job_id, w, args.rerun_failed)
+                verdict, text = await _one_window(app.store, runner, args.job_id, w, args.rerun_failed, queued)
                 tally[verdict] += 1
                 print(f"[{n}/{len(windows)}] [{w.start.isoformat()}, {w.end.isoformat()}): {text}", flush=True)
             print(total_line(len(windows), tally))
@@ -67,16 +68,28 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-async def _one_window(store: Any, runner: Any, job_id: str, w: DataInterval, rerun: bool) -> tuple[str, str]:
+def is_queued(app: Any, args: argparse.Namespace) -> bool:
+    """Cluster execution queues manual runs for any worker, unless --local (or a one-off --config)."""
+    return app.settings.execution == "cluster" and not getattr(args, "local", False)
+
+
+async def _run(runner: Any, job_id: str, w: DataInterval, is_queued: bool, **kw: Any) -> RunOutcome:
+    if not is_queued:
+        return await runner.run_job(job_id, w.end, kind="backfill", data_interval=w, **kw)  # type: ignore[no-any-return]
+    out = await runner.queue_run(job_id, w.end, kind="backfill", data_interval=w, **kw)
+    return out if out.run_id is None else await runner.wait_run(out.run_id)  # type: ignore[no-any-return]
+
+
+async def _one_window(store: Any, runner: Any, job_id: str, w: DataInterval, rerun: bool,
+                      is_queued: bool = False) -> tuple[str, str]:
     """Run one window (or say why not): (verdict, text for its line)."""
-    out = await runner.run_job(job_id, w.end, kind="backfill", data_interval=w)
+    out = await _run(runner, job_id, w, is_queued)
     if out.run_id is not None:
         return (RAN if out.status is RunStatus.SUCCESS else FAILED), f"ran: {_status(out)}"
     prev = await store.latest_run(job_id, w.end)
     if prev is None or prev.status not in RERUNNABLE or not rerun:
         return _standing(prev)
-    out = await runner.run_job(job_id, w.end, kind="backfill", data_interval=w, take_lock=False,
-                               rerun_if=RERUNNABLE, attempt=prev.attempt + 1)
+    out = await _run(runner, job_id, w, is_queued, take_lock=False, rerun_if=RERUNNABLE, attempt=prev.attempt + 1)
     last = await store.latest_run(job_id, w.end)
     if out.run_id is None:  # another backfill re-ran it first (or is re-running it)
         verdict, text = _standing(last)

@@ -114,16 +114,26 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     open_existing(app, "rw")
     log_like_run(app)
 
+    is_queued = app.settings.execution == "cluster" and not args.local and config is None
+
     async def go() -> Any:
         try:
-            return await app.run_job(args.job_id, config=config)
+            if not is_queued:
+                return await app.run_job(args.job_id, config=config)
+            runner = await app.manual_runner()
+            queued = await runner.queue_run(args.job_id)
+            if queued.run_id is not None and not args.no_wait:
+                print(f"run {queued.run_id} of {args.job_id}: queued for a worker; waiting for its end "
+                      f"(Ctrl+C stops waiting, not the run)", file=sys.stderr)
+                return await runner.wait_run(queued.run_id)
+            return queued
         finally:
             await app.stop()  # drains the writer and the CPU pool a manual run may have used
 
     outcome = asyncio.run(go())
     print(f"run {outcome.run_id} of {args.job_id}: {outcome.status.value}"
           + (f" ({outcome.error_type}: {outcome.error_message})" if outcome.error_type else ""))
-    return 0 if outcome.status.value == "SUCCESS" else 1
+    return 0 if outcome.status.value in ("SUCCESS", "PENDING") else 1
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:

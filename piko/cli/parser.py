@@ -32,6 +32,14 @@ def _run(sub: Callable[..., argparse.ArgumentParser]) -> None:
     run.add_argument("target", help=TARGET_HELP)
     run.add_argument("--http", metavar="HOST:PORT", help="serve /healthz /readyz /metrics here, e.g. "
                                                           "127.0.0.1:8000 or [::1]:8000; 'off' disables it")
+    worker = sub("worker", help="only run queued runs of TARGET's jobs, never lead (cluster execution)")
+    worker.add_argument("target", help=TARGET_HELP)
+    worker.add_argument("--queues", metavar="A,B", help="take runs of these queues only (default: the queues of "
+                                                        "TARGET's jobs)")
+    worker.add_argument("--concurrency", type=int, metavar="N", help="runs at once (default: worker_concurrency, "
+                                                                      "100)")
+    worker.add_argument("--http", metavar="HOST:PORT", help="serve /healthz /readyz /metrics here; 'off' "
+                                                            "disables it")
 
 
 def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
@@ -45,9 +53,9 @@ def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     runs.add_argument("job_id", nargs="?", help="only this job's runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many runs to show, newest "
                                                                           "first (default 20, at least 1)")
-    runs.add_argument("--status", metavar="STATUS", help="only runs with this status, in any case: RUNNING, "
-                                                         "SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, MISSED "
-                                                         "or SKIPPED")
+    runs.add_argument("--status", metavar="STATUS", help="only runs with this status, in any case: PENDING, "
+                                                         "RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, "
+                                                         "MISSED or SKIPPED")
     runs.add_argument("--kind", metavar="KIND", help="only runs started this way: schedule (or scheduled), "
                                                      "manual, backfill or retry")
     runs.add_argument("--show", type=int, metavar="RUN_ID", help="every field of this one run, its data window "
@@ -71,7 +79,12 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
     trig = sub("trigger", help="run JOB once now (a manual run, recorded like any other)")
     trig.add_argument("target", help=TARGET_HELP)
     trig.add_argument("job_id", help="the job to run")
-    trig.add_argument("--config", metavar="JSON", help="a JSON object used as the job's config for this run")
+    trig.add_argument("--config", metavar="JSON", help="a JSON object used as the job's config for this run "
+                                                       "(runs it here, as --local does)")
+    trig.add_argument("--local", action="store_true", help="cluster execution: run it in this process instead "
+                                                           "of queueing it for a worker")
+    trig.add_argument("--no-wait", action="store_true", help="cluster execution: queue it and return at once "
+                                                             "with its run id")
 
     sched = sub("schedule", help="create or change JOB's schedule row")
     sched.add_argument("job_id", help="the job whose scheduled_job row to write")
@@ -96,11 +109,20 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
                                                             "row yet (without it, such a job id is refused as a "
                                                             "likely typo)")
 
+    cancel = sub("cancel", help="stop a run, or every queued and running run of a job")
+    cancel.add_argument("what", metavar="RUN_ID|JOB", help="a run id, or a job id (every queued and running run)")
+    cancel.add_argument("--by", metavar="WHO", help="who asks, recorded with the run (default: user@host)")
+
+    workers = sub("workers", help="live instances: role, queues, runs going and capacity, last heartbeat")
+    del workers
+
     bf = sub("backfill", help="run each data window of JOB between --start and --end once")
     bf.add_argument("target", help=TARGET_HELP)
     bf.add_argument("job_id", help="the (stateful) job whose windows to run")
     bf.add_argument("--start", required=True, metavar="TIME", help=f"first window's start; {TIME_HELP}")
     bf.add_argument("--end", required=True, metavar="TIME", help=f"last window's end; {TIME_HELP}")
+    bf.add_argument("--local", action="store_true", help="cluster execution: run the windows in this process "
+                                                         "instead of queueing them for workers")
     bf.add_argument("--rerun-failed", action="store_true",
                     help="run again, as a new attempt, each window whose newest run did not succeed (FAILED, "
                          "TIMEOUT, CANCELLED, ABANDONED, MISSED or SKIPPED); without it such windows are "
@@ -112,7 +134,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
                                                          "schedules, run records and backfill")
     p.add_argument("--version", action="version", version=f"piko {version}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store_commands = {"db", "jobs", "runs", "trigger", "schedule", "config", "backfill", "run"}
+    store_commands = {"db", "jobs", "runs", "trigger", "schedule", "config", "backfill", "run", "worker", "cancel",
+                      "workers"}
 
     def add(name: str, *, help: str) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)

@@ -72,8 +72,8 @@ class Attempts:
 
         `claimed`: the first attempt was claimed early (counted in running). `rerun`: (rerun_if, attempts before)."""
         job_id = spec.job_id
-        if claimed is not None:
-            FIRE_FENCE.set(claimed[0].fence)  # its retries carry the term it was dispatched in
+        if claimed is not None:  # its retries carry the term it was dispatched in (leader mode)
+            FIRE_FENCE.set(claimed[0].fence if self._shape is None else None)
         elif kind == "schedule" and self.running[job_id] >= opts.max_instances:  # manual runs are explicit
             reason = busy_reason(opts.max_instances, self.running[job_id], self._m.in_handler[job_id])
             run_id = await self.record_final(spec.job_id, scheduled_at, RunStatus.SKIPPED, "MaxInstances", reason,
@@ -118,8 +118,10 @@ class Attempts:
                        rerun_if: frozenset[RunStatus] = frozenset()) -> RunOutcome:
         """Claim the run (lock + row), call the handler if it is placed here, record how it ended."""
         job_id = spec.job_id
+        # in cluster execution only placing a new fire is the leader's act; retries and re-runs are anyone's
+        fence = self.current_fence() if self._shape is None or kind == "schedule" else None
         claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
-                         attempt=attempt, kind=kind, take_lock=take_lock, fence=self.current_fence(),
+                         attempt=attempt, kind=kind, take_lock=take_lock, fence=fence,
                          rerun_if=rerun_if, data_start=data_interval.start if data_interval else None,
                          data_end=data_interval.end if data_interval else None)
         if self._shape is not None:
@@ -145,7 +147,8 @@ class Attempts:
     async def _run(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, run_id: int, config_value: Any,
                    data_interval: DataInterval | None) -> RunOutcome:
         """A claimed run: call the handler, record how it ended, then the after-run bookkeeping."""
-        job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence
+        # a leader term guards running runs in leader mode; in cluster execution the claim's token does
+        job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence if self._shape is None else None
         me = asyncio.current_task()
         no_config: ConfigError | None = None
         try:

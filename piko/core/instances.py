@@ -3,7 +3,9 @@
 Each process writes a heartbeat row every `heartbeat_interval_s`. RUNNING rows whose instance
 has been silent for `orphan_after_s`, or whose process is known dead (same host, pid gone),
 are marked ABANDONED, on start and on every beat, so a `kill -9` never leaves a run
-RUNNING forever.
+RUNNING forever. The beat says what this instance serves (role, queues, capacity, runs going)
+and the sweep keeps a view of the live instances, so cluster execution knows who takes which
+queue; `after_sweep` hooks run after each sweep (the leader re-queues abandoned runs there).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from piko.core.types import InstanceInfo
@@ -52,14 +55,22 @@ def new_instance(clock: Clock) -> InstanceInfo:
 
 class InstanceKeeper:
     def __init__(self, store: InstanceStore, clock: Clock, info: InstanceInfo, *, heartbeat_s: float,
-                 orphan_after_s: float) -> None:
+                 orphan_after_s: float, describe: Callable[[InstanceInfo], InstanceInfo] | None = None,
+                 after_sweep: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._clock = clock
         self.info = info
         self._heartbeat_s = heartbeat_s
         self._orphan_after = timedelta(seconds=orphan_after_s)
+        self._describe = describe  # the beat's row: what this instance serves now
+        self._after_sweep = after_sweep
+        self.live: list[InstanceInfo] = []  # instances with a fresh heartbeat, as of the last sweep
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+
+    def consumers(self, queue: str) -> int:
+        """Live instances whose worker takes runs of `queue` (this one included, if it does)."""
+        return sum(1 for i in self.live if "worker" in i.role and queue in i.queues)
 
     async def __aenter__(self) -> InstanceKeeper:
         now = self._clock.now()
@@ -75,19 +86,26 @@ class InstanceKeeper:
             self._task.cancel()
 
     async def beat(self, now: datetime | None = None) -> None:
-        await self._store.heartbeat(self.info, now or self._clock.now())
+        info = self._describe(self.info) if self._describe is not None else self.info
+        await self._store.heartbeat(info, now or self._clock.now())
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Mark RUNNING rows of dead or silent instances ABANDONED; return how many.
 
         `now` is the time our own beat just recorded: measured from it, our own row is never
         stale, however long the store took to answer the beat (a loop stall, a slow disk)."""
-        dead = [i.instance_id for i in await self._store.list_instances()
+        listed = await self._store.list_instances()
+        dead = [i.instance_id for i in listed
                 if i.host == self.info.host and i.instance_id != self.info.instance_id and not pid_is_alive(i.pid)]
         now = now or self._clock.now()
         count = await self._store.abandon_orphans(now - self._orphan_after, now, dead)
+        stale_before = now - self._orphan_after
+        self.live = [i for i in listed if i.instance_id not in dead
+                     and (i.heartbeat_at is None or i.heartbeat_at >= stale_before or i.instance_id == self.info.instance_id)]
         if count:
             log.warning("marked %d run(s) of stopped instances as ABANDONED", count)
+        if self._after_sweep is not None:
+            await self._after_sweep()
         return count
 
     async def _beat_loop(self) -> None:

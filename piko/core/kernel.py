@@ -44,11 +44,13 @@ class Kernel:
                  is_leader: Callable[[], bool] = lambda: True, on_clock_jump: Callable[[float], None] | None = None,
                  rng: random.Random | None = None, burst_slice: int = 256,
                  on_trigger_error: Callable[[str, Exception], None] | None = None,
-                 wait_for_room: Callable[[], Awaitable[None]] | None = None) -> None:
+                 wait_for_room: Callable[[], Awaitable[None]] | None = None,
+                 on_standby_fire: Callable[[str], None] | None = None) -> None:
         self._clock = clock
         self._burst_slice = burst_slice
         self._on_trigger_error = on_trigger_error
         self._wait_for_room = wait_for_room  # the runner's back-pressure between slices of a burst
+        self._on_standby_fire = on_standby_fire  # a fire due while not leader: a worker's hint to poll now
         self._on_fire = on_fire
         self._max_sleep_s = max_sleep_s
         self._max_backlog = max_backlog
@@ -228,6 +230,8 @@ class Kernel:
         if held:  # earlier fires of this job waiting to be offered again: one batch, one coalescing
             due = sorted(held.union(due))
         if not self.is_leader():
+            if self._on_standby_fire is not None:
+                self._on_standby_fire(job_id)
             self._standby.extend((job_id, at) for at in due)
             cutoff = self._clock.now() - self._standby_window
             while self._standby and self._standby[0][1] < cutoff:

@@ -45,6 +45,7 @@ class Runner:
                  run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None,
                  requeue: Callable[[str, datetime], None] | None = None, shape: ClaimShaper | None = None) -> None:
         self._registry = registry
+        self._store = store
         self._clock = clock
         self.instance_id = instance_id
         self._options_for = options_for
@@ -133,6 +134,32 @@ class Runner:
         return await self._attempts.execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
                                             config_value=config_value, data_interval=data_interval,
                                             rerun=(rerun_if, attempt - 1))
+
+    async def queue_run(self, job_id: str, scheduled_time: datetime | None = None, *, kind: str = "manual",
+                        data_interval: DataInterval | None = None, take_lock: bool | None = None,
+                        rerun_if: frozenset[RunStatus] = frozenset(), attempt: int = 1) -> RunOutcome:
+        """Cluster execution: queue a run for any worker of its job's queue (PENDING); run_id None when
+        its time is taken. `wait_run` waits for its end."""
+        spec = self._spec(job_id)
+        at = scheduled_time or self._clock.now()
+        claim = RunClaim(job_id, at, RunStatus.PENDING, self._clock.now(), self.instance_id, attempt=attempt,
+                         kind=kind, take_lock=scheduled_time is not None if take_lock is None else take_lock,
+                         rerun_if=rerun_if, queue=spec.queue,
+                         data_start=data_interval.start if data_interval else None,
+                         data_end=data_interval.end if data_interval else None)
+        ((run_id, status),) = await self._store.place_runs([claim])
+        if run_id is None:
+            return RunOutcome(None, job_id, at, RunStatus.SKIPPED, "Duplicate", "another run holds this time")
+        return RunOutcome(run_id, job_id, at, status, "Queued", f"queued for a worker of queue {spec.queue!r}")
+
+    async def wait_run(self, run_id: int, poll_s: float = 0.2) -> RunOutcome:
+        """Poll a (queued) run's row until it has ended."""
+        while True:
+            run = await self._store.get_run(run_id)
+            if run is not None and run.status.is_final:
+                return RunOutcome(run.run_id, run.job_id, run.scheduled_at, run.status, run.error_type,
+                                  run.error_message, duration_s=run.duration_s, error_traceback=run.error_traceback)
+            await self._clock.wait(None, poll_s)
 
     def execute_claimed(self, run: RunRecord) -> asyncio.Task[RunOutcome]:
         """Run what a worker claimed from the queue (RUNNING under its claim token) in a task."""

@@ -39,8 +39,10 @@ _RERUN = {RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.AB
 
 class Watermarks:
     def __init__(self, store: Store, clock: Clock, trigger_for: Callable[[str], Trigger | None],
-                 fence: Callable[[], Any], max_windows: int, recheck_s: float = 2.0) -> None:
+                 fence: Callable[[], Any], max_windows: int, recheck_s: float = 2.0,
+                 is_leader: Callable[[], bool] = lambda: True) -> None:
         self._store = store
+        self._is_leader = is_leader  # catching up is the leader's: a standby or a worker never does
         self._clock = clock
         self._trigger_for = trigger_for
         self._fence = fence
@@ -103,7 +105,7 @@ class Watermarks:
                 self.start_catch_up(spec)
 
     def start_catch_up(self, spec: JobSpec) -> None:
-        if self._run is None or spec.job_id in self._catching_up:
+        if self._run is None or spec.job_id in self._catching_up or not self._is_leader():
             return
         # "now" is taken here, not after the store answers: fires after this instant are the kernel's,
         # so a catch-up never races the scheduled fire of the window that is just ending.

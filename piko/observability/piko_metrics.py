@@ -52,6 +52,14 @@ class PikoMetrics:
         self.run_results_refused_total = r.counter(
             "piko_run_results_refused_total", "Run ends the store refused: the run had moved on (ended, or "
             "handed to a new attempt while this instance was silent).")
+        self.queue_depth = r.gauge(
+            "piko_queue_depth", "Runs queued for any worker (cluster execution), per queue; set by the leader.",
+            ("queue",))
+        self.run_claim_latency_seconds = r.histogram(
+            "piko_run_claim_latency_seconds", "From a run queued to a worker claiming it, in seconds.",
+            buckets=LATENESS_BUCKETS)
+        self.runs_claimed_total = r.counter(
+            "piko_runs_claimed_total", "Queued runs this instance's worker claimed.", ("instance",))
         self.trigger_errors_total = r.counter(
             "piko_trigger_errors_total", "Schedules whose trigger could not compute a next fire.",
             ("job_id",))
