@@ -230,3 +230,21 @@ def test_a_missing_server_skips_locally_and_fails_under_ci(monkeypatch: pytest.M
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         mysql_server.require_mysql(None)
     assert mysql_server.require_mysql("mysql://u@h/db") == "mysql://u@h/db"
+
+
+@pytest.mark.mysql
+async def test_a_piko_session_on_mariadb_cannot_hold_locks_while_its_process_is_frozen(mysql_db_dsn: str) -> None:
+    """A process frozen inside a transaction (SIGSTOP) would keep its row locks until it woke: the
+    server ends such a session after idle_transaction_timeout, so the rows free themselves."""
+    store = MysqlStore(mysql_db_dsn)
+    await store.open()
+    try:
+        async def read(cur):
+            await cur.execute("SELECT @@version, @@idle_transaction_timeout")
+            return await cur.fetchone()
+        for is_urgent in (False, True):
+            version, timeout = await store._db.call(read, is_urgent=is_urgent)
+            if "mariadb" in str(version).lower():
+                assert int(timeout) == 20
+    finally:
+        await store.close()

@@ -29,6 +29,10 @@ INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 10"
 # open transaction must fail (and be retried on the renew interval), not outlast the lease.
 CONTROL_INIT_COMMAND = "SET time_zone = '+00:00', SESSION innodb_lock_wait_timeout = 1"
 CONTROL_POOL_SIZE = 2
+# MariaDB ends a session idle inside a transaction this long (rolled back, locks released): a piko
+# process frozen mid-transaction (SIGSTOP, a VM pause) cannot keep other instances off the rows
+# it locked. piko's transactions last milliseconds; this only trips on a frozen process.
+MARIADB_IDLE_TRANSACTION_S = 20
 
 
 def _driver() -> Any:
@@ -58,11 +62,24 @@ class MysqlConnections:
 
     async def open(self) -> None:
         try:
-            self._pool = await self._create(self._pool_size, INIT_COMMAND)
-            self._control = await self._create(CONTROL_POOL_SIZE, CONTROL_INIT_COMMAND)
+            extra = await self._server_settings()
+            self._pool = await self._create(self._pool_size, INIT_COMMAND + extra)
+            self._control = await self._create(CONTROL_POOL_SIZE, CONTROL_INIT_COMMAND + extra)
         except Exception as exc:
             await self.close()
             raise StoreUnavailable(f"cannot connect to {self.description}: {my.reason(exc)}") from exc
+
+    async def _server_settings(self) -> str:
+        """Session settings only some servers know (MariaDB's idle-transaction timeout)."""
+        conn = await self._aiomysql.connect(**self._connect_args)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT VERSION()")
+                (version,) = await cur.fetchone()
+        finally:
+            conn.close()
+        is_mariadb = "mariadb" in str(version).lower()
+        return f", SESSION idle_transaction_timeout = {MARIADB_IDLE_TRANSACTION_S}" if is_mariadb else ""
 
     async def _create(self, size: int, init_command: str) -> Any:
         from pymysql.constants import CLIENT  # installed with aiomysql
