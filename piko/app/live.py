@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from piko.core.batching import Batcher
 from piko.core.configs import ConfigBook
 from piko.core.control import ControlPlane
 from piko.core.reconcile import ScheduleBook, options_for
@@ -59,6 +60,12 @@ class LiveState:
         self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
         self._watermarks: Watermarks | None = None
         self.resume_after: dict[str, datetime] = {}  # job_id -> its newest handled fire, until first scheduled
+        self._disables: Batcher[str, None] = Batcher(self._disable_schedules)
+
+    async def _disable_schedules(self, job_ids: Sequence[str]) -> list[None]:
+        """One-shots that are over: their rows disabled together."""
+        await self.store.set_schedules_enabled(job_ids, False)
+        return [None] * len(job_ids)
 
     def attach(self, store: Store, settings: Settings) -> None:
         """The store and the settings in force, once the app opens them."""
@@ -150,7 +157,7 @@ class LiveState:
                 await self.watermarks.advance(spec, window)
         is_done = outcome.status in (RunStatus.SUCCESS, RunStatus.MISSED)  # a one-shot's one fire is over
         if is_done and kind == "schedule" and self.options_for(spec.job_id).is_one_shot:
-            await self.store.set_schedule_enabled(spec.job_id, False)
+            await self._disables.submit(spec.job_id)  # a burst of one-shots: one UPDATE for many
             if self.kernel is not None:
                 self.kernel.unschedule(spec.job_id)
             self.book.applied.pop(spec.job_id, None)

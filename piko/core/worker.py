@@ -104,9 +104,14 @@ class QueueWorker:
 
     async def _claim_loop(self) -> None:
         while not self._stop.is_set():
-            free = self.capacity - self._runner.running_count()
-            if free > 0:
-                await self.claim_once(free)
+            free = 0
+            try:
+                free = self.capacity - self._runner.running_count()
+                if free > 0:
+                    await self.claim_once(free)
+            except Exception:  # a bug must not stop this instance from taking work: say it, slow down, go on
+                log.exception("worker: claiming queued runs failed unexpectedly; retrying")
+                self._interval = self._poll_max
             self._wake.clear()
             await self._clock.wait(self._wake, self._interval if free > 0 else self._poll_max)
 

@@ -27,6 +27,7 @@ SCHEDULE_UPDATES = ("schedule_type = {v}schedule_type, schedule_expr = {v}schedu
                      "max_instances = {v}max_instances, jitter_s = {v}jitter_s, "
                      "version = scheduled_job.version + 1")
 SET_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id = ?"
+SET_MANY_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id IN ({marks})"
 
 SELECT_CONFIGS = "SELECT job_id, schema_version, config_json, version, effective_from FROM job_config"
 # The newest versions per job: a correlated count keeps it portable (SQLite, MariaDB, MySQL).
@@ -75,6 +76,7 @@ STRIP_ABANDONED_TOKEN = ("UPDATE job_run SET claim_token = NULL WHERE job_id = ?
                          "AND status = 'ABANDONED' AND run_id < ?")
 COUNT_LIVE = f"SELECT job_id, status, COUNT(*) FROM job_run WHERE status IN {sql_in(LIVE)} AND job_id IN ({{marks}}) " \
              "GROUP BY job_id, status"
+ANY_QUEUED = f"SELECT 1 FROM job_run WHERE status IN {sql_in(CLAIMABLE)} AND queue IN ({{marks}}) LIMIT 1"
 SELECT_QUEUED = SELECT_RUNS + f" WHERE status IN {sql_in(CLAIMABLE)} AND queue IN ({{marks}}) ORDER BY run_id LIMIT ?"
 START_QUEUED = (f"UPDATE job_run SET status = 'RUNNING', instance_id = ?, claim_token = ?, started_at = ? "
                 f"WHERE run_id IN ({{marks}}) AND status IN {sql_in(CLAIMABLE)}")

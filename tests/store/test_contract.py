@@ -600,3 +600,12 @@ async def test_upsert_rows_refuses_names_that_are_not_plain_identifiers(store: S
         await store.upsert_rows("t; DROP TABLE job_run", ["k"], [{"k": 1}])
     with pytest.raises(StoreError):
         await store.upsert_rows("t", ["k"], [{"k`": 1}])
+
+
+async def test_set_schedules_enabled_switches_many_rows_in_one_call(store: Store) -> None:
+    for job_id in ("a", "b", "c"):
+        await store.upsert_schedule(ScheduleRow(job_id, "cron", "* * * * *"))
+    assert await store.set_schedules_enabled(["a", "c", "nope"], False) == 2
+    rows = {r.job_id: r for r in await store.load_schedules()}
+    assert (rows["a"].enabled, rows["b"].enabled, rows["c"].enabled) == (False, True, False)
+    assert rows["a"].version == 2 and rows["b"].version == 1

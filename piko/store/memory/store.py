@@ -95,6 +95,9 @@ class MemoryStore(MemoryQueue):
         self._changed("scheduled_job", job_id)
         return True
 
+    async def set_schedules_enabled(self, job_ids: Sequence[str], is_enabled: bool) -> int:
+        return sum([await self.set_schedule_enabled(job_id, is_enabled) for job_id in job_ids])
+
     async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
         return [c for job_id, c in self.t.configs.items() if job_ids is None or job_id in job_ids]
 

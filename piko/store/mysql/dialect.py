@@ -206,7 +206,7 @@ CANCEL_REQUESTS = q(sql.CANCEL_REQUESTS)
 QUEUE_DEPTHS = q(sql.QUEUE_DEPTHS)
 # A job's gate row, locked in job order, serializes the claims that count its running runs.
 FIND_GATES = "SELECT job_id FROM piko_job_gate WHERE job_id IN ({marks})"
-ADD_GATE = "INSERT IGNORE INTO piko_job_gate (job_id) VALUES (%s)"
+ADD_GATES = "INSERT IGNORE INTO piko_job_gate (job_id) VALUES "
 LOCK_GATES = "SELECT job_id FROM piko_job_gate WHERE job_id IN ({marks}) ORDER BY job_id FOR UPDATE"  # '?' style
 
 

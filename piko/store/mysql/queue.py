@@ -23,20 +23,20 @@ from piko.store import sql
 from piko.store.codec import from_db, to_naive_utc
 from piko.store.mysql import dialect as my
 from piko.store.mysql.leases import check_fence
-from piko.store.mysql.runs import claim_slot, insert_run
+from piko.store.mysql.runs import insert_many, slots
 
-LOOK_AHEAD = 4  # candidates read per free slot: room to pass over runs of jobs at their limit
+LOOK_AHEAD = 16  # candidates read beyond the free slots: room to pass over runs of jobs at their limit
 
 
 async def lock_gates(cur: Any, job_ids: Sequence[str]) -> None:
-    """Lock these jobs' gate rows in job order (creating the missing ones first: rare, once per job)."""
+    """Lock these jobs' gate rows in job order (creating the missing ones first, once per job)."""
     if not job_ids:
         return
     await cur.execute(my.with_marks(my.FIND_GATES, len(job_ids)), tuple(job_ids))
     have = {r[0] for r in await cur.fetchall()}
-    for job_id in job_ids:
-        if job_id not in have:
-            await cur.execute(my.ADD_GATE, (job_id,))
+    missing = [j for j in job_ids if j not in have]
+    if missing:
+        await cur.execute(my.ADD_GATES + ", ".join(["(%s)"] * len(missing)), missing)
     await cur.execute(my.with_marks(my.LOCK_GATES, len(job_ids)), tuple(job_ids))
     await cur.fetchall()
 
@@ -61,22 +61,21 @@ async def place_runs(cur: Any, claims: Sequence[RunClaim]) -> list[tuple[int | N
     fence = next(iter(fences), None)
     await check_fence(cur, fence)
     token = fence.token if fence else None
-    jobs = sorted({c.job_id for c in claims if c.max_instances is not None})
-    await lock_gates(cur, jobs)
-    live, running = await counts(cur, jobs)
-    out: list[tuple[int | None, RunStatus]] = []
-    for claim in claims:  # one by one: a claim sees the rows of the batch's earlier ones
-        if not await claim_slot(cur, claim, token):
-            out.append((None, claim.status))
-            continue
-        (status,) = placement.place([claim], live, running)
-        out.append((await insert_run(cur, placement.as_placed(claim, status), token), status))
-    return out
+    keep = await slots(cur, claims, token)
+    kept = [c for c, k in zip(claims, keep, strict=True) if k]
+    # a run may start here only under its job's gate; a queued or skipped one needs only the counts
+    await lock_gates(cur, sorted({c.job_id for c in kept if c.status is RunStatus.RUNNING
+                                  and c.max_instances is not None}))
+    live, running = await counts(cur, sorted({c.job_id for c in kept if c.max_instances is not None}))
+    statuses = placement.place(kept, live, running)
+    placed = [placement.as_placed(c, status) for c, status in zip(kept, statuses, strict=True)]
+    ids = iter(zip(await insert_many(cur, placed, token), statuses, strict=True))
+    return [next(ids) if k else (None, c.status) for c, k in zip(claims, keep, strict=True)]
 
 
 async def claim_queued(cur: Any, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
                        limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
-    await cur.execute(my.with_marks(my.SELECT_QUEUED, len(queues)), (*queues, capacity * LOOK_AHEAD + 8))
+    await cur.execute(my.with_marks(my.SELECT_QUEUED, len(queues)), (*queues, capacity + LOOK_AHEAD))
     candidates = [sql.run_record(r, from_db) for r in await cur.fetchall()]
     if not candidates:
         return QueueClaim([], [])

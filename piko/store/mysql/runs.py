@@ -15,44 +15,47 @@ from piko.core.types import Fence, RunClaim, RunFinish
 from piko.errors import StoreError
 from piko.store import sql
 from piko.store.codec import to_naive_utc
+from piko.store.mysql import batch
 from piko.store.mysql import dialect as my
 from piko.store.mysql.leases import check_fence
 
 
-async def claim(cur: Any, claim: RunClaim, token: int | None) -> int | None:
-    """Lock row (or re-run check) and run row; None when the lock is taken or a re-run may not go."""
-    if not await claim_slot(cur, claim, token):
-        return None
-    return await insert_run(cur, claim, token)
-
-
-async def claim_slot(cur: Any, claim: RunClaim, token: int | None) -> bool:
-    """Take the time's lock row, or pass a re-run's check (sees this transaction's own rows)."""
-    if claim.take_lock:
-        await cur.execute(my.TAKE_LOCK, (claim.job_id, to_naive_utc(claim.scheduled_at), claim.instance_id, token,
-                                         to_naive_utc(claim.started_at)))
-        return bool(cur.rowcount == 1)
-    return not claim.rerun_if or await _may_rerun(cur, claim)
-
-
-async def insert_run(cur: Any, claim: RunClaim, token: int | None) -> int:
-    """One run row; a re-run's row takes the claim token of an ABANDONED run before it away."""
-    await cur.execute(my.INSERT_RUN, sql.run_params(claim, to_naive_utc, token))
-    run_id = int(cur.lastrowid)
-    if claim.rerun_if:
-        await cur.execute(my.STRIP_ABANDONED_TOKEN, (claim.job_id, to_naive_utc(claim.scheduled_at), run_id))
-    return run_id
-
-
 async def claim_many(cur: Any, claims: Sequence[RunClaim]) -> list[int | None]:
-    """Every claim of a batch under one fence check."""
+    """Every claim of a batch under one fence check: lock rows and run rows in few statements."""
     fences = {c.fence for c in claims}
     if len(fences) > 1:
         raise StoreError("claim_runs: every claim of one batch must carry the same fence")
     fence: Fence | None = next(iter(fences), None)
     await check_fence(cur, fence)
     token = fence.token if fence else None
-    return [await claim(cur, c, token) for c in claims]
+    keep = await slots(cur, claims, token)
+    kept = [c for c, k in zip(claims, keep, strict=True) if k]
+    ids = iter(await insert_many(cur, kept, token))
+    return [next(ids) if k else None for k in keep]
+
+
+async def slots(cur: Any, claims: Sequence[RunClaim], token: int | None) -> list[bool]:
+    """Which claims may write their row: lock rows taken together; re-runs checked one by one, after
+    them, so a re-run sees the locks this transaction took."""
+    locked = iter(await batch.take_locks(cur, [c for c in claims if c.take_lock], token))
+    keep = [next(locked) if c.take_lock else True for c in claims]
+    seen: set[tuple[str, Any]] = set()
+    for n, c in enumerate(claims):
+        slot = (c.job_id, c.scheduled_at)
+        if keep[n] and c.rerun_if and not c.take_lock:
+            keep[n] = slot not in seen and await _may_rerun(cur, c)
+        if keep[n]:
+            seen.add(slot)
+    return keep
+
+
+async def insert_many(cur: Any, claims: Sequence[RunClaim], token: int | None) -> list[int]:
+    """The run rows (multi-row); a re-run's row takes the claim token of an ABANDONED run before it away."""
+    ids = await batch.insert_runs(cur, claims, token)
+    for claim, run_id in zip(claims, ids, strict=True):
+        if claim.rerun_if:
+            await cur.execute(my.STRIP_ABANDONED_TOKEN, (claim.job_id, to_naive_utc(claim.scheduled_at), run_id))
+    return ids
 
 
 async def _may_rerun(cur: Any, claim: RunClaim) -> bool:
@@ -67,16 +70,8 @@ async def _may_rerun(cur: Any, claim: RunClaim) -> bool:
 
 
 async def finish_runs(cur: Any, finishes: Sequence[RunFinish]) -> list[int]:
-    """Write the ends (one statement each: what executemany would send); the run ids whose row had
-    moved on (already ended, or handed to another attempt: its claim token is gone)."""
-    refused = []
-    for f in finishes:
-        await cur.execute(my.FINISH_RUN_MEASURED, (f.status.value, to_naive_utc(f.finished_at), f.duration_s,
-                                                   to_naive_utc(f.finished_at), f.error_type, f.error_message,
-                                                   f.error_traceback, f.run_id, f.claim_token))
-        if cur.rowcount != 1:
-            refused.append(f.run_id)
-    return refused
+    """Write the ends in few statements; the run ids whose row had moved on (see batch.finish_runs)."""
+    return await batch.finish_runs(cur, finishes)
 
 
 async def sweep(cur: Any, stale_before: datetime, now: datetime, dead: Sequence[str]) -> int:

@@ -183,6 +183,15 @@ class MysqlStore:
     async def set_schedule_enabled(self, job_id: str, is_enabled: bool) -> bool:
         return await self._execute(my.SET_ENABLED, (int(is_enabled), job_id)) > 0
 
+    async def set_schedules_enabled(self, job_ids: Sequence[str], is_enabled: bool) -> int:
+        async def write(cur: Any) -> int:
+            changed = 0
+            for ids in sql.chunked(list(job_ids)):
+                await cur.execute(my.with_marks(sql.SET_MANY_ENABLED, len(ids or ())), (int(is_enabled), *(ids or ())))
+                changed += int(cur.rowcount)
+            return changed
+        return await self._call(write, is_tx=True) if job_ids else 0
+
     async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
         rows = await self._select_for(my.SELECT_CONFIGS, job_ids)
         return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
@@ -268,6 +277,9 @@ class MysqlStore:
 
     async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
                            limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+        # an idle worker's poll is this one statement: no transaction unless something is queued
+        if not await self._fetchall(my.with_marks(sql.ANY_QUEUED, len(queues)), tuple(queues)):
+            return QueueClaim([], [])
         return await self._call(
             lambda cur: queue.claim_queued(cur, instance_id, queues, capacity, claim_token, limits_for, now),
             is_tx=True)

@@ -19,9 +19,8 @@ from piko.core.types import QueueClaim, RunClaim, RunStatus
 from piko.errors import StoreError
 from piko.store import sql
 from piko.store.codec import from_db, to_text
-from piko.store.sqlite import dialect
 from piko.store.sqlite.leases import check_fence
-from piko.store.sqlite.runs import _may_rerun, insert_run
+from piko.store.sqlite.runs import _check_reruns, insert_runs, memo, take_locks
 
 LOOK_AHEAD = 4  # candidates read per free slot: room to pass over runs of jobs at their limit
 
@@ -40,28 +39,26 @@ def counts(conn: sqlite3.Connection, job_ids: Sequence[str]) -> tuple[Counter[st
 
 
 def place_runs(conn: sqlite3.Connection, claims: Sequence[RunClaim]) -> list[tuple[int | None, RunStatus]]:
+    """Place a batch in the write transaction (no other writer meanwhile): locks and rows in few statements."""
     fences = {c.fence for c in claims}
     if len(fences) > 1:
         raise StoreError("place_runs: every claim of one batch must carry the same fence")
     fence = next(iter(fences), None)
     check_fence(conn, fence)
     token = fence.token if fence else None
-    live, running = counts(conn, sorted({c.job_id for c in claims}))
-    out: list[tuple[int | None, RunStatus]] = []
-    for claim in claims:  # one by one: a claim sees the rows of the batch's earlier ones
-        at = to_text(claim.scheduled_at)
-        if claim.take_lock:
-            taken = conn.execute(dialect.TAKE_LOCK, (claim.job_id, at, claim.instance_id, token,
-                                                     to_text(claim.started_at)))
-            if taken.rowcount != 1:
-                out.append((None, claim.status))
-                continue
-        elif claim.rerun_if and not _may_rerun(conn, claim, at):
-            out.append((None, claim.status))
-            continue
-        (status,) = placement.place([claim], live, running)
-        out.append((insert_run(conn, placement.as_placed(claim, status), token), status))
-    return out
+    ts = memo(to_text)
+    locked = iter(take_locks(conn, [c for c in claims if c.take_lock], ts, token))
+    keep = _check_reruns(conn, claims, [next(locked) if c.take_lock else True for c in claims], ts)
+    kept = [c for c, k in zip(claims, keep, strict=True) if k]
+    live, running = counts(conn, sorted({c.job_id for c in kept if c.max_instances is not None}))
+    statuses = placement.place(kept, live, running)
+    placed = [placement.as_placed(c, status) for c, status in zip(kept, statuses, strict=True)]
+    run_ids = insert_runs(conn, placed, ts, token)
+    for claim, run_id in zip(placed, run_ids, strict=True):
+        if claim.rerun_if:
+            conn.execute(sql.STRIP_ABANDONED_TOKEN, (claim.job_id, ts(claim.scheduled_at), run_id))
+    ids = iter(zip(run_ids, statuses, strict=True))
+    return [next(ids) if k else (None, c.status) for c, k in zip(claims, keep, strict=True)]
 
 
 def claim_queued(conn: sqlite3.Connection, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,

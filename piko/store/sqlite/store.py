@@ -141,6 +141,12 @@ class SqliteStore:
         return bool(await self._worker.call(
             lambda c: c.execute(sql.SET_ENABLED, (int(is_enabled), job_id)).rowcount, is_write=True))
 
+    async def set_schedules_enabled(self, job_ids: Sequence[str], is_enabled: bool) -> int:
+        def write(c: sqlite3.Connection) -> int:
+            return sum(c.execute(sql.SET_MANY_ENABLED.format(marks=sql.marks(len(ids))), (int(is_enabled), *ids)).rowcount
+                       for ids in sql.chunked(list(job_ids)) if ids)
+        return int(await self._worker.call(write, is_write=True)) if job_ids else 0
+
     async def load_configs(self, job_ids: Collection[str] | None = None) -> list[ConfigRow]:
         rows = await self._worker.call(lambda c: _select(c, sql.SELECT_CONFIGS, job_ids), is_write=False)
         return [ConfigRow(r[0], r[2], int(r[3]), int(r[1]), from_db(r[4])) for r in rows]
@@ -236,6 +242,9 @@ class SqliteStore:
 
     async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
                            limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+        probe = sql.ANY_QUEUED.format(marks=sql.marks(len(queues)))  # an idle poll reads, never takes the write lock
+        if await self._worker.call(lambda c: c.execute(probe, tuple(queues)).fetchone(), is_write=False) is None:
+            return QueueClaim([], [])
         return await self._worker.call(  # type: ignore[no-any-return]
             lambda c: queue.claim_queued(c, instance_id, queues, capacity, claim_token, limits_for, now),
             is_write=True)
