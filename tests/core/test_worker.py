@@ -111,6 +111,7 @@ def test_a_queue_is_served_only_by_the_workers_that_take_it() -> None:
         for app in (scheduler, io_worker):
             register(app, seen, "fetch", queue="io")
         await start(scheduler, io_worker, worker_only=(io_worker,))
+        assert (io_worker.live.role(), scheduler.live.role()) == ("worker", "leader")  # what /readyz says
         for _ in range(3):
             await advance(clock, 1.0)
         await stop(scheduler, io_worker)
