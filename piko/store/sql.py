@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from piko.core.lifecycle import ABANDONABLE, CLAIMABLE, FINISHABLE, LIVE, sql_in
-from piko.core.types import RUN_KINDS, InstanceInfo, RunClaim, RunRecord, RunStatus, ScheduleRow
+from piko.core.types import RUN_KINDS, InstanceInfo, RunClaim, RunFinish, RunRecord, RunStatus, ScheduleRow
 from piko.errors import ConfigError
 from piko.store.codec import from_db
 
@@ -153,6 +153,18 @@ def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int
 def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
     """Whether a re-run claim may insert its row, given the slot's newest run (status, attempt)."""
     return newest is not None and RunStatus(newest[0]) in claim.rerun_if and int(newest[1]) == claim.attempt - 1
+
+
+def refused_ends(finishes: Sequence[RunFinish], written: set[int]) -> list[int]:
+    """The run ids whose end was not written (finish_runs' answer): a run ends once, so a second
+    end of it in one batch is refused too. `written` is consumed."""
+    refused = []
+    for f in finishes:
+        if f.run_id in written:
+            written.discard(f.run_id)
+        else:
+            refused.append(f.run_id)
+    return refused
 
 
 def run_filters(job_id: str | None, status: RunStatus | None, kind: str | None) -> dict[str, str]:

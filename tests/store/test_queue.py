@@ -151,17 +151,26 @@ async def test_concurrent_workers_claim_each_queued_run_exactly_once(store: Stor
 
 
 async def test_concurrent_claims_never_run_more_of_a_job_than_its_limit(store: Store, store_url: str) -> None:
+    """Rounds of 6 workers claiming one job's queued runs at once (max_instances=2): after each
+    round at most 2 are RUNNING; then they end and the next round starts from fresh rows."""
     if store.dialect == "memory":
         pytest.skip("one loop, no concurrency to race")
-    await store.place_runs([fire("j", T0 + timedelta(milliseconds=n), limit=None) for n in range(30)])
-    others = [make_store(store_url) for _ in range(4)]
+    others = [make_store(store_url) for _ in range(6)]
     for other in others:
         await other.open()
+    two = JobLimits(max_instances=2, misfire_grace=None)
     try:
-        two = JobLimits(max_instances=2, misfire_grace=None)
-        await asyncio.gather(*(o.claim_queued(f"w{n}", ["default"], 5, n, lambda job: two, T0)
-                               for n, o in enumerate(others)))
+        for round_no in range(12):
+            base = T0 + timedelta(minutes=round_no)
+            await store.place_runs([fire("j", base + timedelta(milliseconds=n), limit=None) for n in range(12)])
+            got = await asyncio.gather(*(o.claim_queued(f"w{n}", ["default"], 5, n + 1, lambda job: two, base)
+                                         for n, o in enumerate(others)))
+            started = [r for claim in got for r in claim.started]
+            assert len(started) <= 2, f"round {round_no}: {len(started)} RUNNING"
+            assert len(await store.recent_runs(status=S.RUNNING, limit=100)) == len(started)
+            await store.finish_runs([RunFinish(r.run_id, S.SUCCESS, base, claim_token=r.claim_token)
+                                     for r in started])
+            await store.request_cancel(job_id="j", by="test", now=base)  # the queued rest: out of the way
     finally:
         for other in others:
             await other.close()
-    assert len(await store.recent_runs(status=S.RUNNING, limit=100)) == 2

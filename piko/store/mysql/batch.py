@@ -11,7 +11,6 @@ SELECT telling which rows took them).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from piko.core.types import RunClaim, RunFinish
@@ -115,16 +114,5 @@ async def finish_runs(cur: Any, finishes: Sequence[RunFinish]) -> list[int]:
         await cur.execute("SELECT run_id, status, finished_at FROM job_run WHERE run_id IN ("
                           + ", ".join(["%s"] * len(chunk)) + ")", [f.run_id for f in chunk])
         now = {int(r[0]): (r[1], r[2]) for r in await cur.fetchall()}
-        wrote.update(f.run_id for f in chunk if now.get(f.run_id) == (f.status.value, _us(f.finished_at)))
-    refused = []
-    for f in finishes:
-        if f.run_id in wrote:
-            wrote.discard(f.run_id)
-        else:
-            refused.append(f.run_id)
-    return refused
-
-
-def _us(at: datetime) -> datetime | None:
-    """A time as DATETIME(6) gives it back: naive UTC, microseconds kept."""
-    return to_naive_utc(at)
+        wrote.update(f.run_id for f in chunk if now.get(f.run_id) == (f.status.value, to_naive_utc(f.finished_at)))
+    return sql.refused_ends(finishes, wrote)

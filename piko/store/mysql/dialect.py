@@ -200,6 +200,9 @@ schedule_params = sql.schedule_params
 # -- the queue (cluster execution) ---------------------------------------------------------
 # SKIP LOCKED: workers claiming at once take different rows, none waits (index: status, queue, run_id)
 SELECT_QUEUED = sql.SELECT_QUEUED + " FOR UPDATE SKIP LOCKED"
+# A locking (current) read: in REPEATABLE READ a plain SELECT would count from the transaction's
+# snapshot, taken before the gate was locked, and miss runs another claim started meanwhile.
+COUNT_LIVE = sql.COUNT_LIVE + " LOCK IN SHARE MODE"
 STRIP_ABANDONED_TOKEN = q(sql.STRIP_ABANDONED_TOKEN)
 MISS_QUEUED = q(sql.MISS_QUEUED)
 CANCEL_REQUESTS = q(sql.CANCEL_REQUESTS)

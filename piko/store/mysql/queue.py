@@ -46,7 +46,7 @@ async def counts(cur: Any, job_ids: Sequence[str]) -> tuple[Counter[str], Counte
     live: Counter[str] = Counter()
     running: Counter[str] = Counter()
     if job_ids:
-        await cur.execute(my.with_marks(sql.COUNT_LIVE, len(job_ids)), tuple(job_ids))
+        await cur.execute(my.with_marks(my.COUNT_LIVE, len(job_ids)), tuple(job_ids))
         for job_id, status, n in await cur.fetchall():
             live[job_id] += int(n)
             if status == RunStatus.RUNNING.value:

@@ -123,7 +123,7 @@ def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Cal
                                                              f.error_traceback, f.run_id, f.claim_token))
             if cur.rowcount == 1:
                 ended.add(f.run_id)
-        return _refused(finishes, ended)
+        return sql.refused_ends(finishes, ended)
     first = list({f.run_id: f for f in reversed(finishes)}.values())  # UPDATE FROM picks any of two rows
     for chunk in _chunks(first, 8):
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
@@ -131,18 +131,7 @@ def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Cal
             dialect.FINISH_RUNS_FROM.format(values=values),
             [x for f in chunk for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message,
                                         f.duration_s, f.error_traceback, f.claim_token)]))
-    return _refused(finishes, ended)
-
-
-def _refused(finishes: Sequence[RunFinish], ended: set[int]) -> list[int]:
-    """The ends not written: a run ends once, so a second end of it in one batch is refused too."""
-    refused = []
-    for f in finishes:
-        if f.run_id in ended:
-            ended.discard(f.run_id)
-        else:
-            refused.append(f.run_id)
-    return refused
+    return sql.refused_ends(finishes, ended)
 
 
 def claim(conn: sqlite3.Connection, claim: RunClaim) -> int | None:
