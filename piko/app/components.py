@@ -83,7 +83,7 @@ def build_share(s: Settings, instance: InstanceInfo, keeper: Any, running: Calla
 
 
 def build_worker(store: Store, clock: Clock, runner: Any, s: Settings, instance: InstanceInfo, live: LiveState,
-                 registry: Registry, metrics: PikoMetrics) -> Any:
+                 registry: Registry, metrics: PikoMetrics, keeper: Any) -> Any:
     """Cluster execution: the queue worker; else None."""
     if not instance.queues:
         return None
@@ -91,7 +91,8 @@ def build_worker(store: Store, clock: Clock, runner: Any, s: Settings, instance:
 
     return QueueWorker(store, clock, runner, instance_id=instance.instance_id, queues=instance.queues,
                        capacity=instance.capacity, options_for=live.options_for,
-                       knows=lambda job_id: job_id in registry, metrics=metrics, poll_max_s=s.worker_poll_max_s)
+                       knows=lambda job_id: job_id in registry, metrics=metrics, poll_max_s=s.worker_poll_max_s,
+                       consumers=lambda: max(keeper.consumers(q) for q in instance.queues))
 
 
 def build_cancel_watch(store: Store, clock: Clock, runner: Any, instance_id: str) -> Any:

@@ -205,7 +205,7 @@ class PikoApp:
         self.runner = self._build_runner(instance.instance_id, shape=share.shape if share is not None else None)
         stack.push_async_callback(lambda: self.runner.stop(self._remaining()))  # type: ignore[union-attr]
         self.worker = components.build_worker(store, self.clock, self.runner, s, instance, self.live,
-                                              self.registry, self.piko_metrics)
+                                              self.registry, self.piko_metrics, keeper)
         self.kernel = Kernel(self.clock, self.runner.on_fire, is_leader=self.live.is_leader,
                              standby_window_s=s.leader_lease_s + s.leader_renew_interval_s + s.misfire_grace_s,
                              on_clock_jump=lambda step: self.piko_metrics.clock_jump_total.inc(),

@@ -1,7 +1,8 @@
 """Cluster execution on one instance: its worker, its share of what it places, re-queued runs.
 
-QueueWorker claims queued runs of its queues up to its free capacity and runs them here. Its
-polling adapts: after a claim that filled its capacity it polls again at once, after one that
+QueueWorker claims queued runs of its queues up to its free capacity, about its share of it per
+claim (capacity / live workers of its queues, so the workers a fire wakes all get some), and
+runs them here. Its polling adapts: after a full claim it polls again at once, after one that
 found work within `poll_min_s` (5 ms); an empty poll doubles the wait up to `poll_max_s`
 (0.5 s: at most 2 queries/s per idle worker). A hint restarts the fast polls: a fire due now
 (the kernel sees every schedule, leader or not), a run queued by this instance, a run ended here.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from piko.protocols import Clock, Store
 
 log = logging.getLogger("piko.worker")
 POLL_MIN_S = 0.005
+MIN_BATCH = 8
 REQUEUE_WITHIN = timedelta(minutes=10)  # an abandoned run older than this is left as it is
 
 
@@ -66,7 +69,8 @@ class LocalShare:
 class QueueWorker:
     def __init__(self, store: Store, clock: Clock, runner: Runner, *, instance_id: str, queues: tuple[str, ...],
                  capacity: int, options_for: Callable[[str], JobOptions], knows: Callable[[str], bool],
-                 metrics: Any = None, poll_max_s: float = 0.5, poll_min_s: float = POLL_MIN_S) -> None:
+                 metrics: Any = None, poll_max_s: float = 0.5, poll_min_s: float = POLL_MIN_S,
+                 consumers: Callable[[], int] = lambda: 1) -> None:
         self._store, self._clock, self._runner = store, clock, runner
         self.instance_id, self.queues, self.capacity = instance_id, queues, capacity
         self._options_for, self._knows = options_for, knows
@@ -76,6 +80,8 @@ class QueueWorker:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._consumers = consumers  # live workers of its queues: a claim takes about its share
+        self._rng = random.Random()
         self._errors = 0
         self.claimed = 0
 
@@ -83,6 +89,11 @@ class QueueWorker:
         """Work may be waiting: poll soon, and fast for a while."""
         self._interval = self._poll_min
         self._wake.set()
+
+    def batch_size(self) -> int:
+        """At most its share of its capacity per claim, so the workers woken by one fire all get work
+        (the first to claim would otherwise take it all); it claims again at once after a full batch."""
+        return max(MIN_BATCH, -(-self.capacity // max(1, self._consumers())))
 
     def limits_for(self, job_id: str) -> JobLimits | None:
         if not self._knows(job_id):
@@ -108,7 +119,7 @@ class QueueWorker:
             try:
                 free = self.capacity - self._runner.running_count()
                 if free > 0:
-                    await self.claim_once(free)
+                    await self.claim_once(min(free, self.batch_size()))
             except Exception:  # a bug must not stop this instance from taking work: say it, slow down, go on
                 log.exception("worker: claiming queued runs failed unexpectedly; retrying")
                 self._interval = self._poll_max
@@ -135,12 +146,13 @@ class QueueWorker:
             if self._metrics is not None:
                 self._metrics.job_run_total.labels(job_id=run.job_id, status=RunStatus.MISSED.value).inc()
         self.claimed += len(got.started)
-        if got.started and len(got.started) >= free:
-            self._interval = 0.0  # a full batch: more may be waiting
+        if got.started and len(got.started) >= free:  # a full batch: more may wait; a breath lets the others in
+            self._interval = self._rng.uniform(0.0, self._poll_min)
         elif got.started or got.missed:
-            self._interval = self._poll_min
-        else:
-            self._interval = min(max(self._interval * 2, self._poll_min), self._poll_max)
+            self._interval = self._poll_min * self._rng.uniform(0.5, 1.5)
+        else:  # jittered, so the workers one fire woke do not poll in step
+            self._interval = min(max(self._interval * 2, self._poll_min) * self._rng.uniform(0.8, 1.2),
+                                 self._poll_max)
         return len(got.started)
 
     def _observe(self, run: Any) -> None:
