@@ -41,12 +41,14 @@ async def lock_gates(cur: Any, job_ids: Sequence[str]) -> None:
     await cur.fetchall()
 
 
-async def counts(cur: Any, job_ids: Sequence[str]) -> tuple[Counter[str], Counter[str]]:
-    """(pending + running, running) per job, read after its gate is locked."""
+async def counts(cur: Any, job_ids: Sequence[str], *, is_current: bool = True) -> tuple[Counter[str], Counter[str]]:
+    """(pending + running, running) per job: a current read after its gate is locked (or, for a
+    queued placement's SKIPPED rule, which needs no exact count, the snapshot: fewer locks)."""
     live: Counter[str] = Counter()
     running: Counter[str] = Counter()
     if job_ids:
-        await cur.execute(my.with_marks(my.COUNT_LIVE, len(job_ids)), tuple(job_ids))
+        statement = my.COUNT_LIVE if is_current else sql.COUNT_LIVE
+        await cur.execute(my.with_marks(statement, len(job_ids)), tuple(job_ids))
         for job_id, status, n in await cur.fetchall():
             live[job_id] += int(n)
             if status == RunStatus.RUNNING.value:
@@ -64,9 +66,10 @@ async def place_runs(cur: Any, claims: Sequence[RunClaim]) -> list[tuple[int | N
     keep = await slots(cur, claims, token)
     kept = [c for c, k in zip(claims, keep, strict=True) if k]
     # a run may start here only under its job's gate; a queued or skipped one needs only the counts
-    await lock_gates(cur, sorted({c.job_id for c in kept if c.status is RunStatus.RUNNING
-                                  and c.max_instances is not None}))
-    live, running = await counts(cur, sorted({c.job_id for c in kept if c.max_instances is not None}))
+    gated = sorted({c.job_id for c in kept if c.status is RunStatus.RUNNING and c.max_instances is not None})
+    await lock_gates(cur, gated)
+    live, running = await counts(cur, sorted({c.job_id for c in kept if c.max_instances is not None}),
+                                 is_current=bool(gated))
     statuses = placement.place(kept, live, running)
     placed = [placement.as_placed(c, status) for c, status in zip(kept, statuses, strict=True)]
     ids = iter(zip(await insert_many(cur, placed, token), statuses, strict=True))
