@@ -126,9 +126,9 @@ class QueueStore(Protocol):
     Decisions are core/placement.py's; statuses move as core/lifecycle.py allows."""
 
     async def place_runs(self, claims: Sequence[RunClaim]) -> list[tuple[int | None, RunStatus]]: ...
-    async def claim_queued(
+    async def claim_queued(  # at most capacity, and about 1/share of what is queued (a burst is shared)
         self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
-        limits_for: Callable[[str], JobLimits | None], now: datetime,
+        limits_for: Callable[[str], JobLimits | None], now: datetime, share: int = 1,
     ) -> QueueClaim: ...
     async def request_cancel(
         self, *, by: str, now: datetime, run_id: int | None = None, job_id: str | None = None

@@ -1,8 +1,8 @@
 """Cluster execution on one instance: its worker, its share of what it places, re-queued runs.
 
-QueueWorker claims queued runs of its queues up to its free capacity, about its share of it per
-claim (capacity / live workers of its queues, so the workers a fire wakes all get some), and
-runs them here. Its polling adapts: after a full claim it polls again at once, after one that
+QueueWorker claims queued runs of its queues up to its free capacity, about its share of what
+is queued per claim (queued / live workers of its queues, so the workers a fire wakes all get
+some), and runs them here. Its polling adapts: after a full claim it polls again at once, after one that
 found work within `poll_min_s` (5 ms); an empty poll doubles the wait up to `poll_max_s`
 (0.5 s: at most 2 queries/s per idle worker). A hint restarts the fast polls: a fire due now
 (the kernel sees every schedule, leader or not), a run queued by this instance, a run ended here.
@@ -32,7 +32,6 @@ from piko.protocols import Clock, Store
 
 log = logging.getLogger("piko.worker")
 POLL_MIN_S = 0.005
-MIN_BATCH = 8
 REQUEUE_WITHIN = timedelta(minutes=10)  # an abandoned run older than this is left as it is
 
 
@@ -90,11 +89,6 @@ class QueueWorker:
         self._interval = self._poll_min
         self._wake.set()
 
-    def batch_size(self) -> int:
-        """At most its share of its capacity per claim, so the workers woken by one fire all get work
-        (the first to claim would otherwise take it all); it claims again at once after a full batch."""
-        return max(MIN_BATCH, -(-self.capacity // max(1, self._consumers())))
-
     def limits_for(self, job_id: str) -> JobLimits | None:
         if not self._knows(job_id):
             return None
@@ -119,7 +113,7 @@ class QueueWorker:
             try:
                 free = self.capacity - self._runner.running_count()
                 if free > 0:
-                    await self.claim_once(min(free, self.batch_size()))
+                    await self.claim_once(free)
             except Exception:  # a bug must not stop this instance from taking work: say it, slow down, go on
                 log.exception("worker: claiming queued runs failed unexpectedly; retrying")
                 self._interval = self._poll_max
@@ -130,7 +124,7 @@ class QueueWorker:
         """One claim of up to `free` runs; how many started here. Sets the next poll's wait."""
         try:
             got = await self._store.claim_queued(self.instance_id, self.queues, free, new_token(), self.limits_for,
-                                                 self._clock.now())
+                                                 self._clock.now(), share=max(1, self._consumers()))
         except (PikoError, OSError) as exc:
             self._errors += 1
             if self._errors in (1, 10) or self._errors % 100 == 0:

@@ -76,7 +76,19 @@ STRIP_ABANDONED_TOKEN = ("UPDATE job_run SET claim_token = NULL WHERE job_id = ?
                          "AND status = 'ABANDONED' AND run_id < ?")
 COUNT_LIVE = f"SELECT job_id, status, COUNT(*) FROM job_run WHERE status IN {sql_in(LIVE)} AND job_id IN ({{marks}}) " \
              "GROUP BY job_id, status"
-ANY_QUEUED = f"SELECT 1 FROM job_run WHERE status IN {sql_in(CLAIMABLE)} AND queue IN ({{marks}}) LIMIT 1"
+# How many runs wait (up to QUEUED_PEEK): an idle poll's one read, and a claim's fair share of a burst.
+QUEUED_PEEK = 1000
+COUNT_QUEUED = (f"SELECT COUNT(*) FROM (SELECT 1 FROM job_run WHERE status IN {sql_in(CLAIMABLE)} "
+                f"AND queue IN ({{marks}}) LIMIT {QUEUED_PEEK}) q")
+
+
+SMALL_BURST = 16  # a burst this small goes whole to the first worker that asks: latency first
+
+
+def fair_take(capacity: int, queued: int, share: int) -> int:
+    """How many of `queued` runs one of `share` workers claims: its part of a burst (rounded up), a
+    small burst whole, never more than its free capacity."""
+    return min(capacity, max(-(-queued // max(1, share)), min(queued, SMALL_BURST)))
 SELECT_QUEUED = SELECT_RUNS + f" WHERE status IN {sql_in(CLAIMABLE)} AND queue IN ({{marks}}) ORDER BY run_id LIMIT ?"
 START_QUEUED = (f"UPDATE job_run SET status = 'RUNNING', instance_id = ?, claim_token = ?, started_at = ? "
                 f"WHERE run_id IN ({{marks}}) AND status IN {sql_in(CLAIMABLE)}")

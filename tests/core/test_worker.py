@@ -8,6 +8,7 @@ tests/test_cluster.py.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -55,17 +56,19 @@ def test_every_fire_runs_once_and_the_instances_share_the_runs() -> None:
         apps = [make_app(n, clock, store) for n in ("a", "b", "c")]
         for app in apps:
             register(app, seen)
-            for n in range(5):
+            for n in range(29):
                 register(app, seen, f"job{n}")
         await start(*apps, worker_only=(apps[2],))
-        for _ in range(30):
+        for n, app in enumerate(apps):
+            app.worker._rng = random.Random(n)  # the poll jitter, pinned: the same share every time
+        for _ in range(50):
             await advance(clock, 0.1)
         ids = [app.worker.instance_id for app in apps]
         await stop(*apps)
         return seen, store, ids
 
     seen, store, ids = asyncio.run(scenario())
-    assert len(seen) >= 3 * 6 and set(Counter((job, at) for _, job, at in seen).values()) == {1}
+    assert len(seen) >= 3 * 30 and set(Counter((job, at) for _, job, at in seen).values()) == {1}
     runs = [r for r in store.t.runs.values()]
     assert all(r.status is RunStatus.SUCCESS for r in runs)
     assert Counter((r.job_id, r.scheduled_at) for r in runs).most_common(1)[0][1] == 1

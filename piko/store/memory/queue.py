@@ -17,6 +17,7 @@ from piko.core.placement import JobLimits
 from piko.core.types import Fence, QueueClaim, RunClaim, RunStatus
 from piko.errors import StoreError
 from piko.protocols import Clock
+from piko.store import sql
 from piko.store.memory.tables import Tables
 
 
@@ -53,8 +54,9 @@ class MemoryQueue:
         return out
 
     async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
-                           limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+                           limits_for: Callable[[str], JobLimits | None], now: datetime, share: int = 1) -> QueueClaim:
         candidates = [r for r in self.t.runs.values() if r.status in CLAIMABLE and r.queue in queues]
+        capacity = sql.fair_take(capacity, min(len(candidates), sql.QUEUED_PEEK), share)
         _, running = self._counts({r.job_id for r in candidates})
         start, missed = placement.admit(candidates, running, limits_for, now, capacity)
         for run in start:

@@ -276,12 +276,14 @@ class MysqlStore:
         return await self._call(lambda cur: queue.place_runs(cur, claims), is_tx=True)
 
     async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
-                           limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
+                           limits_for: Callable[[str], JobLimits | None], now: datetime, share: int = 1) -> QueueClaim:
         # an idle worker's poll is this one statement: no transaction unless something is queued
-        if not await self._fetchall(my.with_marks(sql.ANY_QUEUED, len(queues)), tuple(queues)):
+        ((queued,),) = await self._fetchall(my.with_marks(sql.COUNT_QUEUED, len(queues)), tuple(queues))
+        if not queued:
             return QueueClaim([], [])
+        take = sql.fair_take(capacity, int(queued), share)
         return await self._call(
-            lambda cur: queue.claim_queued(cur, instance_id, queues, capacity, claim_token, limits_for, now),
+            lambda cur: queue.claim_queued(cur, instance_id, queues, take, claim_token, limits_for, now),
             is_tx=True)
 
     async def request_cancel(self, *, by: str, now: datetime, run_id: int | None = None,

@@ -241,12 +241,14 @@ class SqliteStore:
         return await self._worker.call(lambda c: queue.place_runs(c, claims), is_write=True)  # type: ignore[no-any-return]
 
     async def claim_queued(self, instance_id: str, queues: Sequence[str], capacity: int, claim_token: int,
-                           limits_for: Callable[[str], JobLimits | None], now: datetime) -> QueueClaim:
-        probe = sql.ANY_QUEUED.format(marks=sql.marks(len(queues)))  # an idle poll reads, never takes the write lock
-        if await self._worker.call(lambda c: c.execute(probe, tuple(queues)).fetchone(), is_write=False) is None:
+                           limits_for: Callable[[str], JobLimits | None], now: datetime, share: int = 1) -> QueueClaim:
+        probe = sql.COUNT_QUEUED.format(marks=sql.marks(len(queues)))  # an idle poll reads, never takes the write lock
+        (queued,) = await self._worker.call(lambda c: c.execute(probe, tuple(queues)).fetchone(), is_write=False)
+        if not queued:
             return QueueClaim([], [])
+        take = sql.fair_take(capacity, int(queued), share)
         return await self._worker.call(  # type: ignore[no-any-return]
-            lambda c: queue.claim_queued(c, instance_id, queues, capacity, claim_token, limits_for, now),
+            lambda c: queue.claim_queued(c, instance_id, queues, take, claim_token, limits_for, now),
             is_write=True)
 
     async def request_cancel(self, *, by: str, now: datetime, run_id: int | None = None,
