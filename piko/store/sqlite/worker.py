@@ -14,6 +14,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -90,10 +91,28 @@ class SqliteWorker:
         conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=is_uri,
                                timeout=self._busy_timeout_s)
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._enter_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         self.file_id = _file_id(self.path)
         return conn
+
+    def _enter_wal(self, conn: sqlite3.Connection) -> None:
+        """SQLite answers 'database is locked' at once, without its busy handler, when another
+        process is switching the same new file to WAL: two piko processes started together on one
+        file (a scheduler and a worker) must both open it, so this waits up to busy_timeout."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """mode=ro changes nothing. A WAL file in a folder this user cannot write cannot get its -shm
