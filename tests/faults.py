@@ -21,14 +21,21 @@ class FaultyStore:
         self.calls: Counter[str] = Counter()  # every call made, answered or not
         self.answered: defaultdict[str, list[tuple[Any, ...]]] = defaultdict(list)  # args of calls that returned
         self._errors: dict[str, BaseException] = {}
+        self._lost: dict[str, BaseException] = {}  # the call is made, then its answer is lost
         self._gates: dict[str, asyncio.Event] = {}
 
     def fail(self, method: str, error: BaseException) -> None:
         """Calls of `method` raise `error` until heal()."""
         self._errors[method] = error
 
+    def lose_answers(self, method: str, error: BaseException) -> None:
+        """Calls of `method` reach the store and take effect, then raise `error` (a server that
+        committed and went away before it answered) until heal()."""
+        self._lost[method] = error
+
     def heal(self, method: str) -> None:
         self._errors.pop(method, None)
+        self._lost.pop(method, None)
 
     def hold(self, method: str) -> asyncio.Event:
         """Calls of `method` wait before reaching the store until release() (a stalled process or a
@@ -54,6 +61,9 @@ class FaultyStore:
             if error is not None:
                 raise error
             result = await found(*args, **kwargs)
+            lost = self._lost.get(name)
+            if lost is not None:
+                raise lost
             self.answered[name].append(args)
             return result
 

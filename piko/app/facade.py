@@ -201,7 +201,7 @@ class PikoApp:
         self.live.bind(leader=self.leader)
         if self.leader is not None:
             await stack.enter_async_context(self.leader)
-        share = components.build_share(s, instance, keeper, lambda: self.runner.running_count() if self.runner else 0)
+        share = components.build_share(s, instance, keeper, lambda: self.runner.load() if self.runner else 0)
         self.runner = self._build_runner(instance.instance_id, shape=share.shape if share is not None else None)
         stack.push_async_callback(lambda: self.runner.stop(self._remaining()))  # type: ignore[union-attr]
         self.worker = components.build_worker(store, self.clock, self.runner, s, instance, self.live,
@@ -236,7 +236,7 @@ class PikoApp:
 
     def _describe(self, info: Any) -> Any:
         """The heartbeat's row: how many runs this instance has going now."""
-        return replace(info, running=self.runner.running_count() if self.runner is not None else 0)
+        return replace(info, running=self.runner.load() if self.runner is not None else 0)
 
     async def _after_sweep(self) -> None:
         """Cluster execution, on the leader: re-queue dead instances' runs, report the queue depth."""

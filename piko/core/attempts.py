@@ -17,6 +17,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +63,8 @@ class Attempts:
         self._shape = shape  # None: leader mode, an attempt's row is written as asked
         self.running: Counter[str] = Counter()  # fires of each job from claim to last attempt (max_instances)
         self.active: set[asyncio.Task[Any]] = set()  # tasks inside execute (fires, manual and queued runs)
+        # cluster execution: tasks whose run is not placed yet (it may yet be queued for another worker)
+        self.placing: set[asyncio.Task[Any]] = set()
         self._in_flight: Counter[tuple[str, datetime]] = Counter()  # claimed runs not yet recorded as ended
 
     async def execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
@@ -83,6 +86,8 @@ class Attempts:
             self.running[job_id] += 1  # from here until the last attempt is over (retry waits count)
         me = asyncio.current_task()
         self.active.add(me)  # type: ignore[arg-type]
+        if claimed is None and self._shape is not None:
+            self.placing.add(me)  # type: ignore[arg-type]
         try:
             if spec.stateful and data_interval is None and self._window_for is not None:
                 try:
@@ -112,6 +117,7 @@ class Attempts:
         finally:
             self.running[job_id] -= 1
             self.active.discard(me)  # type: ignore[arg-type]
+            self.placing.discard(me)  # type: ignore[arg-type]
 
     async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
                        take_lock: bool, config_value: Any, data_interval: DataInterval | None,
@@ -128,11 +134,24 @@ class Attempts:
             claim = self._shape(claim, opts)
         run_id, status = await self._rec.claim(claim)
         if run_id is None:
+            claim, run_id, status = await self.find_lost(claim)
+        self.placing.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if run_id is None:
             return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
                               "another instance holds this scheduled time")
         if status is not RunStatus.RUNNING:
             return self.not_here(claim, run_id, status)
         return await self._run(spec, opts, claim, run_id, config_value, data_interval)
+
+    async def find_lost(self, claim: RunClaim) -> tuple[RunClaim, int | None, RunStatus]:
+        """A claim whose time is taken: if the taker is an earlier claim of this fire made here
+        whose answer was lost (and nothing here runs it), its row, to run (RUNNING) or leave to the
+        queue (PENDING); otherwise run id None."""
+        if (claim.job_id, claim.scheduled_at) not in self._in_flight:
+            lost = await self._rec.own_lost_claim(claim)
+            if lost is not None and lost.status in (RunStatus.RUNNING, RunStatus.PENDING):
+                return replace(claim, claim_token=lost.claim_token), lost.run_id, lost.status  # its written token
+        return claim, None, claim.status
 
     def not_here(self, claim: RunClaim, run_id: int, status: RunStatus) -> RunOutcome:
         """A run the store placed elsewhere (cluster execution): queued for a worker, or skipped."""

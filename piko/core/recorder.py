@@ -21,7 +21,7 @@ from datetime import datetime
 from piko.core.batching import Batcher
 from piko.core.pending_writes import RETRYABLE, PendingWrites
 from piko.core.run_metrics import RunMetrics
-from piko.core.types import RunClaim, RunFinish, RunOutcome, RunStatus
+from piko.core.types import RunClaim, RunFinish, RunOutcome, RunRecord, RunStatus
 from piko.errors import LeaseLost, StoreError
 from piko.protocols import Clock, Store
 
@@ -82,6 +82,28 @@ class RunRecorder:
             self._unrecorded.clear()
         if claim.kind == "schedule" and claim.attempt == 1 and self._requeue is not None:
             self._requeue(claim.job_id, claim.scheduled_at)  # tried again, or recorded as missed, later
+
+    def is_unrecorded(self, claim: RunClaim) -> bool:
+        """An earlier claim of this fire made here failed (its row may yet exist: own_lost_claim)."""
+        return (claim.job_id, claim.scheduled_at) in self._unrecorded
+
+    async def own_lost_claim(self, claim: RunClaim) -> RunRecord | None:
+        """The row of an earlier claim of this fire made here that the store took though its answer
+        was lost (the server committed, then went away): found when the fire, tried again, finds its
+        time taken. None when the taker is another instance or another attempt."""
+        if not self.is_unrecorded(claim):
+            return None
+        try:
+            run = await self._store.latest_run(claim.job_id, claim.scheduled_at)
+        except (StoreError, OSError) as exc:
+            self.claim_failed(claim, exc)  # still not known: the fire is tried again later
+            return None
+        self._unrecorded.discard((claim.job_id, claim.scheduled_at))
+        if run is None or run.instance_id != claim.instance_id or run.attempt != claim.attempt:
+            return None
+        log.warning("job %s at %s: its claim was written though the store's answer was lost; run %s is %s",
+                    claim.job_id, claim.scheduled_at.isoformat(), run.run_id, run.status.value)
+        return run
 
     async def record_final(self, claim: RunClaim, *, is_quiet: bool = False) -> int | None:
         """A row born final (MISSED, SKIPPED): recorded, logged (unless the caller sums them up), counted."""

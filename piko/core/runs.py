@@ -62,6 +62,7 @@ class Runner:
                                   on_finish=on_finish, fence=fence, rng=rng or random.Random(),
                                   is_closing=lambda: self._is_closing, shape=shape)
         self._is_closing = False
+        self._queuing = 0  # early claims in flight that place their run in the queue, not here
         self.on_run_end: Callable[[], None] | None = None  # a worker hears of freed capacity
 
     # -- entry points ------------------------------------------------------------------
@@ -95,18 +96,24 @@ class Runner:
         if self._shape is not None:
             claim = self._shape(claim, opts)
         running[job_id] += 1
+        self._queuing += claim.status is RunStatus.PENDING
         self._room.claim_sent(+1)
         self._rec.submit_claim(claim).add_done_callback(functools.partial(self._claimed, spec, opts, claim))
         return True
 
     def _claimed(self, spec: JobSpec, opts: JobOptions, claim: RunClaim, answer: asyncio.Future[Placed]) -> None:
         self._room.claim_sent(-1)
+        self._queuing -= claim.status is RunStatus.PENDING
         run_id, status = None, claim.status
         error = StoreError("the claim was cancelled") if answer.cancelled() else answer.exception()
         if error is not None:
             self._rec.claim_failed(claim, error)
         else:
             run_id, status = answer.result()
+            if run_id is None and self._rec.is_unrecorded(claim):  # taken: maybe by its own lost claim
+                task = asyncio.create_task(self._find_lost(spec, opts, claim), name=f"piko-fire-{spec.job_id}")
+                self._room.add_fire(task, is_on_store=True)
+                return
         if run_id is None or status is not RunStatus.RUNNING:  # not recorded (requeued), taken, queued, skipped
             self._attempts.running[spec.job_id] -= 1
             if run_id is not None:
@@ -115,6 +122,13 @@ class Runner:
         task = asyncio.create_task(self._attempts.execute(spec, opts, claim.scheduled_at, kind="schedule",
                                                           claimed=(claim, run_id)), name=f"piko-fire-{spec.job_id}")
         self._room.add_fire(task, is_on_store=False)
+
+    async def _find_lost(self, spec: JobSpec, opts: JobOptions, claim: RunClaim) -> None:
+        claim, run_id, status = await self._attempts.find_lost(claim)
+        if run_id is None or status is not RunStatus.RUNNING:
+            self._attempts.running[spec.job_id] -= 1
+            return
+        await self._attempts.execute(spec, opts, claim.scheduled_at, kind="schedule", claimed=(claim, run_id))
 
     async def wait_for_room(self) -> None:
         """For the kernel, between slices of a burst: wait while too many fires wait on the store."""
@@ -200,6 +214,12 @@ class Runner:
     def running_count(self, job_id: str | None = None) -> int:
         running = self._attempts.running
         return sum(running.values()) if job_id is None else running[job_id]
+
+    def load(self) -> int:
+        """Runs this instance executes or will (cluster capacity): running_count without the fires
+        still being placed, which may yet be queued for another worker (a burst of 200 fires on
+        the leader is not 200 runs here)."""
+        return self.running_count() - len(self._attempts.placing) - self._queuing
 
     async def stop(self, budget_s: float) -> None:
         """Stop taking fires; let runs finish within the budget, then cancel and record the rest."""

@@ -111,7 +111,7 @@ class QueueWorker:
         while not self._stop.is_set():
             free = 0
             try:
-                free = self.capacity - self._runner.running_count()
+                free = self.capacity - self._runner.load()
                 if free > 0:
                     await self.claim_once(free)
             except Exception:  # a bug must not stop this instance from taking work: say it, slow down, go on

@@ -82,7 +82,7 @@ COUNT_QUEUED = (f"SELECT COUNT(*) FROM (SELECT 1 FROM job_run WHERE status IN {s
                 f"AND queue IN ({{marks}}) LIMIT {QUEUED_PEEK}) q")
 
 
-SMALL_BURST = 16  # a burst this small goes whole to the first worker that asks: latency first
+SMALL_BURST = 4  # a burst this small goes whole to the first worker that asks; a bigger one is shared
 
 
 def fair_take(capacity: int, queued: int, share: int) -> int:

@@ -292,6 +292,34 @@ def test_a_claim_the_store_refuses_is_requeued_and_recorded_once_the_store_is_ba
     asyncio.run(scenario())
 
 
+def test_a_claim_written_though_its_answer_was_lost_runs_once_when_the_fire_is_tried_again() -> None:
+    """The server committed the claim and went away before it answered: the row is RUNNING under
+    this instance while nothing runs it. The fire tried again must find and run it, not skip it
+    as taken by another instance (the row stayed RUNNING for the life of the process)."""
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        store = FaultyStore(MemoryStore(clock))
+        app = make_app(clock, store)
+        calls: list[datetime] = []
+
+        @app.job("j", interval=EVERY_60S)
+        async def j(ctx: dict[str, Any], scheduled_time: datetime) -> None:
+            calls.append(scheduled_time)
+
+        async with app:
+            store.lose_answers("claim_runs", StoreUnavailable("Lost connection to server during query"))
+            await advance(clock, 60)
+            assert calls == [] and statuses(app) == [(at(60), RunStatus.RUNNING)]
+            store.heal("claim_runs")
+            await advance(clock, 1)
+            assert statuses(app) == [(at(60), RunStatus.SUCCESS)]
+            await advance(clock, 60)
+        assert calls == [at(60), at(120)]
+        assert statuses(app) == [(at(60), RunStatus.SUCCESS), (at(120), RunStatus.SUCCESS)]
+
+    asyncio.run(scenario())
+
+
 def test_a_run_end_the_store_refuses_is_recorded_later_and_nothing_stays_pending() -> None:
     async def scenario() -> None:
         clock = FakeClock(T0)

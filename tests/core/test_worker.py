@@ -173,3 +173,33 @@ def test_a_queued_run_no_worker_takes_within_its_grace_is_recorded_missed() -> N
         return [(first.status, first.error_type)]
 
     assert asyncio.run(scenario()) == [(RunStatus.MISSED, "Misfire")]
+
+
+def test_the_leader_starts_its_share_of_a_burst_bigger_than_its_capacity() -> None:
+    """120 fires due at once, 4 live workers, the leader's capacity 40: the leader starts its share
+    (30 of each burst) itself. The fires it is still placing are not runs here: when they counted
+    against its capacity, it started only the few it had decided before the first 40 were in flight."""
+    async def scenario() -> tuple[list[int], Counter[str]]:
+        clock = FakeClock(T0)
+        store = MemoryStore(clock)
+        apps = [make_app(n, clock, store, worker_concurrency=40) for n in ("a", "b", "c", "d")]
+        seen: list[tuple[str, str, datetime]] = []
+        for app in apps:
+            for n in range(120):
+                register(app, seen, f"job{n}")
+        await start(*apps, worker_only=tuple(apps[1:]))
+        assert apps[0].live.is_leader()
+        leader = apps[0].worker.instance_id
+        per_second = []
+        for _ in range(4):
+            before = len([r for r in store.t.runs.values() if r.instance_id == leader and r.enqueued_at is None])
+            await advance(clock, 1.0)
+            per_second.append(len([r for r in store.t.runs.values()
+                                   if r.instance_id == leader and r.enqueued_at is None]) - before)
+        await run_until_quiet()
+        await stop(*apps)
+        return per_second, Counter(r.status.value for r in store.t.runs.values())
+
+    local, statuses = asyncio.run(scenario())
+    assert all(n == 30 for n in local[1:]), local
+    assert set(statuses) == {"SUCCESS"}, statuses
