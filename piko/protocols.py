@@ -97,6 +97,8 @@ class RunStore(Protocol):
     async def get_run(self, run_id: int) -> RunRecord | None: ...
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None: ...
     async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None: ...  # newest of the slot
+    async def pieces(self, prefix: str, scheduled_at: datetime) -> list[RunRecord]: ...  # newest per slot
+    async def children(self, parent_run_ids: Collection[int]) -> list[RunRecord]: ...  # pieces these runs made
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]: ...  # newest locked fire
 
 

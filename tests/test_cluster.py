@@ -64,8 +64,8 @@ class Effects:
 class Fleet:
     """`piko run` and `piko worker` processes on one store; `close()` leaves none behind."""
 
-    def __init__(self, db: Db, effects: Effects, workdir: Path, **env: str) -> None:
-        self.db, self.workdir = db, workdir
+    def __init__(self, db: Db, effects: Effects, workdir: Path, jobs: Path = JOBS, **env: str) -> None:
+        self.db, self.workdir, self.jobs = db, workdir, jobs
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PIKO_")}
         self.env.update({"PYTHONPATH": str(ROOT), "PIKO_EXECUTION": "cluster", "PIKO_HTTP_ENABLED": "false",
                          "PIKO_LEADER_LEASE_S": "3", "PIKO_LEADER_RENEW_INTERVAL_S": "1", "PIKO_POLL_INTERVAL_S": "2",
@@ -79,7 +79,7 @@ class Fleet:
     def start(self, kind: str, *extra: str, **env: str) -> subprocess.Popen[bytes]:
         n = len(self.procs)
         with open(self.workdir / f"p{n}.err", "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "piko", kind, str(JOBS), "--dsn", self.db.cli_dsn, *extra],
+            proc = subprocess.Popen([sys.executable, "-m", "piko", kind, str(self.jobs), "--dsn", self.db.cli_dsn, *extra],
                                     cwd=self.workdir, env={**self.env, **env}, stdout=subprocess.DEVNULL, stderr=err)
         self.procs.append((kind, proc, time.time()))
         return proc

@@ -89,9 +89,13 @@ def build_worker(store: Store, clock: Clock, runner: Any, s: Settings, instance:
         return None
     from piko.core.worker import QueueWorker
 
-    return QueueWorker(store, clock, runner, instance_id=instance.instance_id, queues=instance.queues,
+    from piko.core.pieces import private_queue
+
+    # its own queue too: the copies of broadcast fires meant for this instance
+    queues = (*instance.queues, private_queue(instance.instance_id))
+    return QueueWorker(store, clock, runner, instance_id=instance.instance_id, queues=queues,
                        capacity=instance.capacity, options_for=live.options_for,
-                       knows=lambda job_id: job_id in registry, metrics=metrics, poll_max_s=s.worker_poll_max_s,
+                       knows=lambda job_id: registry.resolve(job_id) is not None, metrics=metrics, poll_max_s=s.worker_poll_max_s,
                        consumers=lambda: max(keeper.consumers(q) for q in instance.queues))
 
 

@@ -72,6 +72,11 @@ class PikoApp:
         """Register an async job: `@app.job("id", cron="*/5 * * * *")`."""
         return self.registry.job(job_id, **options)
 
+    def task(self, task_id: str, **options: Any) -> Any:
+        """Register a map task: `@app.task("per_month") async def per_month(ctx, item)`, run once
+        per item by `await ctx.map("per_month", items)` (by any worker in cluster execution)."""
+        return self.registry.task(task_id, **options)
+
     def configure(self, *, settings_path: str | None = None, **overrides: Any) -> None:
         """Re-read settings with a file and/or explicit values (used by the CLI)."""
         if self._is_started:
@@ -232,7 +237,16 @@ class PikoApp:
         return Runner(registry=self.registry, store=self.store, clock=self.clock, instance_id=instance_id,
                       resources=self.resources, options_for=self.live.options_for, config_for=self.config_for,
                       window_for=self.live.window_for, on_finish=self.live.on_finish, fence=self.live.fence,
-                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue, shape=shape)
+                      metrics=self.piko_metrics, run_hooks=self.live.run_hooks(), requeue=self._requeue, shape=shape,
+                      targets=self._broadcast_targets, is_live=self._is_live)
+
+    def _broadcast_targets(self, queue: str) -> list[str]:
+        """Live instances whose worker serves `queue` (a broadcast fire's copies)."""
+        live = self._keeper.live if self._keeper is not None else []
+        return [i.instance_id for i in live if "worker" in i.role and queue in i.queues]
+
+    def _is_live(self, instance_id: str) -> bool:
+        return self._keeper is None or any(i.instance_id == instance_id for i in self._keeper.live)
 
     def _describe(self, info: Any) -> Any:
         """The heartbeat's row: how many runs this instance has going now."""
@@ -248,7 +262,8 @@ class PikoApp:
                                 self._keeper.info.instance_id if self._keeper else "")
         depths = await self.store.queue_depths()
         for queue in {*depths, *(self.worker.queues if self.worker else ())}:
-            self.piko_metrics.queue_depth.labels(queue=queue).set(depths.get(queue, 0))
+            if not queue.startswith("@"):  # an instance's own queue (broadcast copies) is not a series
+                self.piko_metrics.queue_depth.labels(queue=queue).set(depths.get(queue, 0))
 
     def _hint(self, job_id: str) -> None:
         """A fire is due (this instance is not the leader): the leader places it now; poll soon."""

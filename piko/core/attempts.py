@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import random
 import threading
@@ -22,7 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from piko.core.backpressure import DispatchRoom
-from piko.core.invoke import Invoker
+from piko.core import pieces
+from piko.core.fanout import Fanout, RunContext
+from piko.core.invoke import Invoker, outcome_of
 from piko.core.policy import busy_reason, retry_delay
 from piko.core.recorder import RunRecorder
 from piko.core.registry import JobSpec
@@ -66,14 +69,17 @@ class Attempts:
         # cluster execution: tasks whose run is not placed yet (it may yet be queued for another worker)
         self.placing: set[asyncio.Task[Any]] = set()
         self._in_flight: Counter[tuple[str, datetime]] = Counter()  # claimed runs not yet recorded as ended
+        self.fanout: Fanout | None = None  # ctx.map, shards and broadcast (set by the runner)
 
     async def execute(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, *, kind: str,
                       take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
                       claimed: tuple[RunClaim, int] | None = None,
-                      rerun: tuple[frozenset[RunStatus], int] = (frozenset(), 0)) -> RunOutcome:
+                      rerun: tuple[frozenset[RunStatus], int] = (frozenset(), 0),
+                      piece: tuple[int | None, str | None] = (None, None)) -> RunOutcome:
         """One scheduled time: its first attempt, then its retries (each attempt is its own row).
 
-        `claimed`: the first attempt was claimed early (counted in running). `rerun`: (rerun_if, attempts before)."""
+        `claimed`: the first attempt was claimed early (counted in running). `rerun`: (rerun_if, attempts before).
+        `piece`: (parent run id, payload) of a piece the parent runs here (core/fanout.py)."""
         job_id = spec.job_id
         if claimed is not None:  # its retries carry the term it was dispatched in (leader mode)
             FIRE_FENCE.set(claimed[0].fence if self._shape is None else None)
@@ -105,7 +111,7 @@ class Attempts:
                     claimed = None
                 else:
                     outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt + rerun[1], take_lock,
-                                                  config_value, data_interval, rerun[0])
+                                                  config_value, data_interval, rerun[0], piece)
                 if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
                         or self._is_closing()):
                     return outcome
@@ -121,7 +127,8 @@ class Attempts:
 
     async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
                        take_lock: bool, config_value: Any, data_interval: DataInterval | None,
-                       rerun_if: frozenset[RunStatus] = frozenset()) -> RunOutcome:
+                       rerun_if: frozenset[RunStatus] = frozenset(),
+                       piece: tuple[int | None, str | None] = (None, None)) -> RunOutcome:
         """Claim the run (lock + row), call the handler if it is placed here, record how it ended."""
         job_id = spec.job_id
         # in cluster execution only placing a new fire is the leader's act; retries and re-runs are anyone's
@@ -129,8 +136,9 @@ class Attempts:
         claim = RunClaim(job_id, scheduled_at, RunStatus.RUNNING, self._clock.now(), self.instance_id,
                          attempt=attempt, kind=kind, take_lock=take_lock, fence=fence,
                          rerun_if=rerun_if, data_start=data_interval.start if data_interval else None,
-                         data_end=data_interval.end if data_interval else None)
-        if self._shape is not None:
+                         data_end=data_interval.end if data_interval else None,
+                         parent_run_id=piece[0], payload=piece[1])
+        if self._shape is not None and piece[0] is None:
             claim = self._shape(claim, opts)
         run_id, status = await self._rec.claim(claim)
         if run_id is None:
@@ -153,6 +161,29 @@ class Attempts:
                 return replace(claim, claim_token=lost.claim_token), lost.run_id, lost.status  # its written token
         return claim, None, claim.status
 
+    def _parent_spec(self, spec: JobSpec, opts: JobOptions) -> JobSpec:
+        """A sharded or broadcast job's fire runs its pieces (fanout.py), not its handler; its
+        resources are entered by each piece."""
+        assert self.fanout is not None
+        if opts.broadcast:
+            func = functools.partial(self.fanout.broadcast, spec=spec)
+        else:
+            func = functools.partial(self.fanout.shards, spec=spec, total=opts.shards)
+        return replace(spec, func=func, resources={})
+
+    def _piece_result(self, spec: JobSpec, outcome: RunOutcome) -> RunOutcome:
+        """A piece's return value is stored (its parent reads it back): as JSON, size-capped."""
+        if outcome.status is not RunStatus.SUCCESS:
+            return outcome
+        try:
+            outcome.result_json = pieces.encode_result(spec.job_id, outcome.result)
+        except pieces.PieceError as exc:
+            log.error("job %s run %s FAILED: %s", spec.job_id, outcome.run_id, exc)
+            failed = outcome_of(outcome.run_id, spec, outcome.scheduled_at, RunStatus.FAILED, exc)
+            failed.duration_s, failed.attempt = outcome.duration_s, outcome.attempt
+            return failed
+        return outcome
+
     def not_here(self, claim: RunClaim, run_id: int, status: RunStatus) -> RunOutcome:
         """A run the store placed elsewhere (cluster execution): queued for a worker, or skipped."""
         if status is RunStatus.SKIPPED:
@@ -170,15 +201,21 @@ class Attempts:
         job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence if self._shape is None else None
         me = asyncio.current_task()
         no_config: ConfigError | None = None
+        found = pieces.parse(job_id) if "[" in job_id else None  # a piece: its job's or task's config
         try:
-            config = config_value if config_value is not None else self._config_for(spec, self._clock.now())
+            config = config_value if config_value is not None else self._config_for(
+                spec if found is None else replace(spec, job_id=found.handler), self._clock.now())
         except ConfigError as exc:  # no valid config: recorded as failed, the handler is not called
             config, no_config = None, exc
-        ctx: dict[str, Any] = {"run_id": run_id, "job_id": job_id, "attempt": claim.attempt,
-                               "scheduled_time": scheduled_at, "config": config, "logger": run_logger(job_id, run_id),
-                               "cancel_event": threading.Event(), "instance_id": self.instance_id}
-        if spec.stateful:
+        ctx = RunContext({"run_id": run_id, "job_id": job_id, "attempt": claim.attempt,
+                          "scheduled_time": scheduled_at, "config": config, "logger": run_logger(job_id, run_id),
+                          "cancel_event": threading.Event(), "instance_id": self.instance_id}, self.fanout)
+        if spec.stateful or (found is not None and data_interval is not None):
             ctx["data_interval"] = data_interval
+        if found is not None:
+            _piece_context(ctx, found, claim)
+        elif (opts.shards or opts.broadcast) and self.fanout is not None:  # this run is the parent of pieces
+            spec = self._parent_spec(spec, opts)
         started = self._clock.monotonic()
         self._m.running(job_id, +1)
         self._room.leave_store(me)
@@ -196,6 +233,9 @@ class Attempts:
             self._m.running(job_id, -1)
             self._room.enter_store(me)
         outcome.duration_s = self._clock.monotonic() - started
+        outcome.attempt = claim.attempt
+        if found is not None:
+            outcome = self._piece_result(spec, outcome)
         self._m.duration(job_id, outcome.duration_s)
         try:
             await self._rec.finish(run_id, outcome, claim.claim_token)
@@ -203,6 +243,8 @@ class Attempts:
             self._in_flight[key] -= 1
             if self._in_flight[key] <= 0:
                 del self._in_flight[key]
+            if found is not None and self.fanout is not None:
+                self.fanout.piece_ended.set()  # a parent here waiting on rows looks now
         await self.after_run(spec, opts, outcome, data_interval, claim.kind)
         return outcome
 
@@ -239,3 +281,12 @@ class Attempts:
     def holds(self, job_id: str, scheduled_at: datetime) -> bool:
         """A run of this time is in progress here, or it ended and its end still waits for the store."""
         return (job_id, scheduled_at) in self._in_flight or self._rec.holds_end(job_id, scheduled_at)
+
+
+def _piece_context(ctx: dict[str, Any], found: pieces.PieceKey, claim: RunClaim) -> None:
+    """What a piece's handler gets besides a run's usual keys."""
+    ctx["parent_run_id"] = claim.parent_run_id
+    if found.kind == "item":
+        ctx["item"] = pieces.decode(claim.payload)
+    elif found.kind == "shard":
+        ctx["shard"] = pieces.shard_of(claim.job_id)

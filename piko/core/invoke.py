@@ -93,6 +93,11 @@ def bounded_traceback(exc: BaseException, max_chars: int = TRACEBACK_MAX_CHARS) 
     return marker.format(len(text) - len(tail)) + tail
 
 
+def _second(spec: JobSpec, ctx: dict[str, Any]) -> Any:
+    """A job is called with its scheduled time, a map task with its item."""
+    return ctx.get("item") if spec.is_task else ctx["scheduled_time"]
+
+
 def failed(run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseException) -> RunOutcome:
     run_logger(spec.job_id, run_id).error("run failed: %s: %s", type(exc).__name__, exc,
                                           exc_info=(type(exc), exc, exc.__traceback__))
@@ -144,7 +149,7 @@ class Invoker:
         bind_run_context(spec.job_id, ctx["run_id"])  # the job's own loggers' lines carry the run too
         for hook in self._hooks:
             hook(ctx)
-        call = spec.func(ctx, ctx["scheduled_time"]) if not spec.resources else self._with_resources(spec, ctx)
+        call = spec.func(ctx, _second(spec, ctx)) if not spec.resources else self._with_resources(spec, ctx)
         if fence is None or not hasattr(call, "send"):
             return call  # type: ignore[no-any-return]
         current = self._current_fence
@@ -153,7 +158,7 @@ class Invoker:
     async def _with_resources(self, spec: JobSpec, ctx: dict[str, Any]) -> Any:
         async with AsyncExitStack() as stack:
             injected = await self._resources.enter_all(stack, spec.resources, ctx)
-            return await spec.func(ctx, ctx["scheduled_time"], **injected)
+            return await spec.func(ctx, _second(spec, ctx), **injected)
 
     async def inline(self, me: asyncio.Task[Any], spec: JobSpec, ctx: dict[str, Any], *,
                      fence: Fence | None) -> RunOutcome:

@@ -101,6 +101,9 @@ def check_row_options(row: ScheduleRow) -> None:
         fail("jitter_s", jitter, f"seconds from 0 to {MAX_JITTER_S:.0f}, or NULL")
     if most is not None and not (isinstance(most, int) and not isinstance(most, bool) and most >= 1):
         fail("max_instances", most, "a whole number of 1 or more, or NULL")
+    shards = row.shards
+    if shards is not None and not (isinstance(shards, int) and not isinstance(shards, bool) and 0 <= shards <= 1000):
+        fail("shards", shards, "a whole number from 1 to 1000, 0 for no shards, or NULL for the code's value")
 
 
 def _is_flag(value: Any) -> bool:
@@ -127,6 +130,8 @@ def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOpti
         retry_backoff_max_s=defaults.retry_backoff_max_s,
         is_one_shot=(row.schedule_type if row else spec.schedule_type if spec else None) == "date",
         queue=spec.queue if spec else "default",
+        shards=int(pick(row.shards if row else None, spec.shards if spec else None, 0)),
+        broadcast=bool(spec.broadcast) if spec else False,
     )
 
 

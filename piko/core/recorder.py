@@ -122,7 +122,8 @@ class RunRecorder:
     async def finish(self, run_id: int, outcome: RunOutcome, claim_token: int | None = None) -> None:
         """Record how the run ended; if the store does not take it, it waits in PendingWrites."""
         finish = RunFinish(run_id, outcome.status, self._clock.now(), outcome.error_type, outcome.error_message,
-                           outcome.duration_s, error_traceback=outcome.error_traceback, claim_token=claim_token)
+                           outcome.duration_s, error_traceback=outcome.error_traceback, claim_token=claim_token,
+                           result=outcome.result_json)
         try:
             if await self._finishes.submit(finish):
                 self._refused(finish, outcome.job_id)

@@ -12,9 +12,10 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from piko.core.pieces import handler_of, is_piece
 from piko.core.types import BackfillPolicy, ScheduleRow
 from piko.errors import RegistrationError, TriggerSpecError
 
@@ -40,6 +41,9 @@ class JobSpec:
     retries: int | None = None
     retry_backoff: float | None = None
     queue: str = "default"  # cluster execution: only workers of this queue take its runs
+    shards: int | None = None  # each fire runs as this many shard pieces (a schedule row may override)
+    broadcast: bool = False  # each fire runs once on every live instance serving its queue
+    is_task: bool = False  # a map task (app.task): called as handler(ctx, item), never scheduled
 
     def default_schedule_row(self) -> ScheduleRow | None:
         """The row inserted when the database has none for this job yet."""
@@ -68,13 +72,19 @@ def _check_number(job_id: str, name: str, value: Any, *, minimum: float, integer
 
 
 _OPTIONS = frozenset({"schema", "stateful", "backfill_policy", "resources", "cron", "interval", "date", "timezone",
-                      "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff", "queue"})
+                      "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff", "queue",
+                      "shards", "broadcast"})
+_TASK_OPTIONS = frozenset({"resources", "timeout", "retries", "retry_backoff", "queue"})
+MAX_SHARDS = 1000
 
 
 def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     """Validate one registration; raise RegistrationError / TriggerSpecError with the job id."""
     if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > 191:
         raise RegistrationError(f"job id {job_id!r} must be a non-empty string of at most 191 characters")
+    if "[" in job_id:
+        raise RegistrationError(f"job id {job_id!r} must not contain '[' (it marks the pieces of a fire: "
+                                f"'job[3/8]' is shard 3 of 8)")
     if not _is_async_callable(func):
         name = getattr(func, "__qualname__", repr(func))
         raise RegistrationError(f"job {job_id!r}: handler {name} must be an 'async def' function "
@@ -94,6 +104,15 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     _check_number(job_id, "max_instances", options.get("max_instances"), minimum=1, integer=True)
     _check_number(job_id, "retries", options.get("retries"), minimum=0, integer=True)
     _check_number(job_id, "retry_backoff", options.get("retry_backoff"), minimum=0)
+    _check_number(job_id, "shards", options.get("shards"), minimum=1, integer=True)
+    if (options.get("shards") or 0) > MAX_SHARDS:
+        raise RegistrationError(f"job {job_id!r}: shards={options['shards']} is over {MAX_SHARDS} "
+                                f"(use ctx.map for many pieces)")
+    if options.get("broadcast") not in (None, False, True):
+        raise RegistrationError(f"job {job_id!r}: broadcast={options['broadcast']!r} must be True or False")
+    options["broadcast"] = bool(options.get("broadcast"))
+    if options["broadcast"] and options.get("shards"):
+        raise RegistrationError(f"job {job_id!r}: give broadcast=True or shards=N, not both")
     queue = options.get("queue", "default")
     if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
         raise RegistrationError(f"job {job_id!r}: queue={queue!r} must be 1-64 letters, digits, '_', '-' or '.'")
@@ -119,6 +138,21 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     return spec_obj
 
 
+def build_task(task_id: str, func: Any, **options: Any) -> JobSpec:
+    """A map task (`ctx.map(task_id, items)` runs it once per item): never scheduled, called as
+    handler(ctx, item, **resources); options are those of a run: resources, timeout, retries, queue."""
+    unknown = sorted(set(options) - _TASK_OPTIONS)
+    if unknown:
+        raise RegistrationError(f"task {task_id!r}: unknown option(s) {', '.join(unknown)}; "
+                                f"allowed: {', '.join(sorted(_TASK_OPTIONS))}")
+    if _is_async_callable(func) is False:
+        name = getattr(func, "__qualname__", repr(func))
+        raise RegistrationError(f"task {task_id!r}: handler {name} must be an 'async def' function "
+                                f"(called as handler(ctx, item, **resources))")
+    spec = build_spec(task_id, func, **options)
+    return JobSpec(**{**spec.__dict__, "is_task": True})
+
+
 class Registry:
     """The jobs one app knows, by id."""
 
@@ -140,8 +174,27 @@ class Registry:
 
         return decorate
 
+    def task(self, task_id: str, **options: Any) -> Callable[[Handler], Handler]:
+        def decorate(func: Handler) -> Handler:
+            self.add(build_task(task_id, func, **options))
+            return func
+
+        return decorate
+
     def get(self, job_id: str) -> JobSpec | None:
         return self._jobs.get(job_id)
+
+    def resolve(self, job_id: str) -> JobSpec | None:
+        """The spec a run of `job_id` runs with: a job's own, or for a piece slot (core/pieces.py) its
+        job's or task's, named after the slot, with nothing of the fire's (schedule, window, shards)."""
+        spec = self._jobs.get(job_id)
+        if spec is not None or not is_piece(job_id):
+            return spec
+        handler = self._jobs.get(handler_of(job_id))
+        if handler is None:
+            return None
+        return replace(handler, job_id=job_id, stateful=False, schedule_type=None, schedule_spec=None,
+                       shards=None, broadcast=False)
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs

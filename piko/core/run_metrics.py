@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+from piko.core.pieces import handler_of
 from piko.core.types import RunStatus
 
 
@@ -45,6 +46,8 @@ class RunMetrics:
     def _for(self, job_id: str) -> JobMetrics | None:
         if self._metrics is None:
             return None
+        if "[" in job_id:  # a piece (core/pieces.py) reports as its job or task: one series, not one per piece
+            job_id = handler_of(job_id)
         found = self._jobs.get(job_id)
         if found is None or found.epoch != self._metrics.registry.series_epoch:
             found = self._jobs[job_id] = JobMetrics(self._metrics, job_id)
@@ -77,7 +80,13 @@ class RunMetrics:
         if self._metrics is not None:
             self._metrics.run_results_refused_total.inc()
 
+    def piece(self, job_id: str, kind: str, status: RunStatus) -> None:
+        if self._metrics is not None:
+            self._metrics.pieces_total.labels(job_id=job_id, kind=kind, status=status.value).inc()
+
     def running(self, job_id: str, delta: int) -> None:
+        if "[" in job_id:
+            job_id = handler_of(job_id)
         self.in_handler[job_id] += delta
         m = self._for(job_id)
         if m is not None:

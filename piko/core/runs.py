@@ -22,6 +22,7 @@ from typing import Any
 from piko.core.attempts import FIRE_FENCE, Attempts, ClaimShaper
 from piko.core.backpressure import DispatchRoom
 from piko.core.configs import validate_config
+from piko.core.fanout import Fanout, Piece
 from piko.core.invoke import CANCEL_GRACE_S, Invoker, RunHook
 from piko.core.policy import FireDecision, decide_fires, grace_of
 from piko.core.recorder import Placed, RunRecorder
@@ -43,7 +44,9 @@ class Runner:
                  on_finish: Callable[[JobSpec, RunOutcome, DataInterval | None, str], Awaitable[None]] | None = None,
                  fence: Callable[[], Fence | None] = lambda: None, metrics: Any = None,
                  run_hooks: Sequence[RunHook] = (), rng: random.Random | None = None,
-                 requeue: Callable[[str, datetime], None] | None = None, shape: ClaimShaper | None = None) -> None:
+                 requeue: Callable[[str, datetime], None] | None = None, shape: ClaimShaper | None = None,
+                 targets: Callable[[str], list[str]] = lambda queue: [],
+                 is_live: Callable[[str], bool] = lambda instance_id: True) -> None:
         self._registry = registry
         self._store = store
         self._clock = clock
@@ -61,6 +64,11 @@ class Runner:
                                   invoker=invoker, room=self._room, config_for=config_for, window_for=window_for,
                                   on_finish=on_finish, fence=fence, rng=rng or random.Random(),
                                   is_closing=lambda: self._is_closing, shape=shape)
+        self.fanout = Fanout(store=store, clock=clock, instance_id=instance_id, resolve=registry.resolve,
+                             run_local=self._run_piece, is_cluster=shape is not None, targets=targets,
+                             is_live=is_live, nudge=lambda: self.on_run_end() if self.on_run_end is not None else None,
+                             counted=lambda job_id, kind, status: self._m.piece(job_id, kind, status))
+        self._attempts.fanout = self.fanout
         self._is_closing = False
         self._queuing = 0  # early claims in flight that place their run in the queue, not here
         self.on_run_end: Callable[[], None] | None = None  # a worker hears of freed capacity
@@ -181,7 +189,7 @@ class Runner:
         claim = RunClaim(run.job_id, run.scheduled_at, RunStatus.RUNNING, run.started_at or self._clock.now(),
                          self.instance_id, attempt=run.attempt, kind=run.kind, take_lock=False,
                          data_start=run.data_start, data_end=run.data_end, queue=run.queue,
-                         claim_token=run.claim_token)
+                         claim_token=run.claim_token, parent_run_id=run.parent_run_id, payload=run.payload)
         window = DataInterval(run.data_start, run.data_end) if run.data_start and run.data_end else None
         self._attempts.running[run.job_id] += 1
         task = asyncio.create_task(self._attempts.execute(spec, self._options_for(run.job_id), run.scheduled_at,
@@ -190,8 +198,17 @@ class Runner:
         task.add_done_callback(lambda _: self.on_run_end() if self.on_run_end is not None else None)
         return task
 
+    async def _run_piece(self, handler: JobSpec, piece: Piece, claim: RunClaim) -> RunOutcome:
+        """Leader mode: a piece its parent runs here (one attempt; the parent places a failed one again)."""
+        spec = self._spec(claim.job_id)
+        window = DataInterval(claim.data_start, claim.data_end) if claim.data_start and claim.data_end else None
+        return await self._attempts.execute(spec, self._options_for(claim.job_id), claim.scheduled_at, kind="piece",
+                                            take_lock=claim.take_lock, data_interval=window,
+                                            rerun=(claim.rerun_if, claim.attempt - 1),
+                                            piece=(claim.parent_run_id, claim.payload))
+
     def _spec(self, job_id: str) -> JobSpec:
-        spec = self._registry.get(job_id)
+        spec = self._registry.resolve(job_id)
         if spec is None:
             raise UnknownJobError(f"no job registered with id {job_id!r}")
         return spec

@@ -65,6 +65,7 @@ class ScheduleRow:
     jitter_s: float | None = None
     version: int = 1
     created_at: datetime | None = None  # anchors interval schedules that give no start_date
+    shards: int | None = None  # split each fire into this many shard runs (None: as the code says)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Fence:
     token: int
 
 
-RUN_KINDS = ("schedule", "manual", "backfill", "retry")  # why a run exists: job_run.kind
+RUN_KINDS = ("schedule", "manual", "backfill", "retry", "piece")  # why a run exists: job_run.kind
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class RunClaim:
     # runs pending or running in the whole cluster (counted in the claim's transaction).
     max_instances: int | None = None
     claim_token: int | None = None  # a RUNNING claim's token: its end is written only while it matches
+    parent_run_id: int | None = None  # a piece (core/pieces.py): the run that made it
+    payload: str | None = None  # a piece: what it gets, as JSON (a map item; [index, total] for a shard)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class RunFinish:
     duration_s: float | None = None  # measured on the monotonic clock; else finished_at - started_at
     error_traceback: str | None = None  # FAILED / TIMEOUT: the formatted traceback, tail kept (bounded)
     claim_token: int | None = None  # the claim's token; a row handed to another attempt has none
+    result: str | None = None  # a piece's return value as JSON (size-capped)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class RunRecord:
     enqueued_at: datetime | None = None  # when a queued run was written (cluster execution)
     cancel_requested: bool = False
     cancelled_by: str | None = None
+    parent_run_id: int | None = None
+    payload: str | None = None
+    result: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ class JobOptions:
     retry_backoff_max_s: float = 300.0
     is_one_shot: bool = False  # a date schedule: disabled after its run succeeds
     queue: str = "default"  # cluster execution: the workers that may take its runs
+    shards: int = 0  # > 0: each fire runs as this many shard pieces
+    broadcast: bool = False  # each fire runs once on every live instance of its queue
 
 
 @dataclass
@@ -219,3 +228,5 @@ class RunOutcome:
     result: object = None
     duration_s: float | None = None
     error_traceback: str | None = None  # FAILED / TIMEOUT: where it happened, innermost frames kept
+    result_json: str | None = None  # a piece's result as stored (core/pieces.py)
+    attempt: int = 1

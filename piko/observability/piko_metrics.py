@@ -58,6 +58,9 @@ class PikoMetrics:
         self.run_claim_latency_seconds = r.histogram(
             "piko_run_claim_latency_seconds", "From a run queued to a worker claiming it, in seconds.",
             buckets=LATENESS_BUCKETS)
+        self.pieces_total = r.counter(
+            "piko_pieces_total", "Pieces of fires (map items, shards, broadcast copies) ended, as their parent saw "
+            "them end, per job, kind and status.", ("job_id", "kind", "status"))
         self.runs_claimed_total = r.counter(
             "piko_runs_claimed_total", "Queued runs this instance's worker claimed.", ("instance",))
         self.trigger_errors_total = r.counter(

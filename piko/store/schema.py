@@ -197,6 +197,16 @@ V5_STATEMENTS = [
 V5_INDEXES = [("ix_job_run_queue", "job_run", "status, queue, run_id"),  # a worker's claim scans this
               ("ix_job_run_live", "job_run", "status, job_id")]  # running runs of a job (max_instances)
 
+# v6: pieces of a fire (core/pieces.py): a piece names the run that made it and carries its input
+# and its result as JSON; a schedule row may split each fire into shards (hot-changeable).
+V6_STATEMENTS = [
+    "ALTER TABLE job_run ADD COLUMN parent_run_id BIGINT NULL",
+    "ALTER TABLE job_run ADD COLUMN payload {TEXT} NULL",
+    "ALTER TABLE job_run ADD COLUMN result {TEXT} NULL",
+    "ALTER TABLE scheduled_job ADD COLUMN shards INTEGER NULL",
+]
+V6_INDEXES = [("ix_job_run_parent", "job_run", "parent_run_id")]  # a run's tree
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -233,7 +243,10 @@ def migrations(dialect: str) -> list[Migration]:
                       tuple(render(t, dialect) for t in V4_COLUMNS)),
             Migration(5, "cluster execution: queued runs, claim tokens, cancel requests, worker rows, job gates",
                       tuple([render(t, dialect) for t in V5_STATEMENTS]
-                            + [index_sql(dialect, *ix) for ix in V5_INDEXES]))]
+                            + [index_sql(dialect, *ix) for ix in V5_INDEXES])),
+            Migration(6, "pieces: parent run, payload and result of a piece; shards per schedule",
+                      tuple([render(t, dialect) for t in V6_STATEMENTS]
+                            + [index_sql(dialect, *ix) for ix in V6_INDEXES]))]
 
 
 def optional_statements(dialect: str) -> list[str]:

@@ -18,13 +18,13 @@ from piko.errors import ConfigError
 from piko.store.codec import from_db
 
 SCHEDULE_COLUMNS = ("job_id, schedule_type, schedule_expr, timezone, enabled, misfire_grace_s, `coalesce`, "
-                    "max_instances, jitter_s, version")
+                    "max_instances, jitter_s, version, shards")
 SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS}, created_at FROM scheduled_job"
 INSERT_SCHEDULE = (f"INSERT {{ignore}} INTO scheduled_job ({SCHEDULE_COLUMNS}) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 SCHEDULE_UPDATES = ("schedule_type = {v}schedule_type, schedule_expr = {v}schedule_expr, timezone = {v}timezone, "
                      "enabled = {v}enabled, misfire_grace_s = {v}misfire_grace_s, `coalesce` = {v}`coalesce`, "
-                     "max_instances = {v}max_instances, jitter_s = {v}jitter_s, "
+                     "max_instances = {v}max_instances, jitter_s = {v}jitter_s, shards = {v}shards, "
                      "version = scheduled_job.version + 1")
 SET_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id = ?"
 SET_MANY_ENABLED = "UPDATE scheduled_job SET enabled = ?, version = version + 1 WHERE job_id IN ({marks})"
@@ -40,12 +40,12 @@ CHANGES_SINCE = "SELECT seq, table_name, job_id FROM piko_change WHERE seq > ? O
 
 RUN_COLUMNS = ("job_id, scheduled_time, status, attempt, kind, instance_id, fence_token, started_at, "
                "finished_at, duration_s, error_type, error_message, data_start, data_end, queue, claim_token, "
-               "enqueued_at")
+               "enqueued_at, parent_run_id, payload")
 RUN_WIDTH = RUN_COLUMNS.count(",") + 1
 RUN_PLACEHOLDERS = "(" + ", ".join(["?"] * RUN_WIDTH) + ")"
 INSERT_RUN = f"INSERT INTO job_run ({RUN_COLUMNS}) VALUES {RUN_PLACEHOLDERS}"
 # read back: what a run is born with, then what it may gain later (a traceback, a cancel request)
-SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback, cancel_requested, cancelled_by FROM job_run"
+SELECT_RUNS = f"SELECT run_id, {RUN_COLUMNS}, error_traceback, cancel_requested, cancelled_by, result FROM job_run"
 GET_RUN = SELECT_RUNS + " WHERE run_id = ?"
 # The newest fire time each job has handled (every fire takes its run lock: runs, MISSED and
 # SKIPPED records alike); MAX over the primary key is an index lookup on both databases.
@@ -54,6 +54,26 @@ LAST_FIRES = "SELECT job_id, MAX(scheduled_time) FROM job_lock"
 LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                  "ORDER BY run_id DESC LIMIT 1")
 LATEST_RUN = SELECT_RUNS + " WHERE job_id = ? AND scheduled_time = ? ORDER BY run_id DESC LIMIT 1"
+# Pieces of a fire (core/pieces.py): every row of the slots under a key prefix at one time (the
+# caller keeps each slot's newest and drops what a case-insensitive collation let in), and the
+# pieces a set of runs made (a run's tree).
+PIECES = SELECT_RUNS + " WHERE job_id LIKE ? ESCAPE '!' AND scheduled_time = ? ORDER BY run_id"
+CHILDREN = SELECT_RUNS + " WHERE parent_run_id IN ({marks}) ORDER BY run_id"
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching what starts with `prefix` ('!' escapes the wildcards)."""
+    return prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+def newest_per_slot(runs: Sequence[RunRecord], prefix: str) -> list[RunRecord]:
+    newest: dict[str, RunRecord] = {}
+    for run in runs:  # in run_id order
+        if run.job_id.startswith(prefix):
+            newest[run.job_id] = run
+    return list(newest.values())
+
+
 # A re-run claim reads, inside its write transaction, whether the slot is locked (MySQL: and locks
 # it, so concurrent re-runs of one time queue up) and the state of the slot's newest run.
 SLOT_LOCK = "SELECT 1 FROM job_lock WHERE job_id = ? AND scheduled_time = ?"
@@ -159,7 +179,7 @@ def run_params(claim: RunClaim, ts: Callable[[datetime | None], Any], token: int
             "" if is_queued else claim.instance_id, token, None if is_queued else at,
             at if status.is_final else None, 0.0 if status.is_final else None, claim.error_type,
             claim.error_message, ts(claim.data_start), ts(claim.data_end), claim.queue, claim.claim_token,
-            at if is_queued else None)
+            at if is_queued else None, claim.parent_run_id, claim.payload)
 
 
 def may_rerun(claim: RunClaim, newest: Sequence[Any] | None) -> bool:
@@ -206,7 +226,8 @@ def run_record(r: Sequence[Any], ts: Callable[[Any], datetime | None]) -> RunRec
         attempt=int(r[4]), kind=r[5], instance_id=r[6], started_at=ts(r[8]), finished_at=ts(r[9]),
         duration_s=None if r[10] is None else float(r[10]), error_type=r[11], error_message=r[12],
         data_start=ts(r[13]), data_end=ts(r[14]), queue=r[15], claim_token=None if r[16] is None else int(r[16]),
-        enqueued_at=ts(r[17]), error_traceback=r[18], cancel_requested=bool(r[19]), cancelled_by=r[20])
+        enqueued_at=ts(r[17]), parent_run_id=None if r[18] is None else int(r[18]), payload=r[19],
+        error_traceback=r[20], cancel_requested=bool(r[21]), cancelled_by=r[22], result=r[23])
 
 
 def fold_changes(seq: int, rows: Sequence[Any], limit: int) -> tuple[int, set[str], set[str]] | None:
@@ -227,7 +248,7 @@ def schedule_row(r: Sequence[Any], ts: Callable[[Any], datetime | None] = from_d
     return ScheduleRow(
         job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3],
         enabled=_stored_flag(r[4]), misfire_grace_s=r[5], coalesce=_stored_flag(r[6]),
-        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), created_at=ts(r[10]))
+        max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), shards=r[10], created_at=ts(r[11]))
 
 
 def _stored_flag(value: Any) -> Any:
@@ -237,7 +258,7 @@ def _stored_flag(value: Any) -> Any:
 
 def schedule_params(row: ScheduleRow) -> tuple[Any, ...]:
     return (row.job_id, row.schedule_type, row.schedule_expr, row.timezone, _flag_param(row.enabled),
-            row.misfire_grace_s, _flag_param(row.coalesce), row.max_instances, row.jitter_s, row.version)
+            row.misfire_grace_s, _flag_param(row.coalesce), row.max_instances, row.jitter_s, row.version, row.shards)
 
 
 def _flag_param(value: Any) -> Any:

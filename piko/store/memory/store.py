@@ -159,7 +159,7 @@ class MemoryStore(MemoryQueue):
                 refused.append(f.run_id)
                 continue
             self._finish(f.run_id, f.status, f.finished_at, f.error_type, f.error_message, f.duration_s,
-                         f.error_traceback)
+                         f.error_traceback, f.result)
         return refused
 
     async def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime, error_type: str | None = None,
@@ -167,7 +167,8 @@ class MemoryStore(MemoryQueue):
         self._finish(run_id, status, finished_at, error_type, error_message, None, error_traceback)
 
     def _finish(self, run_id: int, status: RunStatus, at: datetime, error_type: str | None,
-                error_message: str | None, duration_s: float | None, error_traceback: str | None) -> None:
+                error_message: str | None, duration_s: float | None, error_traceback: str | None,
+                result: str | None = None) -> None:
         run = self.t.runs.get(run_id)
         if run is None or run.status not in FINISHABLE:
             return
@@ -175,7 +176,7 @@ class MemoryStore(MemoryQueue):
             duration_s = round((at - run.started_at).total_seconds(), 6)
         self.t.runs[run_id] = replace(run, status=status, finished_at=at, duration_s=duration_s,
                                       error_type=error_type, error_message=error_message,
-                                      error_traceback=error_traceback)
+                                      error_traceback=error_traceback, result=result)
 
     async def recent_runs(self, job_id: str | None = None, limit: int = 20, *, status: RunStatus | None = None,
                           kind: str | None = None) -> list[RunRecord]:
@@ -194,6 +195,17 @@ class MemoryStore(MemoryQueue):
 
     async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None:
         return self.t.newest(job_id, scheduled_at)
+
+    async def pieces(self, prefix: str, scheduled_at: datetime) -> list[RunRecord]:
+        newest: dict[str, RunRecord] = {}
+        for run in self.t.runs.values():  # in run_id order: the last one of a slot is its newest
+            if run.scheduled_at == scheduled_at and run.job_id.startswith(prefix):
+                newest[run.job_id] = run
+        return list(newest.values())
+
+    async def children(self, parent_run_ids: Collection[int]) -> list[RunRecord]:
+        wanted = set(parent_run_ids)
+        return [r for r in self.t.runs.values() if r.parent_run_id in wanted]
 
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         wanted, out = set(job_ids), dict[str, datetime]()

@@ -68,7 +68,8 @@ class Tables:
             run_id, claim.job_id, claim.scheduled_at, status, claim.attempt, claim.kind,
             "" if is_queued else claim.instance_id, None if is_queued else at, at if status.is_final else None,
             0.0 if status.is_final else None, claim.error_type, claim.error_message, claim.data_start,
-            claim.data_end, queue=claim.queue, claim_token=claim.claim_token, enqueued_at=at if is_queued else None)
+            claim.data_end, queue=claim.queue, claim_token=claim.claim_token, enqueued_at=at if is_queued else None,
+            parent_run_id=claim.parent_run_id, payload=claim.payload)
         self.fences[run_id] = token
         return run_id
 

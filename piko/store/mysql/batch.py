@@ -94,10 +94,11 @@ _FINISH_FROM = (
     "UPDATE job_run j JOIN ({values}) v ON j.run_id = v.run_id SET j.status = v.status, "
     "j.finished_at = v.finished_at, j.duration_s = COALESCE(v.duration_s, "
     "ROUND(TIMESTAMPDIFF(MICROSECOND, j.started_at, v.finished_at) / 1000000, 6)), j.error_type = v.error_type, "
-    "j.error_message = v.error_message, j.error_traceback = v.error_traceback "
+    "j.error_message = v.error_message, j.error_traceback = v.error_traceback, j.result = v.result "
     f"WHERE j.{sql.FINISHABLE_GUARD} AND j.claim_token <=> v.claim_token")
 _ROW = ("SELECT %s AS run_id, %s AS status, CAST(%s AS DATETIME(6)) AS finished_at, %s AS duration_s, "
-        "%s AS error_type, %s AS error_message, %s AS error_traceback, %s AS claim_token")
+        "%s AS error_type, %s AS error_message, %s AS error_traceback, %s AS claim_token, "
+        "CAST(%s AS CHAR) AS result")
 
 
 async def finish_runs(cur: Any, finishes: Sequence[RunFinish]) -> list[int]:
@@ -108,7 +109,7 @@ async def finish_runs(cur: Any, finishes: Sequence[RunFinish]) -> list[int]:
     wrote: set[int] = set()
     for chunk in _chunks(first, 200):
         params = [(f.run_id, f.status.value, to_naive_utc(f.finished_at), f.duration_s, f.error_type,
-                   f.error_message, f.error_traceback, f.claim_token) for f in chunk]
+                   f.error_message, f.error_traceback, f.claim_token, f.result) for f in chunk]
         await cur.execute(_FINISH_FROM.format(values=" UNION ALL ".join([_ROW] * len(chunk))),
                           [v for p in params for v in p])
         await cur.execute("SELECT run_id, status, finished_at FROM job_run WHERE run_id IN ("

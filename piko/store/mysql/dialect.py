@@ -66,6 +66,7 @@ UPSERT_SCHEDULE = q(
     "schedule_type = VALUES(schedule_type), schedule_expr = VALUES(schedule_expr), "
     "timezone = VALUES(timezone), enabled = VALUES(enabled), misfire_grace_s = VALUES(misfire_grace_s), "
     "`coalesce` = VALUES(`coalesce`), max_instances = VALUES(max_instances), jitter_s = VALUES(jitter_s), "
+    "shards = VALUES(shards), "
     "version = version + 1")
 SET_ENABLED = q(sql.SET_ENABLED)
 SELECT_CONFIGS = q(sql.SELECT_CONFIGS)
@@ -86,6 +87,7 @@ INSERT_RUN = q(sql.INSERT_RUN)
 GET_RUN = q(sql.GET_RUN)
 LATEST_STATUS = q(sql.LATEST_STATUS)
 LATEST_RUN = q(sql.LATEST_RUN)
+PIECES = q(sql.PIECES)
 LOCK_SLOT = q(sql.SLOT_LOCK + " FOR UPDATE")  # concurrent re-runs of one time wait here, one after another
 NEWEST_RUN_STATE = q(sql.NEWEST_RUN_STATE + " LOCK IN SHARE MODE")  # a current read, not the snapshot
 LAST_FIRES = q(sql.LAST_FIRES)

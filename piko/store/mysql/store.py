@@ -256,6 +256,19 @@ class MysqlStore:
         rows = await self._fetchall(my.LATEST_RUN, (job_id, to_naive_utc(scheduled_at)))
         return sql.run_record(rows[0], from_db) if rows else None
 
+    async def pieces(self, prefix: str, scheduled_at: datetime) -> list[RunRecord]:
+        rows = await self._fetchall(my.PIECES, (sql.like_prefix(prefix), to_naive_utc(scheduled_at)))
+        return sql.newest_per_slot([sql.run_record(r, from_db) for r in rows], prefix)
+
+    async def children(self, parent_run_ids: Collection[int]) -> list[RunRecord]:
+        out: list[RunRecord] = []
+        ids = list(parent_run_ids)
+        for start in range(0, len(ids), sql.CHUNK):
+            chunk = ids[start:start + sql.CHUNK]
+            rows = await self._fetchall(my.q(sql.CHILDREN.format(marks=sql.marks(len(chunk)))), tuple(chunk))
+            out += [sql.run_record(r, from_db) for r in rows]
+        return out
+
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         rows = await self._select_for(my.LAST_FIRES, job_ids, tail=" GROUP BY job_id")  # loose index scan
         return {r[0]: from_db(r[1]) for r in rows if r[1] is not None}  # type: ignore[misc]

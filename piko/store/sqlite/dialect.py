@@ -12,7 +12,7 @@ from piko.store import sql
 NOW_MS = "(CAST(strftime('%s','now') AS INTEGER)*1000 + CAST(substr(strftime('%f','now'),4) AS INTEGER))"
 
 # -- control plane -------------------------------------------------------------------------
-UPSERT_SCHEDULE = (f"INSERT INTO scheduled_job ({sql.SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+UPSERT_SCHEDULE = (f"INSERT INTO scheduled_job ({sql.SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                    "ON CONFLICT (job_id) DO UPDATE SET " + sql.SCHEDULE_UPDATES.format(v="excluded."))
 UPSERT_CONFIG = ("INSERT INTO job_config (job_id, schema_version, config_json, version, effective_from) "
                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
@@ -28,13 +28,14 @@ FINISH_RUN = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = " + 
               f"error_type = ?, error_message = ?, error_traceback = ? WHERE run_id = ? AND {sql.FINISHABLE_GUARD}")
 # a claim's end: written only while the row still carries the claim's token (IS: NULL-safe equality)
 FINISH_RUN_MEASURED = ("UPDATE job_run SET status = ?, finished_at = ?, duration_s = COALESCE(?, "
-                       + _DURATION.format(at="?") + "), error_type = ?, error_message = ?, error_traceback = ? "
-                       f"WHERE run_id = ? AND {sql.FINISHABLE_GUARD} AND claim_token IS ?")
+                       + _DURATION.format(at="?") + "), error_type = ?, error_message = ?, error_traceback = ?, "
+                       f"result = ? WHERE run_id = ? AND {sql.FINISHABLE_GUARD} AND claim_token IS ?")
 # SQLite >= 3.35: many ends in one statement, from a VALUES list (run_id, status, finished_at,
-# error_type, error_message, duration_s, error_traceback, claim_token), answering the runs it ended
+# error_type, error_message, duration_s, error_traceback, claim_token, result), answering the runs it ended
 FINISH_RUNS_FROM = ("UPDATE job_run SET status = v.column2, finished_at = v.column3, duration_s = COALESCE("
                     "v.column6, " + _DURATION.format(at="v.column3") + "), error_type = v.column4, "
-                    "error_message = v.column5, error_traceback = v.column7 FROM (VALUES {values}) AS v "
+                    "error_message = v.column5, error_traceback = v.column7, result = v.column9 "
+                    "FROM (VALUES {values}) AS v "
                     "WHERE job_run.run_id = v.column1 AND job_run." + sql.FINISHABLE_GUARD
                     + " AND job_run.claim_token IS v.column8 RETURNING job_run.run_id")
 

@@ -120,17 +120,17 @@ def finish_runs(conn: sqlite3.Connection, finishes: Sequence[RunFinish], ts: Cal
         for f in finishes:
             cur = conn.execute(dialect.FINISH_RUN_MEASURED, (f.status.value, ts(f.finished_at), f.duration_s,
                                                              ts(f.finished_at), f.error_type, f.error_message,
-                                                             f.error_traceback, f.run_id, f.claim_token))
+                                                             f.error_traceback, f.result, f.run_id, f.claim_token))
             if cur.rowcount == 1:
                 ended.add(f.run_id)
         return sql.refused_ends(finishes, ended)
     first = list({f.run_id: f for f in reversed(finishes)}.values())  # UPDATE FROM picks any of two rows
     for chunk in _chunks(first, 8):
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         ended.update(int(r[0]) for r in conn.execute(
             dialect.FINISH_RUNS_FROM.format(values=values),
             [x for f in chunk for x in (f.run_id, f.status.value, ts(f.finished_at), f.error_type, f.error_message,
-                                        f.duration_s, f.error_traceback, f.claim_token)]))
+                                        f.duration_s, f.error_traceback, f.claim_token, f.result)]))
     return sql.refused_ends(finishes, ended)
 
 

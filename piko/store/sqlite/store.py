@@ -215,6 +215,23 @@ class SqliteStore:
             lambda c: c.execute(sql.LATEST_RUN, (job_id, to_text(scheduled_at))).fetchone(), is_write=False)
         return sql.run_record(row, from_db) if row else None
 
+    async def pieces(self, prefix: str, scheduled_at: datetime) -> list[RunRecord]:
+        rows = await self._worker.call(lambda c: c.execute(sql.PIECES, (sql.like_prefix(prefix),
+                                                                        to_text(scheduled_at))).fetchall(),
+                                       is_write=False)
+        return sql.newest_per_slot([sql.run_record(r, from_db) for r in rows], prefix)
+
+    async def children(self, parent_run_ids: Collection[int]) -> list[RunRecord]:
+        out: list[RunRecord] = []
+        ids = list(parent_run_ids)
+        for start in range(0, len(ids), sql.CHUNK):
+            chunk = ids[start:start + sql.CHUNK]
+            rows = await self._worker.call(
+                lambda c, chunk=chunk: c.execute(sql.CHILDREN.format(marks=sql.marks(len(chunk))), chunk).fetchall(),
+                is_write=False)
+            out += [sql.run_record(r, from_db) for r in rows]
+        return out
+
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]:
         ids = list(job_ids)
 
