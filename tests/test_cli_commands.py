@@ -297,6 +297,28 @@ def test_runs_show_prints_every_field_the_data_window_and_the_stored_traceback(t
     assert window["scheduled"] == "2026-01-01T11:00:00+00:00" and window["duration"].endswith(" s")
 
 
+def test_runs_tree_shows_a_fire_its_attempts_and_its_pieces_with_statuses(tmp_path):
+    (tmp_path / "jobs.py").write_text(
+        "from piko import PikoApp\napp = PikoApp('t')\n"
+        "@app.task('sq')\nasync def sq(ctx, item):\n    return item * item\n"
+        "@app.job('scan', shards=3)\nasync def scan(ctx, t):\n"
+        "    if ctx['shard'][0] == 0:\n        await ctx.map('sq', [1, 2])\n"
+        "    if ctx['shard'][0] == 2:\n        raise ValueError('shard 2 is broken')\n")
+    assert piko("db", "init", cwd=tmp_path).returncode == 0
+    assert piko("trigger", "jobs.py", "scan", cwd=tmp_path).returncode == 1  # a shard failed: the fire FAILED
+    r = piko("runs", "1", "--tree", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("run 1 scan ") and " FAILED attempt 1 " in lines[0] and "MapFailed" in lines[0]
+    assert lines[1] == "  pieces: 3 (1 FAILED, 2 SUCCESS)"
+    assert [line.split()[2] for line in lines if line.startswith("  run ")] == ["scan[0/3]", "scan[1/3]", "scan[2/3]"]
+    assert "    pieces: 2 (2 SUCCESS)" in lines  # shard 0's own map, one level down
+    assert any("sq[scan[0/3]:1#1]" in line for line in lines), lines
+    assert "ValueError: shard 2 is broken" in r.stdout
+    _one_line_refusal(piko("runs", "scan", "--tree", cwd=tmp_path), "--tree needs a RUN_ID")
+    _one_line_refusal(piko("runs", "99", "--tree", cwd=tmp_path), "no run with id 99")
+
+
 @pytest.mark.mysql
 def test_runs_filters_and_show_on_mysql(tmp_path, mysql_db_dsn):
     dsn = ("--dsn", mysql_db_dsn)

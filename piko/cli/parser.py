@@ -57,7 +57,9 @@ def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
                                                          "RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, "
                                                          "MISSED or SKIPPED")
     runs.add_argument("--kind", metavar="KIND", help="only runs started this way: schedule (or scheduled), "
-                                                     "manual, backfill or retry")
+                                                     "manual, backfill, retry or piece")
+    runs.add_argument("--tree", action="store_true", help="with a RUN_ID in place of JOB: the run, its other "
+                      "attempts and its pieces (shards, broadcast copies, map items) with their statuses")
     runs.add_argument("--show", type=int, metavar="RUN_ID", help="every field of this one run, its data window "
                                                                  "and its stored traceback")
 

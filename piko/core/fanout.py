@@ -117,7 +117,7 @@ class Fanout:
         spec = self._resolve(task)
         if spec is None or not spec.is_task:
             raise pieces.PieceError(f"ctx.map: no task registered as {task!r} (register it with @app.task({task!r}))")
-        prefix = pieces.item_prefix(task, pieces.handler_of(ctx["job_id"]), call)
+        prefix = pieces.item_prefix(task, ctx["job_id"], call)  # the parent's slot: a shard's items are its own
         made = [Piece(pieces.item_slot(prefix, i), i, pieces.encode_item(task, i, item), spec.queue)
                 for i, item in enumerate(items)]
         return await self._run(ctx, spec, prefix, made, concurrency, on_error, "item")

@@ -6,7 +6,7 @@ sweep apply to every piece unchanged, and a piece done once is never done again.
 
     shard i of n of job J       J[i/n]
     broadcast copy on X         J[@X]          queued on X's own queue (private_queue)
-    item i of map call c        T[P:c#i]       task T, parent job P, c = the parent's c-th map call
+    item i of map call c        T[P:c#i]       task T, parent slot P (a job, or a piece), c-th map call
 
 A piece's key does not name the parent's attempt: a re-run parent finds the pieces an earlier
 attempt made (done ones are reused). Job ids may not contain '['. `payload` (JSON) is what the
