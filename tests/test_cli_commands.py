@@ -383,3 +383,54 @@ def test_read_commands_work_for_a_mysql_user_that_may_only_select(tmp_path, mysq
         with root.cursor() as cur:
             cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
         root.close()
+
+
+# -- piko workflow ----------------------------------------------------------------------------------
+WORKFLOW_JOBS = """
+import os
+from piko import PikoApp
+app = PikoApp('t')
+wf = app.workflow('etl')
+
+@wf.step('extract')
+async def extract(ctx, t):
+    return 41
+
+@wf.step('transform', after=['extract'])
+async def transform(ctx, t):
+    if os.path.exists('broken'):
+        raise ValueError('bad mapping')
+    return ctx['upstream']['extract'] + 1
+
+@wf.step('load', after=['transform'])
+async def load(ctx, t):
+    return ctx['upstream']['transform']
+"""
+
+
+def test_workflow_show_and_rerun_run_the_failed_step_and_keep_the_rest(tmp_path):
+    (tmp_path / "jobs.py").write_text(WORKFLOW_JOBS)
+    (tmp_path / "broken").write_text("")
+    assert piko("db", "init", cwd=tmp_path).returncode == 0
+    assert piko("trigger", "jobs.py", "etl", cwd=tmp_path).returncode == 1
+    shown = piko("workflow", "show", "1", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("workflow etl at ") and ": FAILED (run 1, attempt 1" in lines[0]
+    order = [line.split()[0] for line in lines[2:]]
+    assert order == ["extract", "transform", "load"]
+    assert "UPSTREAM_FAILED" in lines[-1] and "after transform" in lines[-1]
+    _one_line_refusal(piko("workflow", "rerun", "1", cwd=tmp_path), "name the jobs file")
+    (tmp_path / "broken").unlink()
+    rerun = piko("workflow", "rerun", "1", "jobs.py", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip().endswith(": SUCCESS")
+    again = piko("workflow", "rerun", "1", "jobs.py", cwd=tmp_path)
+    assert again.returncode != 0 and "not the newest attempt" in again.stderr
+    shown = piko("workflow", "show", "1", "jobs.py", cwd=tmp_path).stdout.splitlines()
+    assert ": SUCCESS (run " in shown[0] and "attempt 2 of this time" in shown[0]
+    assert [line.split()[:2] for line in shown[1:]] == [["extract", "SUCCESS"], ["transform", "SUCCESS"],
+                                                        ["load", "SUCCESS"]]
+    assert "attempt 2" in shown[2] and "attempt" not in shown[1].split("run")[0]
+    bad = piko("workflow", "rerun", "1", "jobs.py", "--from", "nope", cwd=tmp_path)
+    assert bad.returncode != 0 and "no step 'nope'" in bad.stderr

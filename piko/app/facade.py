@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime
@@ -71,6 +72,11 @@ class PikoApp:
     def job(self, job_id: str, **options: Any) -> Any:
         """Register an async job: `@app.job("id", cron="*/5 * * * *")`."""
         return self.registry.job(job_id, **options)
+
+    def workflow(self, name: str, **options: Any) -> Any:
+        """Declare a workflow: `wf = app.workflow("daily_etl", cron="0 2 * * *")`, then its steps with
+        `@wf.step("load", after=["transform"])`. Its schedule lives in scheduled_job like a job's."""
+        return self.registry.workflow(name, **options)
 
     def task(self, task_id: str, **options: Any) -> Any:
         """Register a map task: `@app.task("per_month") async def per_month(ctx, item)`, run once
@@ -164,6 +170,7 @@ class PikoApp:
             return
         refuse_in_worker_bootstrap()
         self.adopt_default_jobs()
+        self.registry.check()
         s = self.settings
         if not logging.getLogger("piko").handlers and not logging.getLogger().handlers:
             configure_logging(s.log_level, s.log_json)  # embedded apps keep their own logging setup
@@ -377,6 +384,12 @@ class PikoApp:
                 self.runner = None
                 self.live.bind()
                 await self.store.close()
+
+    async def rerun_workflow(self, run_id: int, from_steps: Sequence[str] = (), *, is_queued: bool = False) -> Any:
+        """Re-run a workflow run's failed steps (or `from_steps`) and everything downstream of them,
+        keeping the results of the steps upstream; see Runner.rerun_workflow."""
+        runner = await self.manual_runner()
+        return await runner.rerun_workflow(run_id, from_steps, is_queued=is_queued)
 
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       data_interval: DataInterval | None = None) -> Any:

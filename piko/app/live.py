@@ -21,7 +21,7 @@ from typing import Any
 from piko.core.batching import Batcher
 from piko.core.configs import ConfigBook
 from piko.core.control import ControlPlane
-from piko.core.pieces import handler_of, is_piece
+from piko.core.pieces import is_piece, spec_name
 from piko.core.reconcile import ScheduleBook, options_for
 from piko.core.registry import JobSpec, Registry
 from piko.core.stateful import Watermarks
@@ -127,7 +127,7 @@ class LiveState:
         """The options in force, cached per (row, spec) object: asked several times per run. A piece
         (core/pieces.py) runs with its job's or task's options, once: its parent places it again."""
         if "[" in job_id and is_piece(job_id):
-            return replace(self.options_for(handler_of(job_id)), retries=0, shards=0, broadcast=False,
+            return replace(self.options_for(spec_name(job_id)), retries=0, shards=0, broadcast=False,
                            is_one_shot=False, misfire_grace_s=None, max_instances=1)
         spec, row = self.registry.get(job_id), self.book.applied.get(job_id)
         cached = self._options.get(job_id)

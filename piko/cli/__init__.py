@@ -16,13 +16,14 @@ from piko.errors import PikoError, StoreNotWritable, StoreUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from piko.cli import backfill, cluster, commands, runs
+    from piko.cli import backfill, cluster, commands, runs, workflow
     from piko.version import __version__
 
     handlers = {"run": commands.cmd_run, "next": commands.cmd_next, "db": commands.cmd_db,
                 "jobs": commands.cmd_jobs, "runs": runs.cmd_runs, "trigger": commands.cmd_trigger,
                 "schedule": commands.cmd_schedule, "config": commands.cmd_config, "backfill": backfill.cmd_backfill,
-                "worker": cluster.cmd_worker, "cancel": cluster.cmd_cancel, "workers": cluster.cmd_workers}
+                "worker": cluster.cmd_worker, "cancel": cluster.cmd_cancel, "workers": cluster.cmd_workers,
+                "workflow": workflow.cmd_workflow}
     args = build_parser(__version__).parse_args(argv)
     try:
         return int(handlers[args.command](args) or 0)

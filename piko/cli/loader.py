@@ -62,6 +62,7 @@ def load_app(target: str) -> Any:
             raise ConfigError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from None
     app = _find_app(module, target, where, attr)
     app.adopt_default_jobs()  # jobs of the older module-level @job count too (and clash loudly)
+    app.registry.check()  # a workflow step after a step that none declares: refused now, by name
     return app
 
 

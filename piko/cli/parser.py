@@ -55,7 +55,7 @@ def _store_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
                                                                           "first (default 20, at least 1)")
     runs.add_argument("--status", metavar="STATUS", help="only runs with this status, in any case: PENDING, "
                                                          "RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED, ABANDONED, "
-                                                         "MISSED or SKIPPED")
+                                                         "MISSED, SKIPPED or UPSTREAM_FAILED")
     runs.add_argument("--kind", metavar="KIND", help="only runs started this way: schedule (or scheduled), "
                                                      "manual, backfill, retry or piece")
     runs.add_argument("--tree", action="store_true", help="with a RUN_ID in place of JOB: the run, its other "
@@ -78,6 +78,16 @@ def _next(sub: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
+    wf = sub("workflow", help="a workflow run: show its steps, or re-run its failed steps (or --from a step)")
+    wf.add_argument("action", choices=["show", "rerun"], help="show: every step with its status, duration and "
+                                                               "error; rerun: run failed steps and what follows again")
+    wf.add_argument("run_id", type=int, metavar="RUN_ID", help="the workflow run (piko runs WORKFLOW lists them)")
+    wf.add_argument("target", nargs="?", help=TARGET_HELP + " (rerun: runs it here in leader mode; without it the "
+                                                            "re-run is queued for a worker)")
+    wf.add_argument("--from", dest="from_steps", metavar="STEP[,STEP]", help="rerun: run these steps again even "
+                                                                           "if they succeeded, and all downstream")
+    wf.add_argument("--local", action="store_true", help="rerun, cluster execution: run it here, not on a worker")
+    wf.add_argument("--no-wait", action="store_true", help="rerun, queued: print the run id, do not wait for it")
     trig = sub("trigger", help="run JOB once now (a manual run, recorded like any other)")
     trig.add_argument("target", help=TARGET_HELP)
     trig.add_argument("job_id", help="the job to run")
@@ -127,8 +137,8 @@ def _ops_commands(sub: Callable[..., argparse.ArgumentParser]) -> None:
                                                          "instead of queueing them for workers")
     bf.add_argument("--rerun-failed", action="store_true",
                     help="run again, as a new attempt, each window whose newest run did not succeed (FAILED, "
-                         "TIMEOUT, CANCELLED, ABANDONED, MISSED or SKIPPED); without it such windows are "
-                         "reported, not run")
+                         "TIMEOUT, CANCELLED, ABANDONED, MISSED, SKIPPED or UPSTREAM_FAILED); without it such "
+                         "windows are reported, not run")
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:
@@ -137,7 +147,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"piko {version}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     store_commands = {"db", "jobs", "runs", "trigger", "schedule", "config", "backfill", "run", "worker", "cancel",
-                      "workers"}
+                      "workers", "workflow"}
 
     def add(name: str, *, help: str) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)

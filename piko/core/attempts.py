@@ -113,7 +113,7 @@ class Attempts:
                     outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt + rerun[1], take_lock,
                                                   config_value, data_interval, rerun[0], piece)
                 if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
-                        or self._is_closing()):
+                        or self._is_closing() or spec.workflow is not None):  # a workflow's retries: takeovers
                     return outcome
                 delay = retry_delay(attempt, opts.retry_backoff_s, opts.retry_backoff_max_s, self._rng.random())
                 log.info("job %s run %s %s; retry %d/%d in %.1fs", job_id, outcome.run_id, outcome.status.value,
@@ -161,22 +161,31 @@ class Attempts:
                 return replace(claim, claim_token=lost.claim_token), lost.run_id, lost.status  # its written token
         return claim, None, claim.status
 
-    def _parent_spec(self, spec: JobSpec, opts: JobOptions) -> JobSpec:
-        """A sharded or broadcast job's fire runs its pieces (fanout.py), not its handler; its
-        resources are entered by each piece."""
+    def _parent_spec(self, spec: JobSpec, opts: JobOptions, ctx: dict[str, Any], claim: RunClaim) -> JobSpec:
+        """A sharded, broadcast or workflow job's fire runs its pieces (fanout.py, flow.py), not its
+        handler; its resources are entered by each piece."""
         assert self.fanout is not None
-        if opts.broadcast:
+        if spec.workflow is not None:
+            from piko.core.flow import run_workflow
+
+            request = pieces.decode(claim.payload) if claim.payload else None  # piko workflow rerun --from
+            if isinstance(request, dict) and request.get("from"):
+                ctx["rerun_from"] = tuple(request["from"])
+            func = functools.partial(run_workflow, self.fanout, spec=spec)
+        elif opts.broadcast:
             func = functools.partial(self.fanout.broadcast, spec=spec)
         else:
             func = functools.partial(self.fanout.shards, spec=spec, total=opts.shards)
         return replace(spec, func=func, resources={})
 
-    def _piece_result(self, spec: JobSpec, outcome: RunOutcome) -> RunOutcome:
-        """A piece's return value is stored (its parent reads it back): as JSON, size-capped."""
+    def _piece_result(self, spec: JobSpec, outcome: RunOutcome, step_ctx: dict[str, Any] | None) -> RunOutcome:
+        """A piece's return value is stored (its parent reads it back): as JSON, size-capped; a
+        workflow step's with the shared dict as the step left it."""
         if outcome.status is not RunStatus.SUCCESS:
             return outcome
+        value = outcome.result if step_ctx is None else {"v": outcome.result, "w": step_ctx.get("workflow")}
         try:
-            outcome.result_json = pieces.encode_result(spec.job_id, outcome.result)
+            outcome.result_json = pieces.encode_result(spec.job_id, value)
         except pieces.PieceError as exc:
             log.error("job %s run %s FAILED: %s", spec.job_id, outcome.run_id, exc)
             failed = outcome_of(outcome.run_id, spec, outcome.scheduled_at, RunStatus.FAILED, exc)
@@ -201,6 +210,7 @@ class Attempts:
         job_id, scheduled_at, fence = spec.job_id, claim.scheduled_at, claim.fence if self._shape is None else None
         me = asyncio.current_task()
         no_config: ConfigError | None = None
+        stopped: asyncio.CancelledError | None = None
         found = pieces.parse(job_id) if "[" in job_id else None  # a piece: its job's or task's config
         try:
             config = config_value if config_value is not None else self._config_for(
@@ -214,8 +224,8 @@ class Attempts:
             ctx["data_interval"] = data_interval
         if found is not None:
             _piece_context(ctx, found, claim)
-        elif (opts.shards or opts.broadcast) and self.fanout is not None:  # this run is the parent of pieces
-            spec = self._parent_spec(spec, opts)
+        elif (opts.shards or opts.broadcast or spec.workflow is not None) and self.fanout is not None:
+            spec = self._parent_spec(spec, opts, ctx, claim)  # this run is the parent of pieces
         started = self._clock.monotonic()
         self._m.running(job_id, +1)
         self._room.leave_store(me)
@@ -228,14 +238,18 @@ class Attempts:
             elif opts.timeout_s is None and me in self._room.fire_tasks:  # a manual caller's own task is not ours
                 outcome = await self.invoker.inline(me, spec, ctx, fence=fence)  # type: ignore[arg-type]
             else:
-                outcome = await self.invoker.in_task(spec, ctx, opts.timeout_s, fence=fence)
+                try:
+                    outcome = await self.invoker.in_task(spec, ctx, opts.timeout_s, fence=fence)
+                except asyncio.CancelledError as exc:  # our caller was cancelled: the run ends CANCELLED, recorded
+                    stopped = exc
+                    outcome = outcome_of(run_id, spec, scheduled_at, RunStatus.CANCELLED, exc)
         finally:
             self._m.running(job_id, -1)
             self._room.enter_store(me)
         outcome.duration_s = self._clock.monotonic() - started
         outcome.attempt = claim.attempt
         if found is not None:
-            outcome = self._piece_result(spec, outcome)
+            outcome = self._piece_result(spec, outcome, ctx if found.kind == "step" else None)
         self._m.duration(job_id, outcome.duration_s)
         try:
             await self._rec.finish(run_id, outcome, claim.claim_token)
@@ -245,6 +259,8 @@ class Attempts:
                 del self._in_flight[key]
             if found is not None and self.fanout is not None:
                 self.fanout.piece_ended.set()  # a parent here waiting on rows looks now
+        if stopped is not None:
+            raise stopped
         await self.after_run(spec, opts, outcome, data_interval, claim.kind)
         return outcome
 
@@ -290,3 +306,8 @@ def _piece_context(ctx: dict[str, Any], found: pieces.PieceKey, claim: RunClaim)
         ctx["item"] = pieces.decode(claim.payload)
     elif found.kind == "shard":
         ctx["shard"] = pieces.shard_of(claim.job_id)
+    elif found.kind == "step":
+        given = pieces.decode(claim.payload) or {}
+        ctx["step"] = found.key
+        ctx["upstream"] = given.get("upstream", {})
+        ctx["workflow"] = given.get("workflow", {})

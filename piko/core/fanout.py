@@ -199,7 +199,7 @@ class _Job:
 
     async def _loop(self) -> None:
         poll_s = POLL_MIN_S
-        while len(self.results) + len(self.failures) < len(self.made):
+        while not self._finished():
             if self.failures and self.on_error == "fail_fast":
                 return
             await self._place()
@@ -217,6 +217,15 @@ class _Job:
                 await self._poll()
                 progressed = len(self.watched) < before
                 poll_s = POLL_MIN_S if progressed else min(POLL_MAX_S, poll_s * 1.5)
+
+    def _finished(self) -> bool:
+        return len(self.results) + len(self.failures) >= len(self.made)
+
+    def _retries_of(self, piece: Piece) -> int:
+        return self.retries
+
+    def _accept(self, piece: Piece, result_json: str | None) -> None:
+        self.results[piece.index] = pieces.decode(result_json)
 
     def _live(self) -> int:
         return len(self.local) + len(self.watched)
@@ -282,11 +291,12 @@ class _Job:
             return
         self.f._counted(pieces.handler_of(self.ctx["job_id"]), self.kind, outcome.status)
         if outcome.status is RunStatus.SUCCESS:
-            self.results[piece.index] = pieces.decode(rec.result if rec is not None else outcome.result_json)
+            self._accept(piece, rec.result if rec is not None else outcome.result_json)
             return
-        if outcome.status in _RETRIED and self.tries.get(piece.index, 0) <= self.retries and self.kind != "broadcast":
+        retries = self._retries_of(piece)
+        if outcome.status in _RETRIED and self.tries.get(piece.index, 0) <= retries and self.kind != "broadcast":
             log.info("%s: %s %s, placed again (%d/%d)", self.ctx["job_id"], piece.slot, outcome.status.value,
-                     self.tries.get(piece.index, 0), self.retries)
+                     self.tries.get(piece.index, 0), retries)
             newest = rec or RunRecord(outcome.run_id or 0, piece.slot, self.at, outcome.status,
                                       self._attempt_of(outcome), "piece", "", None, None, None, None, None)
             self.todo.append((piece, newest))

@@ -1,7 +1,8 @@
 """The run lifecycle as one table: every move a run's status may make; the stores' SQL guards
 are derived from it, so the code and the database cannot disagree.
 
-    (new)     -> RUNNING, PENDING (queued for any worker), or born final: MISSED, SKIPPED
+    (new)     -> RUNNING, PENDING (queued for any worker), or born final: MISSED, SKIPPED,
+                 UPSTREAM_FAILED (a workflow step whose dependencies did not succeed)
     PENDING   -> RUNNING (a worker claimed it) | CANCELLED (before it started) | MISSED (claimed
                  later than its misfire grace)
     RUNNING   -> SUCCESS | FAILED | TIMEOUT | CANCELLED | ABANDONED
@@ -25,7 +26,7 @@ _S = RunStatus
 _ENDS = frozenset({_S.SUCCESS, _S.FAILED, _S.TIMEOUT, _S.CANCELLED})  # what a run's own end records
 
 TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
-    None: frozenset({_S.RUNNING, _S.PENDING, _S.MISSED, _S.SKIPPED}),
+    None: frozenset({_S.RUNNING, _S.PENDING, _S.MISSED, _S.SKIPPED, _S.UPSTREAM_FAILED}),
     _S.PENDING: frozenset({_S.RUNNING, _S.CANCELLED, _S.MISSED}),
     _S.RUNNING: _ENDS | {_S.ABANDONED},
     _S.ABANDONED: _ENDS,
@@ -41,7 +42,8 @@ LIVE = frozenset({_S.PENDING, _S.RUNNING})  # what counts against a job's max_in
 # A time whose newest run ended so is not done: it may run again as a new attempt (the catch-up
 # of a stateful job, `piko backfill --rerun-failed`). CANCELLED (shutdown, a lost leader term)
 # and SKIPPED (max_instances, a window waiting its turn) never finished their work either.
-RERUNNABLE = frozenset({_S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED, _S.MISSED, _S.SKIPPED})
+RERUNNABLE = frozenset({_S.FAILED, _S.TIMEOUT, _S.CANCELLED, _S.ABANDONED, _S.MISSED, _S.SKIPPED,
+                        _S.UPSTREAM_FAILED})
 
 
 def advance(current: RunStatus | None, new: RunStatus) -> RunStatus:

@@ -6,6 +6,7 @@ sweep apply to every piece unchanged, and a piece done once is never done again.
 
     shard i of n of job J       J[i/n]
     broadcast copy on X         J[@X]          queued on X's own queue (private_queue)
+    step S of workflow W        W[step:S]      runs the code registered as 'W.S' (core/workflow.py)
     item i of map call c        T[P:c#i]       task T, parent slot P (a job, or a piece), c-th map call
 
 A piece's key does not name the parent's attempt: a re-run parent finds the pieces an earlier
@@ -57,7 +58,24 @@ def parse(job_id: str) -> PieceKey | None:
         return PieceKey(handler, "broadcast", key[1:])
     if _SHARD.match(key):
         return PieceKey(handler, "shard", key)
+    if key.startswith("step:"):
+        return PieceKey(handler, "step", key[5:])
     return PieceKey(handler, "item", key)
+
+
+def spec_name(job_id: str) -> str:
+    """The registry name of the code a slot's runs call: a step's is 'workflow.step'."""
+    found = parse(job_id)
+    if found is None:
+        return job_id
+    return f"{found.handler}.{found.key}" if found.kind == "step" else found.handler
+
+
+def step_slot(workflow: str, step: str) -> str:
+    slot = f"{workflow}{OPEN}step:{step}]"
+    if len(slot) > SLOT_MAX:
+        raise PieceError(f"workflow {workflow!r} step {step!r}: the names are too long together (at most {SLOT_MAX})")
+    return slot
 
 
 def _fit(slot: str, handler: str, key: str) -> str:
@@ -102,11 +120,18 @@ def private_queue(instance_id: str) -> str:
     return "@" + hashlib.sha1(instance_id.encode()).hexdigest()[:24]  # noqa: S324
 
 
+ITEM_MAX_BYTES = 1024 * 1024
+
+
 def encode_item(task: str, index: int, item: Any) -> str:
     try:
-        return json.dumps(item, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(item, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PieceError(f"ctx.map({task!r}): item {index} cannot be stored as JSON: {exc}") from None
+    if len(text) > ITEM_MAX_BYTES // 4 and len(text.encode()) > ITEM_MAX_BYTES:
+        raise PieceError(f"ctx.map({task!r}): item {index} is over {ITEM_MAX_BYTES:,} bytes of JSON "
+                         f"(pass a reference, e.g. a path or a key, instead of the data)")
+    return text
 
 
 def encode_result(job_id: str, value: Any, max_bytes: int = RESULT_MAX_BYTES) -> str:

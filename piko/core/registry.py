@@ -13,11 +13,14 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from piko.core.pieces import handler_of, is_piece
+from piko.core.pieces import is_piece, spec_name
 from piko.core.types import BackfillPolicy, ScheduleRow
 from piko.errors import RegistrationError, TriggerSpecError
+
+if TYPE_CHECKING:
+    from piko.core.workflow import Workflow
 
 Handler = Callable[..., Awaitable[Any]]
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -44,6 +47,8 @@ class JobSpec:
     shards: int | None = None  # each fire runs as this many shard pieces (a schedule row may override)
     broadcast: bool = False  # each fire runs once on every live instance serving its queue
     is_task: bool = False  # a map task (app.task): called as handler(ctx, item), never scheduled
+    workflow: Any = None  # a workflow's steps (core/workflow.Dag): its fire runs them, not `func`
+    step_of: str | None = None  # a workflow step: the workflow's name
 
     def default_schedule_row(self) -> ScheduleRow | None:
         """The row inserted when the database has none for this job yet."""
@@ -190,11 +195,33 @@ class Registry:
         spec = self._jobs.get(job_id)
         if spec is not None or not is_piece(job_id):
             return spec
-        handler = self._jobs.get(handler_of(job_id))
+        handler = self._jobs.get(spec_name(job_id))
         if handler is None:
             return None
         return replace(handler, job_id=job_id, stateful=False, schedule_type=None, schedule_spec=None,
-                       shards=None, broadcast=False)
+                       shards=None, broadcast=False, workflow=None)
+
+    def workflow(self, name: str, **options: Any) -> Workflow:
+        """A workflow: a job (schedule and options as @job's) whose fire runs its steps as a DAG."""
+        from piko.core.workflow import Workflow
+
+        async def run_steps(ctx: Any, scheduled_time: Any) -> None:  # never called: its fire runs the steps
+            raise RegistrationError(f"workflow {name!r} ran without its steps")
+
+        wf = Workflow(name, lambda step, func, opts: self._add_step(name, step, func, opts))
+        options.setdefault("retries", 2)  # a run whose instance died is taken over (a FAILED one is not retried)
+        self.add(replace(build_spec(name, run_steps, **options), workflow=wf.dag))
+        return wf
+
+    def _add_step(self, workflow: str, step: str, func: Any, options: dict[str, Any]) -> None:
+        spec = build_spec(f"{workflow}.{step}", func, **options)
+        self.add(replace(spec, step_of=workflow))
+
+    def check(self) -> None:
+        """RegistrationError for what can only be judged once every job is declared (workflows)."""
+        for spec in self._jobs.values():
+            if spec.workflow is not None:
+                spec.workflow.check_complete()
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs

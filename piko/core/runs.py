@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -152,7 +153,7 @@ class Runner:
             raise ValueError("scheduled_time must be timezone-aware")
         config_value = None if config is None else validate_config(spec.schema, config, job_id=job_id)
         at = scheduled_time or self._clock.now()
-        lock = scheduled_time is not None if take_lock is None else take_lock
+        lock = (scheduled_time is not None or spec.workflow is not None) if take_lock is None else take_lock
         return await self._attempts.execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
                                             config_value=config_value, data_interval=data_interval,
                                             rerun=(rerun_if, attempt - 1))
@@ -165,7 +166,8 @@ class Runner:
         spec = self._spec(job_id)
         at = scheduled_time or self._clock.now()
         claim = RunClaim(job_id, at, RunStatus.PENDING, self._clock.now(), self.instance_id, attempt=attempt,
-                         kind=kind, take_lock=scheduled_time is not None if take_lock is None else take_lock,
+                         kind=kind, take_lock=(scheduled_time is not None or spec.workflow is not None)
+                         if take_lock is None else take_lock,
                          rerun_if=rerun_if, queue=spec.queue,
                          data_start=data_interval.start if data_interval else None,
                          data_end=data_interval.end if data_interval else None)
@@ -173,6 +175,44 @@ class Runner:
         if run_id is None:
             return RunOutcome(None, job_id, at, RunStatus.SKIPPED, "Duplicate", "another run holds this time")
         return RunOutcome(run_id, job_id, at, status, "Queued", f"queued for a worker of queue {spec.queue!r}")
+
+    async def rerun_workflow(self, run_id: int, from_steps: Sequence[str] = (), *, is_queued: bool) -> RunOutcome:
+        """A workflow run again, as the next attempt of its time: the steps that did not succeed (or
+        `from_steps`, succeeded or not) and everything downstream; steps done are kept. Only the
+        newest attempt of a time may be re-run, once (the store's re-run check): asking twice does
+        not run it twice. `is_queued`: for any worker (cluster execution), else here."""
+        run = await self._store.get_run(run_id)
+        if run is None:
+            raise UnknownJobError(f"no run with id {run_id}")
+        spec = self._spec(run.job_id)
+        if spec.workflow is None:
+            raise UnknownJobError(f"run {run_id} is of {run.job_id!r}, which is not a workflow")
+        unknown = [s for s in from_steps if s not in spec.workflow.steps]
+        if unknown:
+            raise UnknownJobError(f"workflow {run.job_id!r} has no step {', '.join(map(repr, unknown))} "
+                                  f"(its steps: {', '.join(spec.workflow.steps)})")
+        newest = await self._store.latest_run(run.job_id, run.scheduled_at)
+        if newest is not None and newest.run_id != run.run_id:
+            raise StoreError(f"run {run_id} is not the newest attempt of {run.job_id} at "
+                             f"{run.scheduled_at.isoformat()}: run {newest.run_id} ({newest.status.value}) is")
+        if not run.status.is_final or (run.status is RunStatus.SUCCESS and not from_steps):
+            raise StoreError(f"run {run_id} is {run.status.value}: re-run a failed workflow run, or name "
+                             f"the steps to run again with --from")
+        payload = json.dumps({"from": list(from_steps)}) if from_steps else None
+        rerun_if = frozenset({run.status})
+        window = DataInterval(run.data_start, run.data_end) if run.data_start and run.data_end else None
+        if not is_queued:
+            return await self._attempts.execute(spec, self._options_for(run.job_id), run.scheduled_at, kind="manual",
+                                                take_lock=False, data_interval=window, rerun=(rerun_if, run.attempt),
+                                                piece=(None, payload))
+        claim = RunClaim(run.job_id, run.scheduled_at, RunStatus.PENDING, self._clock.now(), self.instance_id,
+                         attempt=run.attempt + 1, kind="manual", take_lock=False, rerun_if=rerun_if, queue=spec.queue,
+                         data_start=run.data_start, data_end=run.data_end, payload=payload)
+        ((new_id, status),) = await self._store.place_runs([claim])
+        if new_id is None:
+            return RunOutcome(None, run.job_id, run.scheduled_at, RunStatus.SKIPPED, "Duplicate",
+                              "it was re-run already")
+        return RunOutcome(new_id, run.job_id, run.scheduled_at, status, "Queued", "queued for a worker")
 
     async def wait_run(self, run_id: int, poll_s: float = 0.2) -> RunOutcome:
         """Poll a (queued) run's row until it has ended."""

@@ -28,6 +28,7 @@ class RunStatus(str, enum.Enum):
     ABANDONED = "ABANDONED"
     MISSED = "MISSED"
     SKIPPED = "SKIPPED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"  # a workflow step that cannot run: a step it needs did not succeed
 
     @property
     def is_final(self) -> bool:

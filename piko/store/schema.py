@@ -16,6 +16,7 @@ TYPES: dict[str, dict[str, str]] = {
         "TS": "TEXT",
         "BOOL": "INTEGER",
         "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "BIGTEXT": "TEXT",
         "NOW": "(strftime('%Y-%m-%d %H:%M:%f','now'))",
         "LEASE_TS": "INTEGER",  # unix milliseconds from the host clock
         "LEASE_ZERO": "0",
@@ -27,6 +28,7 @@ TYPES: dict[str, dict[str, str]] = {
         "TS": "DATETIME(6)",
         "BOOL": "TINYINT",
         "ID": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        "BIGTEXT": "MEDIUMTEXT",  # up to 16 MiB: a map item, a step's upstream results
         "NOW": "CURRENT_TIMESTAMP(6)",
         "LEASE_TS": "DATETIME(6)",  # UTC from the server clock
         "LEASE_ZERO": "'1970-01-01 00:00:00'",
@@ -201,8 +203,8 @@ V5_INDEXES = [("ix_job_run_queue", "job_run", "status, queue, run_id"),  # a wor
 # and its result as JSON; a schedule row may split each fire into shards (hot-changeable).
 V6_STATEMENTS = [
     "ALTER TABLE job_run ADD COLUMN parent_run_id BIGINT NULL",
-    "ALTER TABLE job_run ADD COLUMN payload {TEXT} NULL",
-    "ALTER TABLE job_run ADD COLUMN result {TEXT} NULL",
+    "ALTER TABLE job_run ADD COLUMN payload {BIGTEXT} NULL",
+    "ALTER TABLE job_run ADD COLUMN result {BIGTEXT} NULL",
     "ALTER TABLE scheduled_job ADD COLUMN shards INTEGER NULL",
 ]
 V6_INDEXES = [("ix_job_run_parent", "job_run", "parent_run_id")]  # a run's tree
