@@ -7,7 +7,6 @@ ran it) and by job_run. Each test states its pass criterion in its docstring.
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -57,7 +56,7 @@ def test_broadcast_runs_once_per_live_instance_and_shards_spread_and_retry_alone
     exactly once on each of the 3 instances; an 8-shard fire ran its shards on >= 2 instances,
     each shard once (effects), shard 5 as FAILED then SUCCESS, the others one SUCCESS row each,
     and the fire is SUCCESS; no side effect twice."""
-    fleet = fleet_of(PIKO_TEST_PIECES="shapes")
+    fleet = fleet_of(PIKO_TEST_PIECES="shapes", PIKO_WORKER_CONCURRENCY="6")  # 8 shards cannot all fit on one
     for kind in ("run", "run", "worker"):
         fleet.start(kind)
     wait_for(lambda: len(db.rows("SELECT instance_id FROM piko_instance")) >= 3, 30, "three instances")

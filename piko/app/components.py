@@ -87,9 +87,8 @@ def build_worker(store: Store, clock: Clock, runner: Any, s: Settings, instance:
     """Cluster execution: the queue worker; else None."""
     if not instance.queues:
         return None
-    from piko.core.worker import QueueWorker
-
     from piko.core.pieces import private_queue
+    from piko.core.worker import QueueWorker
 
     # its own queue too: the copies of broadcast fires meant for this instance
     queues = (*instance.queues, private_queue(instance.instance_id))

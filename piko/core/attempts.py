@@ -22,8 +22,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from piko.core.backpressure import DispatchRoom
 from piko.core import pieces
+from piko.core.backpressure import DispatchRoom
 from piko.core.fanout import Fanout, RunContext
 from piko.core.invoke import Invoker, outcome_of
 from piko.core.policy import busy_reason, retry_delay
@@ -171,7 +171,7 @@ class Attempts:
             request = pieces.decode(claim.payload) if claim.payload else None  # piko workflow rerun --from
             if isinstance(request, dict) and request.get("from"):
                 ctx["rerun_from"] = tuple(request["from"])
-            func = functools.partial(run_workflow, self.fanout, spec=spec)
+            func: Callable[..., Any] = functools.partial(run_workflow, self.fanout, spec=spec)
         elif opts.broadcast:
             func = functools.partial(self.fanout.broadcast, spec=spec)
         else:
@@ -246,11 +246,11 @@ class Attempts:
         finally:
             self._m.running(job_id, -1)
             self._room.enter_store(me)
-        outcome.duration_s = self._clock.monotonic() - started
+        took = outcome.duration_s = self._clock.monotonic() - started
         outcome.attempt = claim.attempt
         if found is not None:
             outcome = self._piece_result(spec, outcome, ctx if found.kind == "step" else None)
-        self._m.duration(job_id, outcome.duration_s)
+        self._m.duration(job_id, took)
         try:
             await self._rec.finish(run_id, outcome, claim.claim_token)
         finally:

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,7 +68,7 @@ class Piece:
     queue: str
 
 
-RunLocal = Callable[[JobSpec, Piece, RunClaim], Awaitable[RunOutcome]]
+RunLocal = Callable[[JobSpec, Piece, RunClaim], Coroutine[Any, Any, RunOutcome]]
 
 
 class RunContext(dict):  # type: ignore[type-arg]
@@ -243,7 +243,7 @@ class _Job:
                 self.local[task] = piece
         if batch:
             placed = await self.f._store.place_runs([claim for _, claim in batch])
-            for (piece, _), (run_id, _status) in zip(batch, placed, strict=True):
+            for (piece, _), _placed in zip(batch, placed, strict=True):
                 self.watched[piece.slot] = piece  # placed, or placed meanwhile by another parent: its row says
             self.f._nudge()
 

@@ -76,6 +76,19 @@ def _check_number(job_id: str, name: str, value: Any, *, minimum: float, integer
         raise RegistrationError(f"job {job_id!r}: {name}={value!r} must be {kind} >= {minimum}")
 
 
+def _check_pieces(job_id: str, options: dict[str, Any]) -> None:
+    """shards= and broadcast= (normalized in place)."""
+    _check_number(job_id, "shards", options.get("shards"), minimum=1, integer=True)
+    if (options.get("shards") or 0) > MAX_SHARDS:
+        raise RegistrationError(f"job {job_id!r}: shards={options['shards']} is over {MAX_SHARDS} "
+                                f"(use ctx.map for many pieces)")
+    if options.get("broadcast") not in (None, False, True):
+        raise RegistrationError(f"job {job_id!r}: broadcast={options['broadcast']!r} must be True or False")
+    options["broadcast"] = bool(options.get("broadcast"))
+    if options["broadcast"] and options.get("shards"):
+        raise RegistrationError(f"job {job_id!r}: give broadcast=True or shards=N, not both")
+
+
 _OPTIONS = frozenset({"schema", "stateful", "backfill_policy", "resources", "cron", "interval", "date", "timezone",
                       "misfire_grace_time", "coalesce", "max_instances", "timeout", "retries", "retry_backoff", "queue",
                       "shards", "broadcast"})
@@ -109,15 +122,7 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     _check_number(job_id, "max_instances", options.get("max_instances"), minimum=1, integer=True)
     _check_number(job_id, "retries", options.get("retries"), minimum=0, integer=True)
     _check_number(job_id, "retry_backoff", options.get("retry_backoff"), minimum=0)
-    _check_number(job_id, "shards", options.get("shards"), minimum=1, integer=True)
-    if (options.get("shards") or 0) > MAX_SHARDS:
-        raise RegistrationError(f"job {job_id!r}: shards={options['shards']} is over {MAX_SHARDS} "
-                                f"(use ctx.map for many pieces)")
-    if options.get("broadcast") not in (None, False, True):
-        raise RegistrationError(f"job {job_id!r}: broadcast={options['broadcast']!r} must be True or False")
-    options["broadcast"] = bool(options.get("broadcast"))
-    if options["broadcast"] and options.get("shards"):
-        raise RegistrationError(f"job {job_id!r}: give broadcast=True or shards=N, not both")
+    _check_pieces(job_id, options)
     queue = options.get("queue", "default")
     if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
         raise RegistrationError(f"job {job_id!r}: queue={queue!r} must be 1-64 letters, digits, '_', '-' or '.'")

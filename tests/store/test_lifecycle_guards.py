@@ -19,7 +19,8 @@ EVERY = list(RunStatus)
 async def run_in(store: Store, status: RunStatus, n: int) -> int:
     """A run row in `status`, reached the way piko reaches it (claim, end, sweep)."""
     at = T0 + timedelta(minutes=n)
-    born = status if status in (RunStatus.MISSED, RunStatus.SKIPPED, RunStatus.PENDING) else RunStatus.RUNNING
+    born_final = (RunStatus.MISSED, RunStatus.SKIPPED, RunStatus.PENDING, RunStatus.UPSTREAM_FAILED)
+    born = status if status in born_final else RunStatus.RUNNING
     run_id = await store.claim_run(RunClaim(f"j{n}", at, born, at, f"inst-{n}"))
     assert run_id is not None
     if status in ENDS:

@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from piko.core.types import RunClaim, RunStatus
+from piko.core.types import RunStatus
 from piko.store import make_store, schema
 from piko.store.mysql import schema as mysql_schema
-from piko.store.sqlite import store as sqlite
 from piko.store.schema import latest_version, migrations
+from piko.store.sqlite import store as sqlite
 from tests.store.raw_sql import raw_execute, raw_fetchall
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from piko.core.types import RunClaim, RunFinish, RunStatus
-from piko.store.sqlite import runs as sqlite_batch
 from piko.store.sqlite import SqliteStore
+from piko.store.sqlite import runs as sqlite_batch
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

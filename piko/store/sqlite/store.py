@@ -226,9 +226,11 @@ class SqliteStore:
         ids = list(parent_run_ids)
         for start in range(0, len(ids), sql.CHUNK):
             chunk = ids[start:start + sql.CHUNK]
-            rows = await self._worker.call(
-                lambda c, chunk=chunk: c.execute(sql.CHILDREN.format(marks=sql.marks(len(chunk))), chunk).fetchall(),
-                is_write=False)
+
+            def read(c: Any, chunk: list[int] = chunk) -> list[Any]:
+                return c.execute(sql.CHILDREN.format(marks=sql.marks(len(chunk))), chunk).fetchall()
+
+            rows = await self._worker.call(read, is_write=False)
             out += [sql.run_record(r, from_db) for r in rows]
         return out
 
