@@ -1,6 +1,12 @@
-"""The smallest piko app: one job every 10 seconds, recorded in ./piko.db.
+"""The smallest piko app: one job every 10 seconds, each run recorded in ./piko.db.
 
-    python -m piko run examples/hello.py
+    python -m piko run examples/hello.py        # Ctrl+C stops it
+    python -m piko runs hello_job               # in a second terminal: what ran, when, how long
+    python -m piko schedule hello_job --interval '{"seconds": 3}'   # applied while it runs
+
+The schedule in the code is only a default: it is written to the scheduled_job table on the
+first start, and from then on the row decides. With piko installed (`pip install .`),
+`python examples/hello.py` runs it too.
 """
 
 from piko import PikoApp

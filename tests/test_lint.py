@@ -1,4 +1,4 @@
-"""ruff and mypy stay clean on the package (both come with the [dev] extra)."""
+"""ruff and mypy stay clean on the package, ruff on the examples too (both come with the [dev] extra)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("tool, args", [("ruff", ["check", "piko"]), ("mypy", ["piko"])])
+@pytest.mark.parametrize("tool, args", [("ruff", ["check", "piko", "examples"]), ("mypy", ["piko"])])
 def test_package_passes(tool, args):
     if shutil.which(tool) is None and subprocess.run([sys.executable, "-m", tool, "--version"],
                                                      capture_output=True).returncode != 0:
