@@ -98,6 +98,7 @@ class RunStore(Protocol):
     async def latest_status(self, job_id: str, scheduled_at: datetime) -> RunStatus | None: ...
     async def latest_run(self, job_id: str, scheduled_at: datetime) -> RunRecord | None: ...  # newest of the slot
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]: ...  # newest locked fire
+    async def last_runs(self, job_ids: Collection[str]) -> dict[str, RunRecord]: ...  # newest scheduled time's newest run
 
 
 class InstanceStore(Protocol):

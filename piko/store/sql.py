@@ -54,6 +54,9 @@ LAST_FIRES = "SELECT job_id, MAX(scheduled_time) FROM job_lock"
 LATEST_STATUS = ("SELECT status FROM job_run WHERE job_id = ? AND scheduled_time = ? "
                  "ORDER BY run_id DESC LIMIT 1")
 LATEST_RUN = SELECT_RUNS + " WHERE job_id = ? AND scheduled_time = ? ORDER BY run_id DESC LIMIT 1"
+# A job's run of its newest scheduled time (its newest attempt): a backward walk of the
+# (job_id, scheduled_time) index, which carries the primary key on both databases.
+LAST_RUN = SELECT_RUNS + " WHERE job_id = ? ORDER BY scheduled_time DESC, run_id DESC LIMIT 1"
 # A re-run claim reads, inside its write transaction, whether the slot is locked (MySQL: and locks
 # it, so concurrent re-runs of one time queue up) and the state of the slot's newest run.
 SLOT_LOCK = "SELECT 1 FROM job_lock WHERE job_id = ? AND scheduled_time = ?"
