@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
 from piko.app.live import LiveState
+from piko.core.attempts import OnClaim
 from piko.core.backfill import rerun_of
 from piko.core.lifecycle import RERUNNABLE
 from piko.core.types import (
@@ -119,8 +120,9 @@ class LiveConsole:
         if self.is_cluster():
             queued = await runner.queue_run(job_id)
             return ActionResult(_STARTED, f"run {queued.run_id} of {job_id}: {queued.error_message}", queued.run_id)
-        self._start(runner.run_job(job_id), f"manual run of {job_id}", by)
-        return ActionResult(_STARTED, f"{job_id}: a manual run started on this instance (it shows in the runs)")
+        run_id = await self._start(lambda on_claim: runner.run_job(job_id, on_claim=on_claim), f"manual run of {job_id}",
+                                   by)
+        return ActionResult(_STARTED, f"run {run_id} of {job_id} started on this instance", run_id)
 
     async def set_paused(self, job_id: str, is_paused: bool, by: str) -> ActionResult:
         verb = "pause" if is_paused else "resume"
@@ -175,12 +177,16 @@ class LiveConsole:
         runner = self.live.runner
         what = f"run {run_id}'s time ({prev.scheduled_at.isoformat()}) as attempt {prev.attempt + 1}"
         if self.is_cluster():
-            queued = await runner.queue_run(prev.job_id, prev.scheduled_at, **options)
-            if queued.run_id is None:
-                return ActionResult(_CONFLICT, f"{prev.job_id}: {what} was re-run meanwhile by someone else")
-            return ActionResult(_STARTED, f"{prev.job_id}: {what} queued for a worker", queued.run_id)
-        self._start(runner.run_job(prev.job_id, prev.scheduled_at, **options), f"re-run of run {run_id}", by)
-        return ActionResult(_STARTED, f"{prev.job_id}: re-running {what} on this instance")
+            new_id = (await runner.queue_run(prev.job_id, prev.scheduled_at, **options)).run_id
+            where = "queued for a worker"
+        else:
+            new_id = await self._start(lambda on_claim: runner.run_job(prev.job_id, prev.scheduled_at, **options,
+                                                                       on_claim=on_claim), f"re-run of run {run_id}", by)
+            where = "started on this instance"
+        if new_id is None:  # the store claims a re-run only of a locked time whose newest run is `prev`
+            return ActionResult(_CONFLICT, f"{prev.job_id}: {what} was not claimed: a newer run of that time came "
+                                           f"first, or the time holds no run lock (a manual run: use Run now)")
+        return ActionResult(_STARTED, f"{prev.job_id}: {what}: run {new_id} {where}", new_id)
 
     def _refuse_unstarted(self) -> ActionResult | None:
         if self.live.is_started() and self.live.runner is not None:
@@ -192,11 +198,22 @@ class LiveConsole:
             return None
         return ActionResult(_MISSING, f"no job {job_id!r} is registered in this app")
 
-    def _start(self, run: Coroutine[Any, Any, RunOutcome], what: str, by: str) -> None:
-        """Run in the background: the runner records its end (and stop() drains or cancels it)."""
-        task = asyncio.create_task(run, name=f"piko-{what.replace(' ', '-')}")
+    async def _start(self, run: Callable[[OnClaim], Coroutine[Any, Any, RunOutcome]], what: str, by: str) -> int | None:
+        """Start a run in the background (the runner records its end; stop() drains or cancels it)
+        and wait only for its claim: its run id, or None when the store did not claim it."""
+        claimed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+        def on_claim(run_id: int | None) -> None:
+            if not claimed.done():
+                claimed.set_result(run_id)
+
+        task = asyncio.create_task(run(on_claim), name=f"piko-{what.replace(' ', '-')}")
         self._started_runs.add(task)
         task.add_done_callback(lambda t: self._ended(t, what, by))
+        await asyncio.wait({claimed, task}, return_when=asyncio.FIRST_COMPLETED)  # a deadline leaves both running
+        if claimed.done():
+            return claimed.result()
+        return None if task.cancelled() else task.result().run_id  # raises what kept it from a claim
 
     def _ended(self, task: asyncio.Task[RunOutcome], what: str, by: str) -> None:
         self._started_runs.discard(task)

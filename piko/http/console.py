@@ -255,8 +255,10 @@ def _token_note(call: Call, token: str | None) -> str:
     given = call.header("authorization")
     if not given:
         return "no token"
+    if token is None:
+        return "a token, but none is set here"
     scheme, _, value = given.partition(" ")
-    ok = token is not None and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
     return "admin token" if ok else "a wrong token"
 
 
