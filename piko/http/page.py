@@ -74,7 +74,7 @@ def jobs_table(view: PageView) -> str:
         return '<p class="mute">No job is registered or stored.</p>'
     rows = []
     for job in view.jobs[:MAX_JOB_ROWS]:
-        state = "enabled" if job.is_enabled else "paused"
+        state = "manual" if job.schedule_type is None else "enabled" if job.is_enabled else "paused"
         last = job.last_run
         last_cell = (f'{_badge(last.status.value)} <span class="mute" title="{_time(last.scheduled_at)}">'
                      f'{_ago(view.now, last.scheduled_at)}</span>' if last else '<span class="mute">never ran</span>')
@@ -92,7 +92,7 @@ def runs_table(view: PageView) -> str:
         return '<p class="mute">No run matches.</p>' if view.status_filter or view.job_filter else \
             '<p class="mute">No run is recorded yet.</p>'
     rows = [f'<tr data-run="{r.run_id}"><td class="num">{r.run_id}</td><td><code>{_e(r.job_id)}</code></td>'
-            f"<td>{_time(r.scheduled_at)}</td><td>{_badge(r.status.value)}</td><td>{_e(r.kind)}</td>"
+            f'<td class="t">{_time(r.scheduled_at)}</td><td>{_badge(r.status.value)}</td><td>{_e(r.kind)}</td>'
             f'<td class="num">{r.attempt}</td><td class="num">{_duration(r.duration_s)}</td>'
             f"<td><code>{_e(r.instance_id)}</code></td><td>{_error(r)}</td>{_cell(view, _run_actions(view, r))}</tr>"
             for r in view.runs]
@@ -103,7 +103,7 @@ def failures_table(view: PageView) -> str:
     if not view.failures:
         return '<p class="mute">No failed, timed-out or abandoned run.</p>'
     rows = [f'<tr data-run="{r.run_id}"><td class="num">{r.run_id}</td><td><code>{_e(r.job_id)}</code></td>'
-            f"<td>{_time(r.scheduled_at)}</td><td>{_badge(r.status.value)}</td><td>{_error(r, full=True)}</td>"
+            f'<td class="t">{_time(r.scheduled_at)}</td><td>{_badge(r.status.value)}</td><td>{_error(r, full=True)}</td>'
             f"{_cell(view, _run_actions(view, r))}</tr>"
             for r in view.failures]
     return _table(view, ("Run", "Job", "Scheduled", "Status", "Error"), rows)
