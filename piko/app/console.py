@@ -39,6 +39,7 @@ from piko.protocols import Store
 
 log = logging.getLogger("piko.app")
 FAILURES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.ABANDONED)
+SLICE = 500  # jobs described per turn of the loop
 _OK, _STARTED = ActionOutcome.DONE, ActionOutcome.STARTED
 _MISSING, _CONFLICT = ActionOutcome.NOT_FOUND, ActionOutcome.CONFLICT
 
@@ -79,7 +80,12 @@ class LiveConsole:
         rows = {row.job_id: row for row in await store.load_schedules()}
         job_ids = sorted(set(rows) | {spec.job_id for spec in registry})
         last = await store.last_runs(job_ids)
-        return [self._job_status(job_id, rows.get(job_id), last.get(job_id)) for job_id in job_ids]
+        out: list[JobStatus] = []
+        for start in range(0, len(job_ids), SLICE):  # 10,000 jobs: the loop gets a turn between slices
+            out += [self._job_status(job_id, rows.get(job_id), last.get(job_id))
+                    for job_id in job_ids[start:start + SLICE]]
+            await asyncio.sleep(0)
+        return out
 
     def _job_status(self, job_id: str, row: ScheduleRow | None, last: RunRecord | None) -> JobStatus:
         spec = self.live.registry.get(job_id)
