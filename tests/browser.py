@@ -171,7 +171,7 @@ class Browser:
         data = await self.call("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": self.width, "height": max(self.height, int(height)), "scale": 1}})
-        Path(path).write_bytes(base64.b64decode(data["data"]))
+        await asyncio.to_thread(Path(path).write_bytes, base64.b64decode(data["data"]))
 
 
 async def _page_target(port: int) -> str:

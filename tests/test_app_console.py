@@ -15,7 +15,7 @@ from piko import PikoApp
 from piko.core.types import RunStatus
 from piko.settings import Settings
 from tests.conftest import wait_until
-from tests.http.support import Reply, RawClient, async_test, fetch
+from tests.http.support import RawClient, Reply, async_test, fetch
 
 TOKEN = "status-page-token-0123456789"
 EVIL = "<script>alert(1)</script>"

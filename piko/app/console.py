@@ -216,7 +216,8 @@ class LiveConsole:
         task = asyncio.create_task(run(on_claim), name=f"piko-{what.replace(' ', '-')}")
         self._started_runs.add(task)
         task.add_done_callback(lambda t: self._ended(t, what, by))
-        await asyncio.wait({claimed, task}, return_when=asyncio.FIRST_COMPLETED)  # a deadline leaves both running
+        either: set[asyncio.Future[Any]] = {claimed, task}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)  # a deadline leaves both running
         if claimed.done():
             return claimed.result()
         return None if task.cancelled() else task.result().run_id  # raises what kept it from a claim

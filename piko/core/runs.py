@@ -111,8 +111,8 @@ class Runner:
         else:
             run_id, status = answer.result()
             if run_id is None and self._rec.is_unrecorded(claim):  # taken: maybe by its own lost claim
-                task = asyncio.create_task(self._find_lost(spec, opts, claim), name=f"piko-fire-{spec.job_id}")
-                self._room.add_fire(task, is_on_store=True)
+                finding = asyncio.create_task(self._find_lost(spec, opts, claim), name=f"piko-fire-{spec.job_id}")
+                self._room.add_fire(finding, is_on_store=True)
                 return
         if run_id is None or status is not RunStatus.RUNNING:  # not recorded (requeued), taken, queued, skipped
             self._attempts.running[spec.job_id] -= 1
