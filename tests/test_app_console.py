@@ -41,8 +41,8 @@ async def post(port: int, path: str, token: str | None = TOKEN, body: bytes = b"
         await client.close()
 
 
-async def get_json(port: int, path: str) -> Any:
-    reply = await fetch(port, path)
+async def get_json(port: int, path: str, host: str = "test") -> Any:
+    reply = await fetch(port, path, host=host)
     assert reply.status == 200, reply.body
     return json.loads(reply.body)
 
@@ -161,9 +161,11 @@ def test_without_a_token_the_running_page_is_read_only(db_path: str) -> None:
         async with running(app) as port:
             status, answer = await post(port, "/api/jobs/quiet/pause")
             assert status == 403 and "http_admin_token is not set" in answer["error"]
-            page = await fetch(port, "/")
+            assert (await fetch(port, "/")).status == 403  # "Host: test": not a loopback name (DNS rebinding)
+            page = await fetch(port, "/", host=f"127.0.0.1:{port}")
             assert page.status == 200 and b"Read-only" in page.body and b'data-action="api/' not in page.body
-            (job,) = (await get_json(port, "/api/jobs"))["jobs"]
+            assert (await fetch(port, "/api/jobs", host="localhost")).status == 200
+            (job,) = (await get_json(port, "/api/jobs", host="[::1]:8000"))["jobs"]
             assert job["enabled"] is True and job["next_fire_at"].startswith(f"{app.clock.now().year + 1}-01-01")
         rows = await _rows(app)
         assert rows["quiet"].enabled  # nothing changed

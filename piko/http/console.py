@@ -1,9 +1,10 @@
 """The status page (GET /) and the JSON API under /api/ that backs it, over an OpsConsole.
 
 Who may do what: while `http_admin_token` is unset the page and the API are read-only and
-answer loopback clients only (403 for others, saying why); once it is set they answer every
-client, and each action (a POST) needs `Authorization: Bearer <http_admin_token>` (401
-without it or with another one; 403 for every action while no token is set). Every action
+answer only loopback clients that name a loopback host (403 for others, saying why; the Host
+check keeps a site whose name rebinds to 127.0.0.1 from reading them); once it is set they
+answer every client, and each action (a POST) needs `Authorization: Bearer <http_admin_token>`
+(401 without it or with another one; 403 for every action while no token is set). Every action
 asked for is logged on `piko.http` with the client's address and whether a token came, and
 the client's address is what the app records as who asked (a cancel's cancelled_by). Each
 request's calls into the app share one deadline (`timeout_s`, 2 s like /readyz): a hung store
@@ -91,11 +92,17 @@ class ConsoleRoutes:
 
     # -- who may ---------------------------------------------------------------------------------
     def _refuse_reader(self, call: Call) -> Response | None:
-        if self.console.admin_token() is not None or is_loopback(call.client):
+        if self.console.admin_token() is not None:
             return None
-        return _error(403, f"the status page and /api/ answer loopback clients only while http_admin_token is "
-                           f"unset, and this request came from {call.client or 'an unknown address'}: set "
-                           f"http_admin_token (PIKO_HTTP_ADMIN_TOKEN) to serve them to other clients")
+        if not is_loopback(call.client):
+            return _error(403, f"the status page and /api/ answer loopback clients only while http_admin_token is "
+                               f"unset, and this request came from {call.client or 'an unknown address'}: set "
+                               f"http_admin_token (PIKO_HTTP_ADMIN_TOKEN) to serve them to other clients")
+        host = call.header("host")
+        if host is not None and not is_loopback_host(host):  # a name rebound to 127.0.0.1 by another site
+            return _error(403, f"while http_admin_token is unset the status page answers only requests for a "
+                               f"loopback host (localhost, 127.0.0.1, [::1]), not {host[:100]!r}")
+        return None
 
     def _refuse_action(self, call: Call) -> Response | None:
         token = self.console.admin_token()
@@ -119,6 +126,7 @@ class ConsoleRoutes:
             log.warning("ops action %s %s %s refused (%s): %s", verb, kind, target, who,
                         json.loads(refused.body)["error"])
             return refused
+        log.info("ops action %s %s %s asked by %s", verb, kind, target, who)
         by = _asked_by(call)
         console = self.console
         ask: Callable[[], Awaitable[ActionResult]]
@@ -129,7 +137,6 @@ class ConsoleRoutes:
         else:
             ask = {"cancel": lambda: console.cancel_run(int(target), by),
                    "rerun": lambda: console.rerun(int(target), by)}[verb]
-        log.info("ops action %s %s %s asked by %s", verb, kind, target, who)
         try:
             result = await self._ask(ask)
         except Exception as exc:
@@ -291,6 +298,16 @@ def _json(status: int, payload: Mapping[str, object], headers: tuple[tuple[str, 
     """json_response, never sniffed as HTML by a browser (it carries job ids and error messages)."""
     response = json_response(status, payload)
     return Response(status, (*response.headers, ("X-Content-Type-Options", "nosniff"), *headers), response.chunks)
+
+
+def is_loopback_host(host: str) -> bool:
+    """A Host header naming this machine: localhost (or *.localhost) or a loopback address, any port."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
 def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:

@@ -170,6 +170,17 @@ async def test_without_a_token_actions_are_403_and_only_loopback_clients_may_rea
     assert (await ask(routes(FakeConsole()), "GET", "/", client="10.1.2.3"))[0] == 200  # with a token: anyone reads
 
 
+@async_test
+async def test_without_a_token_a_loopback_client_must_also_name_a_loopback_host() -> None:
+    r = routes(FakeConsole(token=None))
+    for host in ("127.0.0.1:8000", "localhost", "LOCALHOST:80", "app.localhost", "[::1]:8000", "[::1]"):
+        assert (await ask(r, "GET", "/", headers=(("host", host),)))[0] == 200, host
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "10.0.0.1:8000"):
+        status, body = await ask(r, "GET", "/api/jobs", headers=(("host", host),))
+        assert status == 403 and "only requests for a loopback host" in body["error"], host
+    assert (await ask(routes(FakeConsole()), "GET", "/", headers=(("host", "evil.example"),)))[0] == 200
+
+
 def test_loopback_means_127_0_0_0_8_and_1_also_mapped() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("localhost") and not is_loopback("") and not is_loopback(None)
