@@ -1,6 +1,9 @@
 """The smallest piko app: one job every 10 seconds, recorded in ./piko.db.
 
     python -m piko run examples/hello.py
+
+While it runs, http://127.0.0.1:8000/ shows its runs; with PIKO_HTTP_ADMIN_TOKEN set (16+
+characters) the page's buttons can also run, pause, resume, cancel and re-run.
 """
 
 from piko import PikoApp
