@@ -2,7 +2,8 @@
 
 Serves the same OpsRoutes as the built-in server, so both answer identically: the path is
 decoded from raw_path by wire.py's rules (bad escapes are 400 on both), a POST body is read
-up to the same limit (413 past it), and a body in pieces is sent piece by piece. The lifespan protocol starts a LoopLagMonitor for /healthz
+up to the same limit (413 past it), the client address comes from the scope, and a body in
+pieces is sent piece by piece. The lifespan protocol starts a LoopLagMonitor for /healthz
 (the built-in server's monitor is not running when uvicorn serves) and runs optional
 start/stop hooks (the app passes its own start and stop). No ASGI framework is imported;
 uvicorn is not a dependency of piko.
@@ -115,7 +116,8 @@ async def _send_response(response: Response, send: Send, *, has_body: bool) -> N
 
 
 def _call(scope: Scope, method: str, path: str, body: bytes) -> Call:
-    headers = tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ()))
+    headers = tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1"))
+                    for k, v in scope.get("headers", ()))
     client = scope.get("client")
     return Call(method, path, bytes(scope.get("query_string", b"")).decode("latin-1"), headers, body,
                 str(client[0]) if client else None)
