@@ -7,6 +7,9 @@
 The schedule in the code is only a default: it is written to the scheduled_job table on the
 first start, and from then on the row decides. With piko installed (`pip install .`),
 `python examples/hello.py` runs it too.
+
+While it runs, http://127.0.0.1:8000/ shows its runs; with PIKO_HTTP_ADMIN_TOKEN set (16+
+characters) the page's buttons can also run, pause, resume, cancel and re-run.
 """
 
 from piko import PikoApp

@@ -5,7 +5,8 @@ runner RunStore (and QueueStore in cluster execution), the heartbeat InstanceSto
 elector LeaseStore, the SQL sink RowSink.
 `Store` is all of them plus a lifecycle; store/memory.py, store/sqlite/ and store/mysql/
 implement it and one contract suite (tests/store) runs against each. Executor is a CPU
-offload backend, Writer the batching writer, Sink where written intents land. Datetimes in
+offload backend, Writer the batching writer, Sink where written intents land, OpsState and
+OpsConsole what the ops routes and the status page ask the app. Datetimes in
 and out of a store are aware UTC. Imports only pure modules.
 """
 
@@ -17,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from piko.core.placement import JobLimits
 from piko.core.types import (
+    ActionResult,
     ConfigRow,
     Fence,
     InstanceInfo,
+    JobStatus,
     LeaseGrant,
     QueueClaim,
     RunClaim,
@@ -100,6 +103,7 @@ class RunStore(Protocol):
     async def pieces(self, prefix: str, scheduled_at: datetime) -> list[RunRecord]: ...  # newest per slot
     async def children(self, parent_run_ids: Collection[int]) -> list[RunRecord]: ...  # pieces these runs made
     async def last_fire_times(self, job_ids: Collection[str]) -> dict[str, datetime]: ...  # newest locked fire
+    async def last_runs(self, job_ids: Collection[str]) -> dict[str, RunRecord]: ...  # newest scheduled time's newest run
 
 
 class InstanceStore(Protocol):
@@ -198,3 +202,23 @@ class OpsState(Protocol):
     def role(self) -> str: ...  # "leader" | "standby" (single instances are "leader")
     def loop_lag_s(self) -> float: ...
     async def readiness_checks(self) -> dict[str, str | None]: ...  # check name -> None if ok, else reason
+
+
+class OpsConsole(OpsState, Protocol):
+    """What the status page and its /api/ ask the app, besides OpsState: what runs where, and
+    the operator's actions. Each call reads or writes the store once or a few times; the routes
+    bound it with a short timeout. `by` says who asked (client address), recorded where a run
+    records it (a cancel's cancelled_by) and logged."""
+
+    def now(self) -> datetime: ...
+    def is_cluster(self) -> bool: ...  # cluster execution: queue depths mean something
+    def admin_token(self) -> str | None: ...  # None: actions are refused, the page is read-only
+    async def jobs(self) -> list[JobStatus]: ...
+    async def runs(self, job_id: str | None, status: RunStatus | None, limit: int) -> list[RunRecord]: ...
+    async def failures(self, limit: int) -> list[RunRecord]: ...  # FAILED, TIMEOUT, ABANDONED; newest first
+    async def instances(self) -> list[InstanceInfo]: ...
+    async def queue_depths(self) -> dict[str, int]: ...
+    async def run_now(self, job_id: str, by: str) -> ActionResult: ...
+    async def set_paused(self, job_id: str, is_paused: bool, by: str) -> ActionResult: ...
+    async def cancel_run(self, run_id: int, by: str) -> ActionResult: ...
+    async def rerun(self, run_id: int, by: str) -> ActionResult: ...  # a failed run's time, as its next attempt

@@ -25,6 +25,8 @@ from piko.errors import ConfigError
 
 FILE_NAMES = ("settings.toml", "piko.toml")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")  # visible ASCII: it travels in a header
+HIDDEN_KEYS = ("http_admin_token",)  # their values never appear in an error
 ALIASES = {"worker_dead_after_s": "orphan_after_s"}  # one setting, the name the cluster docs use
 SECRETS_FILE = ".secrets.toml"
 ENV_PREFIX = "PIKO_"
@@ -78,6 +80,9 @@ class Settings:
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # the status page's actions need it (Authorization: Bearer ...); unset: the page is read-only
+    # and answers loopback clients only. Never shown in a repr or an error.
+    http_admin_token: str | None = dataclasses.field(default=None, repr=False)
     # persistence
     persist_queue_max: int = 10000
     persist_batch_size: int = 500
@@ -143,6 +148,10 @@ def _validate(s: Settings) -> None:
          "leader_name", "must be 1-64 characters without surrounding spaces (the lease row's key)")
     need(s.cpu_workers >= 0 and s.cpu_per_job_cap >= 0, "cpu_workers", "must be >= 0 (0 = automatic)")
     need(s.execution in {"leader", "cluster"}, "execution", "must be 'leader' or 'cluster'")
+    if s.http_admin_token is not None and not _TOKEN.fullmatch(s.http_admin_token):
+        raise _setting_error("http_admin_token", "setting 'http_admin_token' (value not shown): must be 16 to 512 "
+                             "visible ASCII characters, no spaces; make one with: python -c "
+                             "'import secrets; print(secrets.token_urlsafe(32))'")
     need(s.worker_concurrency >= 1, "worker_concurrency", "must be >= 1")
     need(0.01 <= s.worker_poll_max_s <= 60, "worker_poll_max_s", "must be between 0.01 and 60 seconds")
     need(all(_QUEUE.match(q) for q in s.queue_list), "worker_queues",
@@ -195,7 +204,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise TypeError
     except (TypeError, ValueError):
         expected = kind.replace(" | None", " or empty")
-        raise ConfigError(f"setting {key!r} from {source}: {value!r} is not a valid {expected}") from None
+        shown = "(value not shown)" if key in HIDDEN_KEYS else repr(value)
+        raise ConfigError(f"setting {key!r} from {source}: {shown} is not a valid {expected}") from None
 
 
 def _spelled_like(key: str) -> list[str]:

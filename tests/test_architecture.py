@@ -107,6 +107,20 @@ def piko_edges(path: Path) -> set[str]:
 GRAPH = {name: piko_edges(path) for name, path in NAMES.items()}
 
 
+def _component_of(path: Path) -> str | None:
+    name = module_name(path)
+    return next((c for c in COMPONENTS if name == c or name.startswith(c + ".")), None)
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _component_of(p)], ids=rel)
+def test_components_never_import_the_app_the_cli_or_each_other(path):
+    """The HTTP routes, for one, reach the app only through protocols.OpsState / OpsConsole."""
+    mine = _component_of(path)
+    others = tuple(c for c in COMPONENTS if c != mine)
+    bad = {m for m in imports(path) if m.startswith(("piko.app", "piko.cli", "piko.compat", *others))}
+    assert not bad, f"{rel(path)} imports {bad}"
+
+
 def test_no_import_cycle_lazy_imports_included():
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -146,3 +146,21 @@ def test_dynaconf_environment_sections_apply_by_piko_env(tmp_path):
     prod = load_settings(env={"PIKO_ENV": "production"}, cwd=tmp_path)
     assert (prod.log_level, prod.mysql_dsn) == ("WARNING", "mysql://p@h/db")
     assert load_settings(env={"ENV_FOR_DYNACONF": "PRODUCTION"}, cwd=tmp_path).log_level == "WARNING"
+
+
+def test_the_admin_token_comes_from_the_environment_and_never_shows_in_a_repr(tmp_path):
+    assert load_settings(env={}, cwd=tmp_path).http_admin_token is None
+    assert load_settings(env={"PIKO_HTTP_ADMIN_TOKEN": ""}, cwd=tmp_path).http_admin_token is None
+    s = load_settings(env={"PIKO_HTTP_ADMIN_TOKEN": "s3cret-token-0123456789"}, cwd=tmp_path)
+    assert s.http_admin_token == "s3cret-token-0123456789" and "s3cret" not in repr(s)
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it here", "x" * 513])
+def test_a_weak_admin_token_is_refused_without_showing_it(tmp_path, token):
+    with pytest.raises(ConfigError, match=r"http_admin_token.*value not shown.*16 to 512.*PIKO_HTTP_ADMIN_TOKEN") as caught:
+        load_settings(env={"PIKO_HTTP_ADMIN_TOKEN": token}, cwd=tmp_path)
+    assert token not in str(caught.value)
+    (tmp_path / "settings.toml").write_text("[piko]\nhttp_admin_token = 1234567\n")
+    with pytest.raises(ConfigError, match="value not shown") as caught:
+        load_settings(env={}, cwd=tmp_path)
+    assert "1234567" not in str(caught.value)

@@ -1,4 +1,4 @@
-"""Builders of the app's parts from settings: store, ops HTTP, leader lease, writer, CPU pool.
+"""Builders of the app's parts from settings: store, ops HTTP (and status page), leader lease, writer, CPU pool.
 
 Each builder takes the parts it needs, never the app, and imports its component lazily, so
 an app that never uses the writer or the CPU pool never imports them.
@@ -31,9 +31,17 @@ def build_store(s: Settings) -> Store:
     return make_store(s.store_dsn, **options)
 
 
+def build_routes(live: LiveState, metrics: MetricsRegistry) -> Any:
+    """The ops endpoints and the status page with its /api/, over the live state."""
+    from piko.app.console import LiveConsole
+    from piko.http.console import ConsoleRoutes
+    from piko.http.routes import OpsRoutes
+
+    return OpsRoutes(live, metrics, console=ConsoleRoutes(LiveConsole(live)))
+
+
 def build_http(live: LiveState, metrics: MetricsRegistry, s: Settings) -> contextlib.AbstractAsyncContextManager[None]:
     """The ops server on http_host:http_port, with the loop-lag monitor /healthz reports."""
-    from piko.http.routes import OpsRoutes
     from piko.http.server import HttpServer
     from piko.observability.process import LoopLagMonitor
 
@@ -41,10 +49,12 @@ def build_http(live: LiveState, metrics: MetricsRegistry, s: Settings) -> contex
     async def serve() -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             monitor = await stack.enter_async_context(LoopLagMonitor())
-            server = await stack.enter_async_context(HttpServer(OpsRoutes(live, metrics), s.http_host, s.http_port))
+            server = await stack.enter_async_context(HttpServer(build_routes(live, metrics), s.http_host, s.http_port))
             live.set_lag_monitor(monitor, server.port)
             host = f"[{s.http_host}]" if ":" in s.http_host else s.http_host
-            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", host, server.port)
+            log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics; status page at /, %s)", host,
+                     server.port, "actions need the admin token" if s.http_admin_token else
+                     "read-only and loopback-only: http_admin_token is not set")
             yield
 
     return serve()

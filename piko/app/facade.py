@@ -134,15 +134,14 @@ class PikoApp:
 
     @property
     def api_app(self) -> Any:
-        """A plain ASGI callable serving /healthz, /readyz, /leader and /metrics."""
+        """A plain ASGI callable serving /healthz, /readyz, /leader, /metrics, the status page and /api/."""
         if self._api_app is None:
             from piko.http.asgi import OpsAsgiApp
-            from piko.http.routes import OpsRoutes
 
             async def startup() -> None:  # the ASGI server serves the routes: no second server on http_port
                 await self.start(serve_http=False)
 
-            self._api_app = OpsAsgiApp(OpsRoutes(self.live, self.metrics), on_startup=startup,
+            self._api_app = OpsAsgiApp(components.build_routes(self.live, self.metrics), on_startup=startup,
                                        on_shutdown=self.stop)
         return self._api_app
 

@@ -60,6 +60,7 @@ class LiveState:
         self._options: dict[str, tuple[Any, Any, JobOptions]] = {}
         self._defaults: JobOptions | None = None
         self.control: ControlPlane = None  # type: ignore[assignment]  # built by start_control()
+        self._reconciling: asyncio.Lock | None = None  # one tick at a time: the loop's, or an action's
         self._watermarks: Watermarks | None = None
         self.resume_after: dict[str, datetime] = {}  # job_id -> its newest handled fire, until first scheduled
         self._disables: Batcher[str, None] = Batcher(self._disable_schedules)
@@ -202,6 +203,7 @@ class LiveState:
         self.control = ControlPlane(store=self.store, registry=self.registry, clock=self.clock, book=self.book,
                                     configs=self.configs, default_tz=self.settings.timezone, schedule=schedule,
                                     unschedule=kernel.unschedule, metrics=self.metrics)
+        self._reconciling = asyncio.Lock()  # made here, on the loop the app runs on
         self.watermarks.bind_runner(runner.run_job, runner.holds, runner.record_final)
 
     async def load_stored_state(self, runner: Any) -> None:
@@ -213,7 +215,9 @@ class LiveState:
         await self.control.tick()
 
     async def reconcile_once(self) -> None:
-        result = await self.control.tick()
+        """One tick; a status-page action (pause, resume) calls it too, so it applies at once here."""
+        async with self._reconciling or asyncio.Lock():
+            result = await self.control.tick()
         for job_id in result.started:
             spec = self.registry.get(job_id)
             if spec is not None and spec.stateful:

@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 from piko.cli.args import log_like_run, open_existing, parse_time, target_app
+from piko.core.backfill import rerun_of
 from piko.core.lifecycle import RERUNNABLE
 from piko.core.types import DataInterval, RunOutcome, RunRecord, RunStatus
 from piko.errors import ConfigError
@@ -89,7 +90,7 @@ async def _one_window(store: Any, runner: Any, job_id: str, w: DataInterval, rer
     prev = await store.latest_run(job_id, w.end)
     if prev is None or prev.status not in RERUNNABLE or not rerun:
         return _standing(prev)
-    out = await _run(runner, job_id, w, is_queued, take_lock=False, rerun_if=RERUNNABLE, attempt=prev.attempt + 1)
+    out = await _run(runner, job_id, w, is_queued, **rerun_of(prev))
     last = await store.latest_run(job_id, w.end)
     if out.run_id is None:  # another backfill re-ran it first (or is re-running it)
         verdict, text = _standing(last)

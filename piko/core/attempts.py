@@ -42,6 +42,7 @@ FIRE_FENCE: contextvars.ContextVar[object] = contextvars.ContextVar("piko_fire_f
 _UNSET = object()
 _RETRIED = (RunStatus.FAILED, RunStatus.TIMEOUT)
 ClaimShaper = Callable[[RunClaim, JobOptions], RunClaim]  # cluster execution: run here, or queue it
+OnClaim = Callable[[int | None], None]  # a manual caller learns the run id before the run ends
 
 
 class Attempts:
@@ -75,11 +76,13 @@ class Attempts:
                       take_lock: bool = True, config_value: Any = None, data_interval: DataInterval | None = None,
                       claimed: tuple[RunClaim, int] | None = None,
                       rerun: tuple[frozenset[RunStatus], int] = (frozenset(), 0),
-                      piece: tuple[int | None, str | None] = (None, None)) -> RunOutcome:
+                      piece: tuple[int | None, str | None] = (None, None),
+                      on_claim: OnClaim | None = None) -> RunOutcome:
         """One scheduled time: its first attempt, then its retries (each attempt is its own row).
 
         `claimed`: the first attempt was claimed early (counted in running). `rerun`: (rerun_if, attempts before).
-        `piece`: (parent run id, payload) of a piece the parent runs here (core/fanout.py)."""
+        `piece`: (parent run id, payload) of a piece the parent runs here (core/fanout.py).
+        `on_claim`: told the first attempt's run id once its claim is answered (None: not claimed)."""
         job_id = spec.job_id
         if claimed is not None:  # its retries carry the term it was dispatched in (leader mode)
             FIRE_FENCE.set(claimed[0].fence if self._shape is None else None)
@@ -111,7 +114,8 @@ class Attempts:
                     claimed = None
                 else:
                     outcome = await self._attempt(spec, opts, scheduled_at, kind, attempt + rerun[1], take_lock,
-                                                  config_value, data_interval, rerun[0], piece)
+                                                  config_value, data_interval, rerun[0], piece, on_claim)
+                    on_claim = None
                 if (outcome.run_id is None or outcome.status not in _RETRIED or attempt > opts.retries
                         or self._is_closing() or spec.workflow is not None):  # a workflow's retries: takeovers
                     return outcome
@@ -128,7 +132,8 @@ class Attempts:
     async def _attempt(self, spec: JobSpec, opts: JobOptions, scheduled_at: datetime, kind: str, attempt: int,
                        take_lock: bool, config_value: Any, data_interval: DataInterval | None,
                        rerun_if: frozenset[RunStatus] = frozenset(),
-                       piece: tuple[int | None, str | None] = (None, None)) -> RunOutcome:
+                       piece: tuple[int | None, str | None] = (None, None),
+                       on_claim: OnClaim | None = None) -> RunOutcome:
         """Claim the run (lock + row), call the handler if it is placed here, record how it ended."""
         job_id = spec.job_id
         # in cluster execution only placing a new fire is the leader's act; retries and re-runs are anyone's
@@ -144,6 +149,8 @@ class Attempts:
         if run_id is None:
             claim, run_id, status = await self.find_lost(claim)
         self.placing.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if on_claim is not None:
+            on_claim(run_id)
         if run_id is None:
             return RunOutcome(None, job_id, scheduled_at, RunStatus.SKIPPED, "Duplicate",
                               "another instance holds this scheduled time")

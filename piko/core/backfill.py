@@ -2,13 +2,17 @@
 
 Windows follow the job's own schedule: the window of a fire at T ends at T and starts at
 the previous fire time (or at the watermark, when one is stored). All searches are bounded.
+A run that did not succeed runs again as its time's next attempt (rerun_of: `piko backfill
+--rerun-failed` and the status page's re-run claim it alike).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from piko.core.types import DataInterval
+from piko.core.lifecycle import RERUNNABLE
+from piko.core.types import DataInterval, RunRecord
 from piko.protocols import Trigger
 
 _MAX_LOOKBACK = timedelta(days=800)
@@ -74,3 +78,10 @@ def no_window_reason(trigger: Trigger, start: datetime) -> str:
     if before is None:
         return f"the schedule's first fire is at {nxt.isoformat()}"
     return f"the schedule's next fire after {start.isoformat()} is at {nxt.isoformat()}"
+
+
+def rerun_of(prev: RunRecord) -> dict[str, Any]:
+    """The claim options of a re-run of `prev` (a RERUNNABLE run): the next attempt of its time,
+    claimed without taking the run lock again (the time holds it) and only while `prev` is still
+    the newest run of that time, so two re-runs racing run it once."""
+    return {"take_lock": False, "rerun_if": RERUNNABLE, "attempt": prev.attempt + 1}

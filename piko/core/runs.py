@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from piko.core.attempts import FIRE_FENCE, Attempts, ClaimShaper
+from piko.core.attempts import FIRE_FENCE, Attempts, ClaimShaper, OnClaim
 from piko.core.backpressure import DispatchRoom
 from piko.core.configs import validate_config
 from piko.core.fanout import Fanout, Piece
@@ -146,8 +146,9 @@ class Runner:
     async def run_job(self, job_id: str, scheduled_time: datetime | None = None, config: Any = None, *,
                       kind: str = "manual", data_interval: DataInterval | None = None,
                       take_lock: bool | None = None, rerun_if: frozenset[RunStatus] = frozenset(),
-                      attempt: int = 1) -> RunOutcome:
-        """Run a job now; idempotent with a scheduled_time (locked on it). Re-runs: RunClaim.rerun_if."""
+                      attempt: int = 1, on_claim: OnClaim | None = None) -> RunOutcome:
+        """Run a job now; idempotent with a scheduled_time (locked on it). Re-runs: RunClaim.rerun_if.
+        `on_claim(run_id)` is called once the run is claimed (None: its time was taken or the re-run refused)."""
         spec = self._spec(job_id)
         if scheduled_time is not None and scheduled_time.tzinfo is None:
             raise ValueError("scheduled_time must be timezone-aware")
@@ -156,7 +157,7 @@ class Runner:
         lock = (scheduled_time is not None or spec.workflow is not None) if take_lock is None else take_lock
         return await self._attempts.execute(spec, self._options_for(job_id), at, kind=kind, take_lock=lock,
                                             config_value=config_value, data_interval=data_interval,
-                                            rerun=(rerun_if, attempt - 1))
+                                            rerun=(rerun_if, attempt - 1), on_claim=on_claim)
 
     async def queue_run(self, job_id: str, scheduled_time: datetime | None = None, *, kind: str = "manual",
                         data_interval: DataInterval | None = None, take_lock: bool | None = None,

@@ -231,3 +231,36 @@ class RunOutcome:
     error_traceback: str | None = None  # FAILED / TIMEOUT: where it happened, innermost frames kept
     result_json: str | None = None  # a piece's result as stored (core/pieces.py)
     attempt: int = 1
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as the status page shows it: its schedule in force, next fire and last run."""
+
+    job_id: str
+    schedule_type: str | None  # None: no schedule (manual runs only)
+    schedule_expr: str | None
+    is_enabled: bool
+    next_fire_at: datetime | None  # this instance's next fire of it; None when none is planned here
+    last_run: RunRecord | None  # the run of its newest scheduled time
+    timezone: str | None = None
+    problem: str | None = None  # why its stored row is refused (it keeps its last good schedule)
+    is_registered: bool = True  # False: a stored row that no code of this instance registers
+    queue: str = "default"
+
+
+class ActionOutcome(str, enum.Enum):
+    """How an operator's action (run now, pause, resume, cancel, re-run) went."""
+
+    DONE = "done"
+    STARTED = "started"  # a run was started or queued; its end is recorded on its row
+    NOT_FOUND = "not_found"  # no such job or run
+    CONFLICT = "conflict"  # the job or run is not in a state the action applies to
+    UNAVAILABLE = "unavailable"  # the app has not started (or is stopping)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    outcome: ActionOutcome
+    message: str  # says what was done, or what was wrong and what would be right
+    run_id: int | None = None

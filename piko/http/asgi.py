@@ -1,7 +1,8 @@
 """The ops endpoints as a plain ASGI 3 callable, for `uvicorn app:api_app`.
 
 Serves the same OpsRoutes as the built-in server, so both answer identically: the path is
-decoded from raw_path by wire.py's rules (bad escapes are 400 on both), and a body in
+decoded from raw_path by wire.py's rules (bad escapes are 400 on both), a POST body is read
+up to the same limit (413 past it), the client address comes from the scope, and a body in
 pieces is sent piece by piece. The lifespan protocol starts a LoopLagMonitor for /healthz
 (the built-in server's monitor is not running when uvicorn serves) and runs optional
 start/stop hooks (the app passes its own start and stop). No ASGI framework is imported;
@@ -13,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from piko.http.routes import OpsRoutes, Response, text_response
-from piko.http.wire import ProtocolError, error_body, path_of
+from piko.http.routes import Call, OpsRoutes, Response, text_response
+from piko.http.wire import DEFAULT_BODY_LIMIT, ProtocolError, error_body, path_of
 from piko.observability.process import LoopLagMonitor
 
 Scope = MutableMapping[str, Any]
@@ -26,8 +27,9 @@ Hook = Callable[[], Awaitable[None]]
 
 class OpsAsgiApp:
     def __init__(self, routes: OpsRoutes, *, on_startup: Hook | None = None,
-                 on_shutdown: Hook | None = None) -> None:
+                 on_shutdown: Hook | None = None, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
         self.routes = routes
+        self.body_limit = body_limit
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self._lag_monitor: LoopLagMonitor | None = None
@@ -43,7 +45,10 @@ class OpsAsgiApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if await _has_body(receive) and method in ("GET", "HEAD"):
+        body = await _read_body(receive, self.body_limit)
+        if body is None:
+            response = text_response(413, f"413 Content Too Large: the request body exceeds {self.body_limit} bytes\n")
+        elif body and method in ("GET", "HEAD"):
             response = text_response(413, "413 Content Too Large: requests carry no body\n")
         else:
             try:
@@ -51,7 +56,7 @@ class OpsAsgiApp:
             except ProtocolError as exc:
                 response = text_response(exc.status, error_body(exc.status, exc.reason).decode())
             else:
-                response = await self.routes.handle(method, path)
+                response = await self.routes.handle(method, path, _call(scope, method, path, body))
         await _send_response(response, send, has_body=method != "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -110,13 +115,27 @@ async def _send_response(response: Response, send: Send, *, has_body: bool) -> N
         await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
 
 
-async def _has_body(receive: Receive) -> bool:
-    """Read the request body to its end (the server frames it); True if it was not empty."""
-    has_body = False
+def _call(scope: Scope, method: str, path: str, body: bytes) -> Call:
+    headers = tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1"))
+                    for k, v in scope.get("headers", ()))
+    client = scope.get("client")
+    return Call(method, path, bytes(scope.get("query_string", b"")).decode("latin-1"), headers, body,
+                str(client[0]) if client else None)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body (the server frames it), read to its end; None once it exceeds `limit`."""
+    pieces: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return has_body
-        has_body = has_body or bool(message.get("body"))
+            break
+        piece = bytes(message.get("body") or b"")
+        size += len(piece)
+        if size > limit:
+            return None
+        pieces.append(piece)
         if not message.get("more_body", False):
-            return has_body
+            break
+    return b"".join(pieces)

@@ -5,7 +5,8 @@ runs; /readyz asks the app (and through it the store) with a short timeout so a 
 reads as "not ready" instead of a hung probe; /leader answers 200 only on the leader;
 /metrics renders the registry in small pieces, yielding to the loop at least every
 YIELD_EVERY_S, and keeps the body in pieces (never one 20 MB join); concurrent scrapes
-share one render.
+share one render. The status page and its /api/ (console.py) plug in as `console`, so the
+built-in server and the ASGI adapter serve them alike; without one those paths are 404.
 """
 
 from __future__ import annotations
@@ -46,8 +47,30 @@ class Response:
         return b"".join(self.chunks)
 
 
+@dataclass(frozen=True)
+class Call:
+    """One request as the routes see it, from either server."""
+
+    method: str
+    path: str  # percent-decoded
+    query: str = ""  # raw, without the '?'
+    headers: tuple[tuple[str, str], ...] = ()  # names lower-cased
+    body: bytes = b""
+    client: str | None = None  # the peer's address, without the port; None when unknown
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+
 class LagSource(Protocol):
     lag_s: float
+
+
+class MoreRoutes(Protocol):
+    """Routes beyond the ops endpoints (the status page): the paths they serve, and the answers."""
+
+    def serves(self, path: str) -> bool: ...
+    async def handle(self, call: Call) -> Response: ...
 
 
 def json_response(status: int, payload: Mapping[str, object]) -> Response:
@@ -66,8 +89,10 @@ class OpsRoutes:
     reports; otherwise the app state's loop_lag_s.
     """
 
-    def __init__(self, state: OpsState, registry: MetricsRegistry, *, readiness_timeout_s: float = 2.0) -> None:
+    def __init__(self, state: OpsState, registry: MetricsRegistry, *, readiness_timeout_s: float = 2.0,
+                 console: MoreRoutes | None = None) -> None:
         self.state = state
+        self.console = console
         self.registry = registry
         self.readiness_timeout_s = readiness_timeout_s
         self.lag_source: LagSource | None = None
@@ -81,9 +106,12 @@ class OpsRoutes:
         self._readiness: asyncio.Future[dict[str, str | None]] | None = None
         self._check_names: tuple[str, ...] = DEFAULT_CHECK_NAMES
 
-    async def handle(self, method: str, path: str) -> Response:
+    async def handle(self, method: str, path: str, call: Call | None = None) -> Response:
+        """Answer `method path`; `call` carries the rest of the request (the console's routes read it)."""
         endpoint = self._table.get(path)
         if endpoint is None:
+            if self.console is not None and self.console.serves(path):
+                return await self.console.handle(call or Call(method, path))
             return text_response(404, f"404 Not Found: no endpoint at {path[:200]}\n")
         if method not in ALLOWED_METHODS:
             return text_response(405, f"405 Method Not Allowed: {path} answers GET and HEAD\n",

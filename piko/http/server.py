@@ -2,9 +2,10 @@
 
 One asyncio.Protocol per connection feeds the sans-IO parser; one task per connection
 answers its requests in order (keep-alive, pipelining). Nothing a client sends may crash
-the server or stall the loop: requests are bounded (header_limit), slow or silent clients
-are timed out (header_timeout_s from a request's first byte, blank lines included, or
-from the connection's start; idle_timeout_s between requests), writes respect flow
+the server or stall the loop: requests are bounded (header_limit; a POST body, body_limit),
+slow or silent clients are timed out (header_timeout_s from a request's first byte, blank
+lines included, or from the connection's start, for the head and body together;
+idle_timeout_s between requests), writes respect flow
 control, and at max_connections a new connection first takes the place of the connection
 that has idled longest between requests (a server may close an idle keep-alive connection
 at any time, RFC 9112 9.3); only when none idles does it get a 503 and is closed at once,
@@ -22,8 +23,9 @@ from types import TracebackType
 
 from piko.clock import SystemClock
 from piko.errors import ConfigError
-from piko.http.routes import OpsRoutes, Response, text_response
+from piko.http.routes import Call, OpsRoutes, Response, text_response
 from piko.http.wire import (
+    DEFAULT_BODY_LIMIT,
     DEFAULT_HEADER_LIMIT,
     ProtocolError,
     Request,
@@ -56,6 +58,7 @@ class HttpServer:
         *,
         max_connections: int = 256,
         header_limit: int = DEFAULT_HEADER_LIMIT,
+        body_limit: int = DEFAULT_BODY_LIMIT,
         header_timeout_s: float = 10.0,
         idle_timeout_s: float = 60.0,
     ) -> None:
@@ -64,6 +67,7 @@ class HttpServer:
         self.port = port
         self.max_connections = max_connections
         self.header_limit = header_limit
+        self.body_limit = body_limit
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self._server: asyncio.AbstractServer | None = None
@@ -133,9 +137,10 @@ class HttpServer:
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.parser = RequestParser(server.header_limit)
+        self.parser = RequestParser(server.header_limit, server.body_limit)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
+        self.client: str | None = None  # the peer's address, for the routes that check who asks
         self.task: asyncio.Task[None] | None = None
         # When the request being read started: the connection's start for the first one, else
         # its first byte (a blank line counts); None between requests, while only idling.
@@ -155,6 +160,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) and peer else None
         if not self.server._opened(self):
             transport.write(_BUSY)
             self.close_gracefully()
@@ -304,7 +311,8 @@ class _Connection(asyncio.Protocol):
             response = text_response(413, "413 Content Too Large: requests carry no body\n")
         else:
             try:
-                response = await self.server.routes.handle(request.method, request.path)
+                call = Call(request.method, request.path, request.query, request.headers, request.body, self.client)
+                response = await self.server.routes.handle(request.method, request.path, call)
             except Exception:
                 log.exception("ops endpoint %s %s failed", request.method, request.path)
                 response = text_response(500, "500 Internal Server Error\n")

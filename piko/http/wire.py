@@ -3,8 +3,9 @@
 Like h11, this module never touches a socket, a loop or a clock: the asyncio shell
 (server.py) feeds it what arrived and writes what it returns, so every parsing rule is
 tested without a network. It speaks the small subset the ops endpoints need: HTTP/1.0 and
-1.1, keep-alive, pipelining, no request bodies. Anything else is a ProtocolError carrying
-the status to answer with, after which the connection is closed. Request.path is
+1.1, keep-alive, pipelining, and a POST body of at most body_limit bytes framed by
+Content-Length (other methods' bodies are flagged, never read). Anything else is a
+ProtocolError carrying the status to answer with, after which the connection is closed. Request.path is
 percent-decoded, as uvicorn decodes scope["path"], so both servers route alike.
 Imports nothing but the standard library.
 """
@@ -12,11 +13,13 @@ Imports nothing but the standard library.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
 DEFAULT_HEADER_LIMIT = 8192
+DEFAULT_BODY_LIMIT = 64 * 1024  # an ops action's body is a small JSON object
+BODY_METHODS = ("POST",)  # the methods whose body is read (the others' bodies are refused by the server)
 # RFC 9112 2.2 asks servers to ignore at least one empty line before a request line; a few
 # are allowed (old clients sent CRLF after a body), an endless stream of them is an attack.
 MAX_BLANK_LINES = 8
@@ -49,7 +52,13 @@ class Request:
     http_version: str  # "1.0" | "1.1"
     headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
     is_keep_alive: bool
-    has_body: bool  # the request announced a body; the connection cannot be reused
+    has_body: bool  # the request announced a body; the connection is closed after the answer
+    body: bytes = b""  # a POST's body, read whole (at most body_limit bytes)
+
+    @property
+    def query(self) -> str:
+        """The query string, without the '?' (empty when there is none)."""
+        return query_of(self.target)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -61,9 +70,11 @@ class Request:
 class RequestParser:
     """Feed bytes with `feed`; take complete requests with `next_request` until it returns None."""
 
-    def __init__(self, header_limit: int = DEFAULT_HEADER_LIMIT) -> None:
+    def __init__(self, header_limit: int = DEFAULT_HEADER_LIMIT, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
         self.header_limit = header_limit
+        self.body_limit = body_limit
         self._buffer = bytearray()
+        self._waiting: tuple[Request, int] | None = None  # a POST's head, and the body length it announced
         self._blank_lines = 0  # skipped before the current request line
         self._scanned = 0  # bytes of the buffer already searched for the end of the headers
         self._failed: ProtocolError | None = None
@@ -88,6 +99,8 @@ class RequestParser:
             raise
 
     def _next_request(self) -> Request | None:
+        if self._waiting is not None:
+            return self._take_body(*self._waiting)
         buffer = self._buffer
         while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
             del buffer[: 2 if buffer[:1] == b"\r" else 1]
@@ -107,9 +120,25 @@ class RequestParser:
         head = bytes(buffer[: end.start()])
         del buffer[: end.end()]
         self._blank_lines = 0
-        return parse_head(head)
+        request = parse_head(head)
+        if request.method not in BODY_METHODS or not request.has_body:
+            return request
+        length = body_length(request.headers)
+        if length > self.body_limit:
+            raise ProtocolError(413, f"the request body ({length} bytes) exceeds {self.body_limit} bytes")
+        return self._take_body(request, length)
 
-    def _check_incomplete(self, buffer: bytearray) -> None:
+    def _take_body(self, request: Request, length: int) -> Request | None:
+        """The request with its body once all of it arrived; None (and it waits here) until then."""
+        if len(self._buffer) < length:
+            self._waiting = (request, length)
+            return None
+        self._waiting = None
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return replace(request, body=body)
+
+    def _check_incomplete(self, buffer: bytearray) -> None:  # the head is still arriving
         if len(buffer) <= self.header_limit:
             return
         if buffer.find(b"\n", 0, self.header_limit) < 0:
@@ -190,6 +219,14 @@ def _has_body(headers: tuple[tuple[str, str], ...]) -> bool:
     return int(next(iter(lengths))) > 0
 
 
+def body_length(headers: tuple[tuple[str, str], ...]) -> int:
+    """The Content-Length of a request whose head passed parse_head; 411 for a chunked body."""
+    length = next((v for k, v in headers if k == "content-length"), None)
+    if length is None:
+        raise ProtocolError(411, "a request body needs a Content-Length (chunked bodies are not accepted)")
+    return int(length)
+
+
 def _is_keep_alive(version: str, headers: tuple[tuple[str, str], ...]) -> bool:
     tokens = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}
     if "close" in tokens:
@@ -211,6 +248,11 @@ def path_of(target: str) -> str:
     return decode_path(raw) if "%" in raw else raw
 
 
+def query_of(target: str) -> str:
+    """The query string of a request target, without the '?' and any fragment."""
+    return target.partition("?")[2].partition("#")[0]
+
+
 def decode_path(raw: str) -> str:
     if _BAD_ESCAPE.search(raw):
         raise ProtocolError(400, "the request path holds a '%' that is not followed by two hex digits")
@@ -226,7 +268,7 @@ def decode_path(raw: str) -> str:
 # -- responses ----------------------------------------------------------------------------------
 
 
-_RFC9110_PHRASES = {413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+_RFC9110_PHRASES = {411: "Length Required", 413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
                     422: "Unprocessable Content"}  # renamed since http.HTTPStatus's (RFC 7231) names
 
 

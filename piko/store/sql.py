@@ -74,6 +74,9 @@ def newest_per_slot(runs: Sequence[RunRecord], prefix: str) -> list[RunRecord]:
     return list(newest.values())
 
 
+# A job's run of its newest scheduled time (its newest attempt): a backward walk of the
+# (job_id, scheduled_time) index, which carries the primary key on both databases.
+LAST_RUN = SELECT_RUNS + " WHERE job_id = ? ORDER BY scheduled_time DESC, run_id DESC LIMIT 1"
 # A re-run claim reads, inside its write transaction, whether the slot is locked (MySQL: and locks
 # it, so concurrent re-runs of one time queue up) and the state of the slot's newest run.
 SLOT_LOCK = "SELECT 1 FROM job_lock WHERE job_id = ? AND scheduled_time = ?"

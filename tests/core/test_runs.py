@@ -370,6 +370,31 @@ def test_a_manual_run_with_a_scheduled_time_is_idempotent() -> None:
     asyncio.run(scenario())
 
 
+def test_a_manual_caller_learns_the_run_id_at_the_claim_before_the_run_ends() -> None:
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        app = make_app(clock)
+        release = asyncio.Event()
+        claimed: list[int | None] = []
+
+        @app.job("m")
+        async def m(ctx: dict[str, Any], scheduled_time: datetime) -> None:
+            await release.wait()
+
+        async with app:
+            runner = await app.manual_runner()
+            task = asyncio.create_task(runner.run_job("m", T0, on_claim=claimed.append))
+            await run_until_quiet()
+            assert len(claimed) == 1 and claimed[0] is not None and not task.done()  # running, its id known
+            assert rows(app)[0].run_id == claimed[0] and rows(app)[0].status is RunStatus.RUNNING
+            release.set()
+            assert (await task).run_id == claimed[0]
+            await runner.run_job("m", T0, on_claim=claimed.append)  # its time is taken: not claimed
+        assert claimed[1:] == [None]
+
+    asyncio.run(scenario())
+
+
 def test_a_catch_up_jobs_missed_windows_run_in_order_and_move_the_watermark() -> None:
     async def scenario() -> None:
         hour = [datetime(2026, 3, 1, h, tzinfo=UTC) for h in range(24)]

@@ -72,8 +72,8 @@ class Reply:
     body: bytes
 
 
-def get(path: str, *, method: str = "GET", version: str = "1.1", extra: str = "") -> bytes:
-    host = "Host: test\r\n" if version == "1.1" else ""
+def get(path: str, *, method: str = "GET", version: str = "1.1", extra: str = "", host: str = "test") -> bytes:
+    host = f"Host: {host}\r\n" if version == "1.1" else ""
     return f"{method} {path} HTTP/{version}\r\n{host}{extra}\r\n".encode()
 
 

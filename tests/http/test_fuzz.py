@@ -14,7 +14,7 @@ from tests.http.support import async_test, fetch, serve, wait_until
 
 VALID = b"GET /healthz HTTP/1.1\r\nHost: fuzz\r\n\r\n"
 STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
-EXPECTED = {200, 400, 404, 405, 408, 413, 414, 431, 505}
+EXPECTED = {200, 400, 404, 405, 408, 411, 413, 414, 431, 505}
 
 
 def _random_bytes(rng: random.Random) -> bytes:
@@ -67,12 +67,19 @@ def _bodies(rng: random.Random) -> bytes:
     return b"GET /metrics HTTP/1.1\r\nHost: f\r\n" + header + b"\r\n\r\n" + rng.randbytes(10)
 
 
+def _post_bodies(rng: random.Random) -> bytes:
+    header = rng.choice([b"Content-Length: 99999999999999999999", b"Content-Length: -1", b"Content-Length: 70000",
+                         b"Transfer-Encoding: chunked", b"Content-Length: %d" % rng.randint(0, 40)])
+    path = rng.choice([b"/api/jobs/x/pause", b"/api/runs/1/cancel", b"/healthz", b"/"])
+    return b"POST " + path + b" HTTP/1.1\r\nHost: f\r\n" + header + b"\r\n\r\n" + rng.randbytes(rng.randint(0, 30))
+
+
 def _valid_then_garbage(rng: random.Random) -> bytes:
     return VALID + rng.randbytes(rng.randint(1, 500))
 
 
 KINDS = [_random_bytes, _terminated_garbage, _huge_line, _huge_header, _many_headers, _bad_method,
-         _nul_bytes, _bit_flips, _odd_versions, _bodies, _valid_then_garbage]
+         _nul_bytes, _bit_flips, _odd_versions, _bodies, _post_bodies, _valid_then_garbage]
 
 
 async def _attack(port: int, payload: bytes, send_eof: bool) -> bytes:

@@ -131,6 +131,30 @@ async def test_post_with_a_body_is_405_and_closes() -> None:
         assert await client.is_closed_by_peer()
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", 413),
+     (b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411)],
+    ids=["too-big", "chunked"],
+)
+@async_test
+async def test_a_post_body_too_big_or_without_a_length_is_refused_before_it_is_read(raw: bytes, status: int) -> None:
+    async with serve() as srv:
+        client = await RawClient.connect(srv.port)
+        await client.send(raw)
+        assert (await client.reply()).status == status
+        assert await client.is_closed_by_peer()
+
+
+@async_test
+async def test_a_post_body_that_never_completes_gets_408() -> None:
+    async with serve(header_timeout_s=0.3) as srv:
+        client = await RawClient.connect(srv.port)
+        await client.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert (await client.reply(timeout=3.0)).status == 408
+        assert await client.is_closed_by_peer()
+
+
 @async_test
 async def test_client_that_never_finishes_its_headers_gets_408() -> None:
     async with serve(header_timeout_s=0.3) as srv:

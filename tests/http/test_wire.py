@@ -217,3 +217,52 @@ def test_a_few_leading_blank_lines_are_skipped_but_not_endlessly() -> None:
 def test_blank_lines_are_counted_per_request() -> None:
     one = b"\r\n" * MAX_BLANK_LINES + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
     assert len(parse_all(one * 3)) == 3
+
+
+def test_a_post_body_is_read_whole_even_when_it_arrives_in_pieces() -> None:
+    parser = RequestParser()
+    parser.feed(b"POST /api/jobs/a/run HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n{\"by\"")
+    assert parser.next_request() is None  # the head is in, the body is not
+    parser.feed(b": \"x\"}GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    post, get = parser.next_request(), parser.next_request()
+    assert post is not None and (post.method, post.path, post.body) == ("POST", "/api/jobs/a/run", b'{"by": "x"}')
+    assert post.has_body and get is not None and get.path == "/healthz" and get.body == b""
+
+
+def test_a_post_without_a_body_needs_no_content_length() -> None:
+    (request,) = parse_all(b"POST /api/jobs/a/pause HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert request.body == b"" and not request.has_body and request.is_keep_alive
+
+
+def test_a_get_body_is_flagged_but_never_read() -> None:
+    parser = RequestParser(body_limit=4)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+    request = parser.next_request()
+    assert request is not None and request.has_body and request.body == b""
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [(b"Content-Length: 65537", 413), (b"Content-Length: 99999999999999999999", 413),
+     (b"Transfer-Encoding: chunked", 411), (b"Content-Length: -1", 400), (b"Content-Length: 1e3", 400),
+     (b"Content-Length: 3\r\nContent-Length: 4", 400)],
+    ids=["over-the-limit", "huge", "chunked", "negative", "not-a-number", "two-lengths"],
+)
+def test_a_post_body_of_unknown_or_too_large_size_is_refused(head: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_all(b"POST /api/jobs/a/run HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n\r\n")
+    assert caught.value.status == status
+
+
+def test_the_body_limit_is_a_parameter() -> None:
+    assert parse_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd")[0].body == b"abcd"
+    with pytest.raises(ProtocolError, match="exceeds 3 bytes"):
+        parser = RequestParser(body_limit=3)
+        parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd")
+        parser.next_request()
+
+
+def test_the_query_string_comes_without_the_question_mark_or_a_fragment() -> None:
+    (request,) = parse_all(b"GET /api/runs?status=FAILED&job=a%20b#top HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (request.path, request.query) == ("/api/runs", "status=FAILED&job=a%20b")
+    assert parse_all(b"GET /api/runs HTTP/1.1\r\nHost: a\r\n\r\n")[0].query == ""

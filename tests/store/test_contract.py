@@ -424,6 +424,21 @@ async def test_last_fire_times_are_the_newest_locked_fire_of_each_job(store: Sto
     assert await store.last_fire_times([*many, "c"]) == {"c": T0}
 
 
+async def test_last_runs_are_each_jobs_newest_attempt_of_its_newest_scheduled_time(store: Store) -> None:
+    assert await store.last_runs(["a"]) == {}
+    await store.claim_run(claim("a", T0 + timedelta(minutes=2)))
+    first = await store.claim_run(claim("a", T0 + timedelta(minutes=5), status=RunStatus.FAILED))
+    await store.claim_run(claim("a", T0))  # written later, but an older time: not the last run
+    retry = await store.claim_run(claim("a", T0 + timedelta(minutes=5), attempt=2, take_lock=False))
+    await store.claim_run(claim("b", T0, status=RunStatus.MISSED))
+    found = await store.last_runs(["a", "b", "nope"])
+    assert sorted(found) == ["a", "b"] and first is not None
+    assert (found["a"].run_id, found["a"].attempt) == (retry, 2)
+    assert found["b"].status is RunStatus.MISSED and found["b"].scheduled_at == T0
+    many = [f"j{i}" for i in range(1200)]  # more ids than one IN list holds
+    assert list(await store.last_runs([*many, "b"])) == ["b"]
+
+
 async def test_heartbeat_upserts_the_instance_row(store: Store) -> None:
     me = InstanceInfo("inst-1", "host-a", 42, T0)
     now = datetime.now(UTC)

@@ -214,6 +214,14 @@ class MemoryStore(MemoryQueue):
                 out[job_id] = at
         return out
 
+    async def last_runs(self, job_ids: Collection[str]) -> dict[str, RunRecord]:
+        wanted, out = set(job_ids), dict[str, RunRecord]()
+        for run in self.t.runs.values():  # in run_id order: a later run of the same time wins
+            best = out.get(run.job_id)
+            if run.job_id in wanted and (best is None or run.scheduled_at >= best.scheduled_at):
+                out[run.job_id] = run
+        return out
+
     # -- instances ----------------------------------------------------------------------------
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         self.t.instances[instance.instance_id] = replace(instance, heartbeat_at=now)

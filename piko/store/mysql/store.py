@@ -273,6 +273,12 @@ class MysqlStore:
         rows = await self._select_for(my.LAST_FIRES, job_ids, tail=" GROUP BY job_id")  # loose index scan
         return {r[0]: from_db(r[1]) for r in rows if r[1] is not None}  # type: ignore[misc]
 
+    async def last_runs(self, job_ids: Collection[str]) -> dict[str, RunRecord]:
+        rows: list[Any] = []
+        for ids in sql.chunked(job_ids):  # never None here: job_ids is a collection
+            rows += await self._fetchall(my.last_runs(len(ids or ())), tuple(ids or ()))
+        return {r.job_id: r for r in (sql.run_record(row, from_db) for row in rows)}
+
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = sql.instance_params(instance, to_naive_utc)
         await self._call(lambda cur: cur.execute(my.HEARTBEAT, params), is_urgent=True)  # never behind a burst

@@ -241,6 +241,14 @@ class SqliteStore:
             return [(j, c.execute(sql.LAST_FIRE, (j,)).fetchone()[0]) for j in ids]
         return {j: from_db(t) for j, t in await self._worker.call(read, is_write=False) if t is not None}  # type: ignore[misc]
 
+    async def last_runs(self, job_ids: Collection[str]) -> dict[str, RunRecord]:
+        ids = list(job_ids)
+
+        def read(c: sqlite3.Connection) -> list[RunRecord]:  # one index walk per job, all in one worker call,
+            rows = [row for j in ids if (row := c.execute(sql.LAST_RUN, (j,)).fetchone()) is not None]
+            return [sql.run_record(row, from_db) for row in rows]  # decoded there too: not on the loop
+        return {r.job_id: r for r in await self._worker.call(read, is_write=False)}
+
     async def heartbeat(self, instance: InstanceInfo, now: datetime) -> None:
         params = (*sql.instance_params(instance, to_text), to_text(now))
         await self._worker.call(lambda c: c.execute(dialect.HEARTBEAT, params), is_write=True, is_urgent=True)
