@@ -22,6 +22,8 @@ from piko.compute.worker import OffloadTimeout, RemoteTraceback
 T = TypeVar("T")
 
 _CHUNKS_PER_WORKER = 4
+# What a timeout did to the chunks still out, as the local pool does it (a backend says its own).
+LOCAL_TIMEOUT = "its running chunks' workers were killed and replaced, queued chunks never started"
 
 
 def default_chunksize(n_items: int, width: int) -> int:
@@ -48,8 +50,9 @@ class Chunk:
 class ChunkCollector:
     """The chunks of one map_reduce call: hand them out, gather them, explain failures."""
 
-    def __init__(self, label: str, items: Iterable[Any], chunksize: int, timeout_s: float | None) -> None:
-        self._label = label
+    def __init__(self, label: str, items: Iterable[Any], chunksize: int, timeout_s: float | None,
+                 *, on_timeout: str = LOCAL_TIMEOUT) -> None:
+        self._label, self._on_timeout = label, on_timeout
         self._items, self._chunksize = items, chunksize
         self._total = math.ceil(len(items) / chunksize) if isinstance(items, Sized) else None
         self._timeout_s = timeout_s
@@ -93,7 +96,8 @@ class ChunkCollector:
             raise error
 
     def cancel_all(self) -> None:
-        """Queued chunks are dropped, running ones' workers killed and replaced."""
+        """Cancel every chunk still out (the local pool drops queued chunks and replaces the
+        workers of running ones; the Dask backend releases their tasks)."""
         for future in self._in_flight:
             if not future.cancel() and not future.cancelled():
                 future.exception()  # finished meanwhile: retrieved, so asyncio does not warn
@@ -106,8 +110,7 @@ class ChunkCollector:
             f"{self._done_count} chunks done ({self._sent_count} sent; the rest of the input was not read)"
         )
         return (
-            f"map_reduce({self._label}) timed out after {self._timeout_s:g}s with {of}; "
-            "its running chunks' workers were killed and replaced, queued chunks never started"
+            f"map_reduce({self._label}) timed out after {self._timeout_s:g}s with {of}; {self._on_timeout}"
         )
 
 
