@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
@@ -61,6 +61,21 @@ class ChunkCollector:
         self._parts: list[list[Any]] = []
         self._in_flight: dict[asyncio.Future[Any], Chunk] = {}
         self._sent_count = self._done_count = 0
+
+    async def run(self, limit: int, send: Callable[[Chunk, list[Any]], asyncio.Future[Any]]) -> list[Any]:
+        """Send every chunk (`send` returns its future), at most `limit` out at once; the
+        results in input order. On the first failure, a timeout or cancellation, every chunk
+        still out is cancelled before the error goes up."""
+        try:
+            for chunk, items in self.chunks():
+                while self.in_flight_count >= limit:
+                    await self.collect()
+                self.add(send(chunk, items), chunk)
+            while self.in_flight_count:
+                await self.collect()
+        finally:
+            self.cancel_all()
+        return self.results()
 
     def chunks(self) -> Iterator[tuple[Chunk, list[Any]]]:
         for index, items in enumerate(chunked(self._items, self._chunksize)):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from piko.compute import worker as wire
 from piko.compute.calls import check_count, check_picklable, check_timeout, current_job, pack_call
-from piko.compute.chunks import ChunkCollector, chunked, default_chunksize
+from piko.compute.chunks import Chunk, ChunkCollector, chunked, default_chunksize
 from piko.compute.pool import WorkerPool
 from piko.compute.worker import (
     OffloadTimeout,
@@ -210,17 +210,12 @@ class CpuManager:
             items = items if isinstance(items, Sequence) else list(items)
             chunksize = default_chunksize(len(items), width)
         collector = ChunkCollector(label, items, chunksize, timeout)
-        try:
-            for chunk, chunk_items in collector.chunks():
-                while collector.in_flight_count >= (concurrency or 2 * width):
-                    await collector.collect()
-                payload = pack_call(wire.map_chunk, (map_fn, chunk_items), {}, label)
-                collector.add(pool.submit(payload, f"{label} ({chunk.describe()})", job), chunk)
-            while collector.in_flight_count:
-                await collector.collect()
-        finally:
-            collector.cancel_all()
-        results = collector.results()
+
+        def send(chunk: Chunk, chunk_items: list[Any]) -> asyncio.Future[Any]:
+            payload = pack_call(wire.map_chunk, (map_fn, chunk_items), {}, label)
+            return pool.submit(payload, f"{label} ({chunk.describe()})", job)
+
+        results = await collector.run(concurrency or 2 * width, send)
         return results if reduce_fn is None else functools.reduce(reduce_fn, results)
 
     def _ensure_pool(self) -> WorkerPool:
