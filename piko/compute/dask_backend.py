@@ -105,6 +105,8 @@ class DaskExecutor:
         """
         loop = asyncio.get_running_loop()
         self._forget_ended_loop(loop)
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()  # a connection half made must not open after close()
         client = self._client
         if client is None:
             return
