@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
 import functools
 import importlib.util
 import operator
@@ -48,6 +49,17 @@ def require_distributed() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " (CI=true: a missing package fails the run)", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pickling_left_as_found() -> Iterator[None]:
+    """Importing distributed registers tblib's pickling for every exception class in the
+    process (copyreg); later tests of the local pool's wire, which run calls in this very
+    process, expect plain pickle. The registrations go when this module is done."""
+    saved = dict(copyreg.dispatch_table)
+    yield
+    copyreg.dispatch_table.clear()
+    copyreg.dispatch_table.update(saved)
 
 
 @pytest.fixture(scope="module")
