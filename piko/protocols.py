@@ -166,7 +166,8 @@ class Store(ScheduleStore, RunStore, QueueStore, InstanceStore, LeaseStore, RowS
 
 # -- the other seams ------------------------------------------------------------------------------
 class Executor(Protocol):
-    """Where CPU-bound calls run (compute/manager.py: piko's own worker processes)."""
+    """Where CPU-bound calls run (compute/manager.py: piko's own worker processes;
+    compute/dask_backend.py: an existing Dask cluster)."""
 
     async def submit(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> T: ...
     async def map_reduce(

@@ -27,6 +27,8 @@ FILE_NAMES = ("settings.toml", "piko.toml")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN = re.compile(r"[\x21-\x7e]{16,512}")  # visible ASCII: it travels in a header
 HIDDEN_KEYS = ("http_admin_token",)  # their values never appear in an error
+# scheme://host:port as Dask reads it; a host is a name, an IPv4 address or a bracketed IPv6 one
+_DASK_ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:(\d{1,5}))?$")
 ALIASES = {"worker_dead_after_s": "orphan_after_s"}  # one setting, the name the cluster docs use
 SECRETS_FILE = ".secrets.toml"
 ENV_PREFIX = "PIKO_"
@@ -95,6 +97,9 @@ class Settings:
     # CPU offload
     cpu_workers: int = 0  # 0 = cores - 1, at least 1
     cpu_per_job_cap: int = 0  # 0 = no cap
+    cpu_backend: str = "local"  # "local": piko's own worker processes; "dask": an existing Dask cluster
+    dask_scheduler: str = ""  # the Dask scheduler's address, e.g. tcp://scheduler:8786 (cpu_backend = "dask")
+    dask_connect_timeout_s: float = 10.0  # start-up fails when the scheduler has not answered by then
     # process
     tune_gc: bool = True  # freeze long-lived objects and raise the gen-0 GC threshold at start
 
@@ -147,6 +152,7 @@ def _validate(s: Settings) -> None:
     need(isinstance(s.leader_name, str) and 0 < len(s.leader_name) <= 64 and s.leader_name.strip() == s.leader_name,
          "leader_name", "must be 1-64 characters without surrounding spaces (the lease row's key)")
     need(s.cpu_workers >= 0 and s.cpu_per_job_cap >= 0, "cpu_workers", "must be >= 0 (0 = automatic)")
+    _check_cpu_backend(s)
     need(s.execution in {"leader", "cluster"}, "execution", "must be 'leader' or 'cluster'")
     if s.http_admin_token is not None and not _TOKEN.fullmatch(s.http_admin_token):
         raise _setting_error("http_admin_token", "setting 'http_admin_token' (value not shown): must be 16 to 512 "
@@ -157,6 +163,26 @@ def _validate(s: Settings) -> None:
     need(all(_QUEUE.match(q) for q in s.queue_list), "worker_queues",
          "must be a comma list of queue names (letters, digits, '_', '-', '.')")
     _check_timezone(s.timezone)
+
+
+def _check_cpu_backend(s: Settings) -> None:
+    """The backend is a known name; the Dask one needs a scheduler address that Dask can read."""
+    if s.cpu_backend not in {"local", "dask"}:
+        raise _setting_error("cpu_backend", f"setting 'cpu_backend' = {s.cpu_backend!r}: must be 'local' (piko's "
+                                            f"own worker processes) or 'dask' (an existing Dask cluster)")
+    example = "such as 'tcp://scheduler:8786'"
+    if s.cpu_backend == "dask" and not s.dask_scheduler:
+        raise _setting_error("dask_scheduler", f"setting 'dask_scheduler' is empty: cpu_backend = 'dask' needs "
+                                               f"the Dask scheduler's address (dask_scheduler, or the environment's "
+                                               f"PIKO_DASK_SCHEDULER), {example}")
+    match = _DASK_ADDRESS.match(s.dask_scheduler)
+    if s.dask_scheduler and (match is None or not 0 < int(match.group(4) or 1) < 65536):
+        raise _setting_error("dask_scheduler", f"setting 'dask_scheduler' = {s.dask_scheduler!r}: must be a Dask "
+                                               f"scheduler address, scheme://host:port {example} (schemes: tcp, "
+                                               f"tls, ws, wss, ucx)")
+    if s.dask_connect_timeout_s <= 0:
+        raise _setting_error("dask_connect_timeout_s", f"setting 'dask_connect_timeout_s' = "
+                                                       f"{s.dask_connect_timeout_s!r}: must be > 0 seconds")
 
 
 def _check_timezone(name: str) -> None:

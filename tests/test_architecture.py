@@ -11,7 +11,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "piko"
 MODULES = sorted(p for p in PKG.rglob("*.py"))
-LAZY_ALLOWED = {"aiomysql", "pymysql", "tomli", "uvloop", "tomllib"}
+LAZY_ALLOWED = {"aiomysql", "pymysql", "tomli", "uvloop", "tomllib", "distributed"}
 PURE = ("triggers/", "core/types.py", "core/backfill.py", "core/policy.py", "core/lifecycle.py", "http/wire.py",
         "errors.py", "compute/states.py", "core/backoff.py", "protocols.py", "version.py", "core/placement.py")
 IO_MODULES = {"asyncio", "socket", "sqlite3", "aiomysql", "logging", "selectors", "threading", "subprocess"}

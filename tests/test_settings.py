@@ -164,3 +164,25 @@ def test_a_weak_admin_token_is_refused_without_showing_it(tmp_path, token):
     with pytest.raises(ConfigError, match="value not shown") as caught:
         load_settings(env={}, cwd=tmp_path)
     assert "1234567" not in str(caught.value)
+
+
+def test_the_cpu_backend_is_local_by_default_and_dask_is_chosen_by_file_or_environment(tmp_path):
+    assert load_settings(env={}, cwd=tmp_path).cpu_backend == "local"
+    (tmp_path / "piko.toml").write_text('[piko]\ncpu_backend = "dask"\ndask_scheduler = "tcp://sched:8786"\n')
+    s = load_settings(env={"PIKO_DASK_SCHEDULER": "tls://[::1]:8786", "PIKO_DASK_CONNECT_TIMEOUT_S": "2.5"},
+                      cwd=tmp_path)
+    assert (s.cpu_backend, s.dask_scheduler, s.dask_connect_timeout_s) == ("dask", "tls://[::1]:8786", 2.5)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PIKO_CPU_BACKEND": "ray"}, r"'cpu_backend' = 'ray': must be 'local' .* or 'dask' .*PIKO_CPU_BACKEND"),
+    ({"PIKO_CPU_BACKEND": "dask"}, r"'dask_scheduler' is empty: cpu_backend = 'dask' needs .*'tcp://scheduler:8786'"),
+    ({"PIKO_CPU_BACKEND": "dask", "PIKO_DASK_SCHEDULER": "sched:8786"},
+     r"'dask_scheduler' = 'sched:8786': must be a Dask scheduler address, scheme://host:port"),
+    ({"PIKO_DASK_SCHEDULER": "tcp://sched:70000"}, r"'dask_scheduler' = 'tcp://sched:70000'"),
+    ({"PIKO_DASK_SCHEDULER": "http://sched:8786"}, r"schemes: tcp, tls"),
+    ({"PIKO_DASK_CONNECT_TIMEOUT_S": "0"}, r"'dask_connect_timeout_s' = 0.0: must be > 0"),
+])
+def test_a_bad_cpu_backend_or_dask_address_is_an_error_saying_what_would_be_right(tmp_path, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env, cwd=tmp_path)

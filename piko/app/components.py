@@ -1,4 +1,4 @@
-"""Builders of the app's parts from settings: store, ops HTTP (and status page), leader lease, writer, CPU pool.
+"""Builders of the app's parts from settings: store, ops HTTP (and status page), leader lease, writer, CPU offload.
 
 Each builder takes the parts it needs, never the app, and imports its component lazily, so
 an app that never uses the writer or the CPU pool never imports them.
@@ -125,6 +125,12 @@ def build_writer(s: Settings, metrics: PikoMetrics, clock: Clock) -> Any:
 
 
 def build_cpu(s: Settings) -> Any:
+    """The CPU offload backend the settings chose: piko's own worker processes, or a Dask cluster."""
+    if s.cpu_backend == "dask":
+        from piko.compute.dask_backend import DaskExecutor
+
+        return DaskExecutor(s.dask_scheduler, per_job_cap=s.cpu_per_job_cap or None,
+                            connect_timeout_s=s.dask_connect_timeout_s)
     from piko.compute.manager import CpuManager
 
     return CpuManager(s.cpu_workers or None, per_job_cap=s.cpu_per_job_cap or None)

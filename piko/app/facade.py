@@ -1,7 +1,8 @@
 """PikoApp: what users call, and the one place that wires concrete parts together.
 
 Start-up enters each part on one AsyncExitStack, in order: store, ops HTTP, instance
-heartbeat, writer, CPU pool, leader lease, runner, kernel, reconcile loop. Shutdown leaves
+heartbeat, writer, CPU offload (a Dask cluster is connected here; the local pool starts on
+first use), leader lease, runner, kernel, reconcile loop. Shutdown leaves
 them in reverse under one budget (`shutdown_timeout_s`): stop firing, drain runs, step
 down, drain the writer, close the store. A failure while starting unwinds what started.
 """
@@ -207,6 +208,10 @@ class PikoApp:
             writer = self._writer
             await writer.start()
             stack.push_async_callback(lambda: writer.stop(self._remaining()))
+        if s.cpu_backend != "local":  # a remote cluster is reached now: a wrong address stops start-up, not a job
+            cpu = self.cpu_manager
+            await cpu.start()
+            stack.push_async_callback(lambda: cpu.close(self._remaining()))
         self.leader = None if self.is_worker_only else components.build_leader(
             store, s, instance.instance_id, self.clock, self.piko_metrics, self._leadership_changed)
         self.live.bind(leader=self.leader)

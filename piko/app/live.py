@@ -172,7 +172,7 @@ class LiveState:
     def run_hooks(self) -> list[Any]:
         hooks = []
         for module, name, key in (("piko.persistence.writer", "current_run_id", "run_id"),
-                                  ("piko.compute.manager", "current_job", "job_id")):
+                                  ("piko.compute.calls", "current_job", "job_id")):
             try:
                 var = getattr(__import__(module, fromlist=[name]), name)
             except (ImportError, AttributeError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
@@ -22,6 +22,8 @@ from piko.compute.worker import OffloadTimeout, RemoteTraceback
 T = TypeVar("T")
 
 _CHUNKS_PER_WORKER = 4
+# What a timeout did to the chunks still out, as the local pool does it (a backend says its own).
+LOCAL_TIMEOUT = "its running chunks' workers were killed and replaced, queued chunks never started"
 
 
 def default_chunksize(n_items: int, width: int) -> int:
@@ -48,8 +50,9 @@ class Chunk:
 class ChunkCollector:
     """The chunks of one map_reduce call: hand them out, gather them, explain failures."""
 
-    def __init__(self, label: str, items: Iterable[Any], chunksize: int, timeout_s: float | None) -> None:
-        self._label = label
+    def __init__(self, label: str, items: Iterable[Any], chunksize: int, timeout_s: float | None,
+                 *, on_timeout: str = LOCAL_TIMEOUT) -> None:
+        self._label, self._on_timeout = label, on_timeout
         self._items, self._chunksize = items, chunksize
         self._total = math.ceil(len(items) / chunksize) if isinstance(items, Sized) else None
         self._timeout_s = timeout_s
@@ -58,6 +61,21 @@ class ChunkCollector:
         self._parts: list[list[Any]] = []
         self._in_flight: dict[asyncio.Future[Any], Chunk] = {}
         self._sent_count = self._done_count = 0
+
+    async def run(self, limit: int, send: Callable[[Chunk, list[Any]], asyncio.Future[Any]]) -> list[Any]:
+        """Send every chunk (`send` returns its future), at most `limit` out at once; the
+        results in input order. On the first failure, a timeout or cancellation, every chunk
+        still out is cancelled before the error goes up."""
+        try:
+            for chunk, items in self.chunks():
+                while self.in_flight_count >= limit:
+                    await self.collect()
+                self.add(send(chunk, items), chunk)
+            while self.in_flight_count:
+                await self.collect()
+        finally:
+            self.cancel_all()
+        return self.results()
 
     def chunks(self) -> Iterator[tuple[Chunk, list[Any]]]:
         for index, items in enumerate(chunked(self._items, self._chunksize)):
@@ -93,7 +111,8 @@ class ChunkCollector:
             raise error
 
     def cancel_all(self) -> None:
-        """Queued chunks are dropped, running ones' workers killed and replaced."""
+        """Cancel every chunk still out (the local pool drops queued chunks and replaces the
+        workers of running ones; the Dask backend releases their tasks)."""
         for future in self._in_flight:
             if not future.cancel() and not future.cancelled():
                 future.exception()  # finished meanwhile: retrieved, so asyncio does not warn
@@ -106,8 +125,7 @@ class ChunkCollector:
             f"{self._done_count} chunks done ({self._sent_count} sent; the rest of the input was not read)"
         )
         return (
-            f"map_reduce({self._label}) timed out after {self._timeout_s:g}s with {of}; "
-            "its running chunks' workers were killed and replaced, queued chunks never started"
+            f"map_reduce({self._label}) timed out after {self._timeout_s:g}s with {of}; {self._on_timeout}"
         )
 
 

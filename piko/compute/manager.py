@@ -3,8 +3,9 @@
 CpuManager is the public face (an async context manager, like every piko component); the
 pool of worker processes behind it (compute/pool.py) starts on the first call, and again on
 the first call after close() or on a new event loop (the old loop's workers are killed), so
-one manager outlives app restarts and successive asyncio.run() calls. Calls are pickled
-here, on the loop, so an unpicklable function is refused before anything is sent.
+one manager outlives app restarts and successive asyncio.run() calls. Calls are checked and
+pickled on the loop (compute/calls.py), so an unpicklable function is refused before
+anything is sent.
 map_reduce ships items in chunks (compute/chunks.py) and keeps results in input order.
 Calls made inside a job (the runner sets `current_job`) occupy at most `per_job_cap`
 workers at once. Must not import the kernel, the app or other components.
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import multiprocessing
-import numbers
 import os
-import pickle
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar
 
 from piko.compute import worker as wire
-from piko.compute.chunks import ChunkCollector, chunked, default_chunksize
+from piko.compute.calls import check_count, check_picklable, check_timeout, current_job, pack_call
+from piko.compute.chunks import Chunk, ChunkCollector, chunked, default_chunksize
 from piko.compute.pool import WorkerPool
 from piko.compute.worker import (
     OffloadTimeout,
@@ -45,6 +43,8 @@ __all__ = [
     "RemoteTraceback",
     "UnpicklableCallError",
     "WorkerDiedError",
+    "check_count",
+    "check_timeout",
     "chunked",
     "current_job",
     "default_chunksize",
@@ -54,9 +54,6 @@ __all__ = [
 T = TypeVar("T")
 
 log = logging.getLogger("piko.compute")
-
-# The id of the job whose run is executing in this context (set by the runner), or None.
-current_job: ContextVar[str | None] = ContextVar("piko_current_job", default=None)
 
 
 def default_workers() -> int:
@@ -90,31 +87,6 @@ def context_for(start_method: str | None) -> Any:
 _BOOT = "piko.compute.forkserver_boot"
 
 
-def check_count(name: str, value: object) -> int | None:
-    """A positive int or None, as an int. TypeError for other types (bool too: True is not
-    a count, though Python calls it 1), ValueError below 1."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int of at least 1 or None, got {value!r} ({type(value).__name__})")
-    count = int(value)
-    if count < 1:
-        raise ValueError(f"{name} must be an int of at least 1 or None, got {value!r}")
-    return count
-
-
-def check_timeout(value: object) -> float | None:
-    """Seconds as a number of at least 0, or None; bools and NaN are refused."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"timeout must be a number of seconds or None, got {value!r} ({type(value).__name__})")
-    seconds = float(value)
-    if not seconds >= 0:  # also catches NaN
-        raise ValueError(f"timeout must be a number of seconds of at least 0 or None, got {value!r}")
-    return seconds
-
-
 class CpuManager:
     """A lazily started process pool for CPU-bound calls, on one event loop at a time."""
 
@@ -139,7 +111,7 @@ class CpuManager:
         self.max_tasks_per_worker = counts["max_tasks_per_worker"]
         self._context = context_for(start_method)
         if initializer is not None:
-            _check_picklable(initializer, f"the initializer {wire.describe_callable(initializer)}")
+            check_picklable(initializer, f"the initializer {wire.describe_callable(initializer)}")
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._pool: WorkerPool | None = None
         self._is_closing = False
@@ -202,7 +174,7 @@ class CpuManager:
         """
         label = wire.describe_callable(fn)
         timeout = check_timeout(timeout)
-        payload = _pack(fn, args, kwargs, label)
+        payload = pack_call(fn, args, kwargs, label)
         pool = self._ensure_pool()
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         future = pool.submit(payload, label, current_job.get(), deadline=deadline, timeout_s=timeout)
@@ -230,7 +202,7 @@ class CpuManager:
         concurrency = check_count("map_reduce: concurrency", concurrency)
         chunksize = check_count("map_reduce: chunksize", chunksize)
         timeout = check_timeout(timeout)
-        _check_picklable(map_fn, label)
+        check_picklable(map_fn, label)
         pool = self._ensure_pool()
         job = current_job.get()
         width = min(pool.size, self.per_job_cap or pool.size) if job is not None else pool.size
@@ -238,17 +210,12 @@ class CpuManager:
             items = items if isinstance(items, Sequence) else list(items)
             chunksize = default_chunksize(len(items), width)
         collector = ChunkCollector(label, items, chunksize, timeout)
-        try:
-            for chunk, chunk_items in collector.chunks():
-                while collector.in_flight_count >= (concurrency or 2 * width):
-                    await collector.collect()
-                payload = _pack(wire.map_chunk, (map_fn, chunk_items), {}, label)
-                collector.add(pool.submit(payload, f"{label} ({chunk.describe()})", job), chunk)
-            while collector.in_flight_count:
-                await collector.collect()
-        finally:
-            collector.cancel_all()
-        results = collector.results()
+
+        def send(chunk: Chunk, chunk_items: list[Any]) -> asyncio.Future[Any]:
+            payload = pack_call(wire.map_chunk, (map_fn, chunk_items), {}, label)
+            return pool.submit(payload, f"{label} ({chunk.describe()})", job)
+
+        results = await collector.run(concurrency or 2 * width, send)
         return results if reduce_fn is None else functools.reduce(reduce_fn, results)
 
     def _ensure_pool(self) -> WorkerPool:
@@ -283,30 +250,3 @@ class CpuManager:
         self._pool = None
         pool.kill_now()
 
-
-def _check_picklable(fn: Callable[..., Any], label: str) -> None:
-    if inspect.iscoroutinefunction(fn):
-        raise UnpicklableCallError(
-            f"cannot send {label} to the CPU pool: it is an async function; send a plain def"
-        )
-    try:
-        pickle.dumps(fn, wire.PROTOCOL)
-    except Exception as exc:
-        local = "<lambda>" in label or "<locals>" in label
-        why = ("lambdas and nested functions are pickled by name and have none; " if local else "") + (
-            "define it with def at module top level"
-        )
-        raise UnpicklableCallError(
-            f"cannot send {label} to the CPU pool: it cannot be pickled ({why}); pickle said: {exc}"
-        ) from exc
-
-
-def _pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], label: str) -> bytes:
-    """Pickle one call on the loop (fine for typical sizes; see docs/offload.md)."""
-    _check_picklable(fn, label)
-    try:
-        return pickle.dumps((fn, args, kwargs), wire.PROTOCOL)
-    except Exception as exc:
-        raise UnpicklableCallError(
-            f"cannot send the arguments of {label} to the CPU pool: they cannot be pickled ({exc})"
-        ) from exc

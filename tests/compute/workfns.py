@@ -115,3 +115,12 @@ def concat(acc: object, x: object) -> object:
 def wants_timeout(*, timeout: float) -> float:
     """A user function with its own keyword named timeout (reached via functools.partial)."""
     return timeout
+
+
+def mark_then_sleep(folder: str, seconds: float, item: int) -> int:
+    """Leave `item-pid-ns` in folder as the call starts (a test sees which worker runs which
+    item, and whether an item ran twice), then sleep; bind folder and seconds with partial."""
+    with open(os.path.join(folder, f"{item}-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+        pass
+    time.sleep(seconds)
+    return item
