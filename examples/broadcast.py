@@ -10,8 +10,10 @@ leader mode the one copy runs on the leader. Run two or more instances in cluste
     python -m piko runs RUN_ID --tree                                    # one fire, copy by copy
 """
 
+import asyncio
 import os
 import tempfile
+from pathlib import Path
 
 from piko import PikoApp
 
@@ -22,7 +24,6 @@ CACHE_DIR = os.environ.get("DEMO_CACHE_DIR", tempfile.gettempdir())
 @app.job("refresh_cache", interval={"seconds": 10}, broadcast=True)
 async def refresh_cache(ctx, scheduled_time):
     # each instance clears what only it holds: a file named after the instance here
-    marker = os.path.join(CACHE_DIR, f"piko-cache-{os.getpid()}.txt")
-    with open(marker, "w", encoding="utf-8") as fh:
-        fh.write(scheduled_time.isoformat())
+    marker = Path(CACHE_DIR) / f"piko-cache-{os.getpid()}.txt"
+    await asyncio.to_thread(marker.write_text, scheduled_time.isoformat(), encoding="utf-8")
     ctx["logger"].info("cache refreshed on %s", ctx["instance_id"])

@@ -146,8 +146,13 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Exa
         "cpu_map_reduce": Example("cpu_map_reduce", base / "cpu", ("prime_census",)),
         "piko_toml": Example("piko_toml", base / "toml", ("office_digest",), settings=True),
         "cluster_workers": Example("cluster_workers", base / "cluster", ("collect_metrics", "render_report")),
+        "map": Example("map", base / "map", ("monthly_report",)),
+        "shards": Example("shards", base / "shards", ("scan",)),
+        "workflow": Example("workflow", base / "workflow", ("daily_etl",)),
+        "broadcast": Example("broadcast", base / "broadcast", ("refresh_cache",), DEMO_CACHE_DIR=str(base / "caches")),
     }
     (base / "scratch").mkdir()
+    (base / "caches").mkdir()
     try:
         for example in made.values():
             example.seed_fast_schedules()
@@ -155,6 +160,9 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Exa
             if name == "cluster_workers":  # as its header says: the scheduler serves 'default' only
                 example.start("run", PIKO_EXECUTION="cluster", PIKO_WORKER_QUEUES="default")
                 example.start("worker", "--queues", "reports")
+            elif name == "broadcast":  # as its header says: two instances in cluster mode
+                example.start("run", PIKO_EXECUTION="cluster")
+                example.start("worker")
             else:
                 example.start()
         yield made
@@ -278,9 +286,64 @@ def test_cluster_reports_run_only_on_the_worker_serving_their_queue(examples: di
     assert {pid_of(r[3]) for r in ex.runs("collect_metrics")} == {scheduler.pid}
 
 
+def _pieces(ex: Example, parent_job: str, status: str = "SUCCESS") -> dict[int, list[tuple[Any, ...]]]:
+    """(job_id, status) of the pieces of each `status` run of `parent_job`, by parent run id."""
+    return {run[0]: ex.rows("SELECT job_id, status FROM job_run WHERE parent_run_id = ? ORDER BY job_id", (run[0],))
+            for run in ex.runs(parent_job, status)}
+
+
+def test_map_runs_one_recorded_piece_per_month_and_reduces_them(examples: dict[str, Example]) -> None:
+    """Pass: each SUCCESS run of monthly_report has 12 SUCCESS pieces (one per month) and logs the
+    reduced total of 12 x 700 orders."""
+    ex = examples["map"]
+    ex.wait_for_runs("monthly_report", 2)
+    ex.stop()
+    assert "8400 orders over 12 months" in ex.log()
+    pieces = _pieces(ex, "monthly_report")
+    assert pieces and all(len(rows) == 12 and {s for _, s in rows} == {"SUCCESS"} for rows in pieces.values()), pieces
+
+
+def test_shards_split_each_fire_into_four_runs(examples: dict[str, Example]) -> None:
+    """Pass: each SUCCESS fire of scan has exactly the shards 0/4 .. 3/4, all SUCCESS, and together
+    they scanned all 10,000 users once."""
+    ex = examples["shards"]
+    ex.wait_for_runs("scan", 2)
+    ex.stop()
+    pieces = _pieces(ex, "scan")
+    assert pieces and all(rows == [(f"scan[{i}/4]", "SUCCESS") for i in range(4)] for rows in pieces.values()), pieces
+    assert set(re.findall(r"shard \d/4 scanned (\d+) users", ex.log())) == {"2500"}
+
+
+def test_workflow_runs_its_five_steps_in_order(examples: dict[str, Example]) -> None:
+    """Pass: each SUCCESS run of daily_etl has its 5 steps SUCCESS, and load saw the upstream results."""
+    ex = examples["workflow"]
+    ex.wait_for_runs("daily_etl", 2)
+    ex.stop()
+    assert "loaded 5 rows from orders, total 100" in ex.log()
+    pieces = _pieces(ex, "daily_etl")
+    assert pieces and all(len(rows) == 5 and {s for _, s in rows} == {"SUCCESS"} for rows in pieces.values()), pieces
+
+
+def test_broadcast_runs_each_fire_on_both_instances(examples: dict[str, Example]) -> None:
+    """Pass: a fire once both instances are live has one SUCCESS copy per instance, and each
+    instance left its marker file."""
+    ex = examples["broadcast"]
+    scheduler, worker = ex.procs
+
+    def both() -> bool:
+        return any(len({job for job, status in rows if status == "SUCCESS"}) == 2
+                   for rows in _pieces(ex, "refresh_cache").values())
+    wait_for(both, "a fire copied to both instances")
+    ex.stop(worker)
+    ex.stop(scheduler)
+    markers = {p.name for p in (ex.dir.parent / "caches").glob("piko-cache-*.txt")}
+    assert markers == {f"piko-cache-{scheduler.pid}.txt", f"piko-cache-{worker.pid}.txt"}
+
+
 def test_every_example_declares_valid_schedules(tmp_path: Path) -> None:
     """Pass: `piko jobs` (with no database yet: the schedules declared in code) shows next fire
-    times for every job of every example; piko_toml's in Berlin time."""
+    times for every scheduled job of every example (map tasks and workflow steps say what runs
+    them instead); piko_toml's in Berlin time."""
     files = sorted(EXAMPLES.glob("*.py"))
     procs = {f.stem: subprocess.Popen([sys.executable, "-m", "piko", "jobs", str(f)] +
                                       (["--settings", str(SETTINGS)] if f.stem == "piko_toml" else []),
@@ -290,7 +353,8 @@ def test_every_example_declares_valid_schedules(tmp_path: Path) -> None:
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, (name, err)
-        assert out.strip() and all("-> next: " in line for line in out.splitlines()), (name, out)
+        scheduled = [line for line in out.splitlines() if ": map task " not in line and ": step of workflow " not in line]
+        assert scheduled and all("-> next: " in line for line in scheduled), (name, out)
         outputs[name] = out
     assert len(outputs) >= 9
     assert re.search(r"next: \S+\+0[12]:00", outputs["piko_toml"]), outputs["piko_toml"]

@@ -252,12 +252,10 @@ class PikoApp:
                       targets=self._broadcast_targets, is_live=self._is_live)
 
     def _broadcast_targets(self, queue: str) -> list[str]:
-        """Live instances whose worker serves `queue` (a broadcast fire's copies)."""
-        live = self._keeper.live if self._keeper is not None else []
-        return [i.instance_id for i in live if "worker" in i.role and queue in i.queues]
+        return self._keeper.serving(queue) if self._keeper is not None else []
 
     def _is_live(self, instance_id: str) -> bool:
-        return self._keeper is None or any(i.instance_id == instance_id for i in self._keeper.live)
+        return self._keeper is None or self._keeper.is_live(instance_id)
 
     def _describe(self, info: Any) -> Any:
         """The heartbeat's row: how many runs this instance has going now."""

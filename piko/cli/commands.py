@@ -63,6 +63,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     rows = {} if missing else {r.job_id: r for r in asyncio.run(with_store(app, lambda s: s.load_schedules()))}
     now = SystemClock().now()
     for spec in sorted(app.registry, key=lambda j: j.job_id):
+        if spec.is_task:
+            print(f"{spec.job_id}: map task (runs once per item handed to ctx.map)")
+            continue
+        if spec.step_of is not None:
+            print(f"{spec.job_id}: step of workflow {spec.step_of} (runs when its upstream steps are done)")
+            continue
         row = rows.get(spec.job_id) or spec.default_schedule_row()
         print(f"{spec.job_id}: {_schedule_summary(row, app.settings.timezone, now, args.n)}")
     for job_id in sorted(set(rows) - {s.job_id for s in app.registry}):

@@ -70,7 +70,14 @@ class InstanceKeeper:
 
     def consumers(self, queue: str) -> int:
         """Live instances whose worker takes runs of `queue` (this one included, if it does)."""
-        return sum(1 for i in self.live if "worker" in i.role and queue in i.queues)
+        return len(self.serving(queue))
+
+    def serving(self, queue: str) -> list[str]:
+        """Ids of the live instances whose worker serves `queue` (a broadcast fire's copies)."""
+        return [i.instance_id for i in self.live if "worker" in i.role and queue in i.queues]
+
+    def is_live(self, instance_id: str) -> bool:
+        return any(i.instance_id == instance_id for i in self.live)
 
     async def __aenter__(self) -> InstanceKeeper:
         now = self._clock.now()
