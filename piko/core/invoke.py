@@ -134,7 +134,10 @@ class Invoker:
             event.set()
 
     def _track(self, run_id: int, task: asyncio.Task[Any], ctx: dict[str, Any]) -> None:
-        self._by_run[run_id] = (task, ctx.setdefault("cancel_event", threading.Event()))
+        event = ctx.get("cancel_event")
+        if event is None:  # not setdefault: its default would build a second Event per run
+            event = ctx["cancel_event"] = threading.Event()
+        self._by_run[run_id] = (task, event)
 
     def _untrack(self, run_id: int) -> None:
         self._by_run.pop(run_id, None)
