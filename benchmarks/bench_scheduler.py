@@ -372,7 +372,7 @@ class Peer(NamedTuple):
 
 
 MEMORY = Peer(PEER, "APScheduler", "APScheduler: jobs executed (memory job store, nothing recorded)")
-ON_SQLITE = Peer(PEER_SQLITE, "APScheduler on SQLAlchemyJobStore", "APScheduler: jobs executed (no run recorded)",
+ON_SQLITE = Peer(PEER_SQLITE, "APScheduler on SQLAlchemyJobStore", "APScheduler: jobs executed",
                  "APScheduler SQLAlchemyJobStore on SQLite: job state persisted (one row per job, updated after "
                  "every fire), runs not recorded")
 SQLITE_BUDGET_S = 10.0  # the most the SQLAlchemyJobStore peer may spend adding one case's jobs (projected)
