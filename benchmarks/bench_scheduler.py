@@ -1,4 +1,4 @@
-"""Fire lateness and throughput: piko against APScheduler 3.11's AsyncIOScheduler.
+"""Fire lateness and throughput: piko against APScheduler 3.11 (memory and SQLite job stores).
 
 N jobs (1,000 and 10,000) fire every second, all at the same whole-second instants (an
 interval of 1 s anchored on a whole second, or the 6-field cron `* * * * * *`), so each
@@ -10,6 +10,10 @@ second is a burst of N fires. Each implementation runs alone in its own subproce
 - APScheduler: AsyncIOScheduler, memory job store, misfire_grace_time 600, coalesce off,
   max_instances 1; the scheduled time reaches the handler through an EVENT_JOB_SUBMITTED
   listener (submission happens before the handler task first runs);
+- APScheduler on SQLite: the same, on SQLAlchemyJobStore with a fresh SQLite file, compared
+  with piko end to end ("both on SQLite"). It persists each job's state and next_run_time
+  (one row per job, updated after every fire) and records no runs. A case whose set-up,
+  projected from the cases already run, exceeds SQLITE_BUDGET_S is skipped with a note;
 - loop.call_at: N bare callbacks per second at the same instants (the ceiling).
 Lateness is time.time() when the handler starts minus its scheduled time. A fire that had
 not started when the run stopped counts as late as the stop (a lower bound, and said so).
@@ -38,12 +42,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 PEER = "APScheduler 3.11 AsyncIOScheduler"
+PEER_SQLITE = "APScheduler 3.11 AsyncIOScheduler + SQLAlchemyJobStore (SQLite)"
 CEILING = "loop.call_at"
+IMPLS = ("call_at", "apscheduler", "kernel", "piko", "apscheduler_sqlite")  # the order in each round
 Starts = list[tuple[float, float]]  # (scheduled ts, started ts)
 
 
@@ -138,38 +144,86 @@ async def child_kernel(jobs: int, kind: str, seconds: int, drain_s: float, tmp: 
     return {"window": [window.first, seconds], "stopped": stopped, "starts": starts}
 
 
-async def child_apscheduler(jobs: int, kind: str, seconds: int, drain_s: float, tmp: str) -> dict[str, Any]:
+# APScheduler's children share one probe at module level: a persistent job store pickles the
+# handler by reference ("__main__:aps_handler"), which a closure does not have.
+APS_STARTS: Starts = []
+APS_DONE: Starts = []
+APS_PENDING: dict[str, deque[float]] = defaultdict(deque)
+
+
+async def aps_handler(job_id: str) -> None:
+    APS_STARTS.append((APS_PENDING[job_id].popleft(), time.time()))
+
+
+def _aps_scheduler(**options: Any) -> Any:
+    """An AsyncIOScheduler with the bench's job defaults, whose listeners feed the probe."""
     from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    def on_submitted(event: Any) -> None:
+        APS_PENDING[event.job_id].extend(t.timestamp() for t in event.scheduled_run_times)
+
+    def on_executed(event: Any) -> None:
+        APS_DONE.append((event.scheduled_run_time.timestamp(), time.time()))
+
+    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"misfire_grace_time": 600, "coalesce": False,
+                                                             "max_instances": 1}, **options)
+    scheduler.add_listener(on_submitted, EVENT_JOB_SUBMITTED)
+    scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+    return scheduler
+
+
+def _aps_trigger(kind: str, start_at: datetime | None) -> Any:
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    starts: Starts = []
-    done: Starts = []
-    pending: dict[str, deque[float]] = defaultdict(deque)
+    if kind == "cron":
+        return CronTrigger(second="*", start_date=start_at, timezone=UTC)
+    return IntervalTrigger(seconds=1, start_date=start_at, timezone=UTC)
 
-    def on_submitted(event: Any) -> None:
-        pending[event.job_id].extend(t.timestamp() for t in event.scheduled_run_times)
 
-    def on_executed(event: Any) -> None:
-        done.append((event.scheduled_run_time.timestamp(), time.time()))
-
-    async def handler(job_id: str) -> None:
-        starts.append((pending[job_id].popleft(), time.time()))
-
-    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"misfire_grace_time": 600, "coalesce": False,
-                                                             "max_instances": 1})
-    scheduler.add_listener(on_submitted, EVENT_JOB_SUBMITTED)
-    scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+async def child_apscheduler(jobs: int, kind: str, seconds: int, drain_s: float, tmp: str) -> dict[str, Any]:
+    scheduler = _aps_scheduler()
     for i in range(jobs):
-        trigger = CronTrigger(second="*", timezone=UTC) if kind == "cron" else \
-            IntervalTrigger(seconds=1, start_date=_aligned_start(), timezone=UTC)
-        scheduler.add_job(handler, trigger, args=[f"job{i}"], id=f"job{i}")
+        trigger = _aps_trigger(kind, _aligned_start() if kind == "interval" else None)
+        scheduler.add_job(aps_handler, trigger, args=[f"job{i}"], id=f"job{i}")
     scheduler.start()
     window = Window(seconds, drain_s)
     await window.wait_end()
     stopped = time.time()
-    return {"window": [window.first, seconds], "stopped": stopped, "starts": starts, "done": done}
+    return {"window": [window.first, seconds], "stopped": stopped, "starts": APS_STARTS, "done": APS_DONE}
+
+
+async def child_apscheduler_sqlite(jobs: int, kind: str, seconds: int, drain_s: float,
+                                   tmp: str) -> dict[str, Any]:
+    """APScheduler on SQLAlchemyJobStore (a SQLite file, defaults), its jobs all first due at one future second.
+
+    Each add_job commits one INSERT and each fire one UPDATE of the job's row, so adding N jobs
+    takes seconds: the first fire is put after the projected set-up (timed on 50 paused jobs,
+    then removed) so that set-up leaves no backlog, which the memory job store never has.
+    """
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    scheduler = _aps_scheduler(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{tmp}/jobs.sqlite")})
+    scheduler.start(paused=True)
+    began = time.perf_counter()
+    for i in range(50):
+        scheduler.add_job(aps_handler, _aps_trigger(kind, None), args=["probe"], id=f"probe{i}", next_run_time=None)
+    per_job_s = (time.perf_counter() - began) / 50
+    scheduler.remove_all_jobs()
+    first_at = math.ceil(time.time() + 1 + 1.5 * per_job_s * jobs)
+    began = time.perf_counter()
+    for i in range(jobs):
+        scheduler.add_job(aps_handler, _aps_trigger(kind, datetime.fromtimestamp(first_at, UTC)), args=[f"job{i}"],
+                          id=f"job{i}")
+    setup_s = time.perf_counter() - began
+    await asyncio.sleep(max(0.0, first_at - 0.8 - time.time()))  # the warm-up burst is at first_at
+    scheduler.resume()
+    window = Window(seconds, drain_s)
+    await window.wait_end()
+    stopped = time.time()
+    return {"window": [window.first, seconds], "stopped": stopped, "starts": APS_STARTS, "done": APS_DONE,
+            "setup_s": setup_s}
 
 
 async def child_call_at(jobs: int, kind: str, seconds: int, drain_s: float, tmp: str) -> dict[str, Any]:
@@ -209,8 +263,8 @@ async def child_store(jobs: int, kind: str, seconds: int, drain_s: float, tmp: s
 
 
 CHILDREN: dict[str, Callable[..., Any]] = {
-    "piko": child_piko, "kernel": child_kernel, "apscheduler": child_apscheduler, "call_at": child_call_at,
-    "store": child_store,
+    "piko": child_piko, "kernel": child_kernel, "apscheduler": child_apscheduler,
+    "apscheduler_sqlite": child_apscheduler_sqlite, "call_at": child_call_at, "store": child_store,
 }
 
 
@@ -270,12 +324,6 @@ def run_child(impl: str, jobs: int, kind: str, seconds: int, drain_s: float) -> 
         return json.loads(out.read_text())
 
 
-def _apscheduler_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("apscheduler") is None
-
-
 METRICS = [("lateness p50", "p50", "ms", "lower"), ("lateness p99", "p99", "ms", "lower"),
            ("lateness max", "max", "ms", "lower"), ("fires/s", "fires", "fires/s", "higher")]
 
@@ -314,25 +362,57 @@ class Collected:
         return "; ".join(notes) or None
 
 
-def _rows(case: str, ours: Collected, peer: Collected | None, ceiling: Collected,
-          with_runs: bool) -> list[dict[str, Any]]:
+class Peer(NamedTuple):
+    """One APScheduler set-up: its column label, its name in notes, and what its lines' footnotes say."""
+
+    label: str
+    who: str
+    runs_note: str  # on the runs line: what it keeps instead of run records
+    note: str | None = None  # on every line
+
+
+MEMORY = Peer(PEER, "APScheduler", "APScheduler: jobs executed (memory job store, nothing recorded)")
+ON_SQLITE = Peer(PEER_SQLITE, "APScheduler on SQLAlchemyJobStore", "APScheduler: jobs executed",
+                 "APScheduler SQLAlchemyJobStore on SQLite: job state persisted (one row per job, updated after "
+                 "every fire), runs not recorded")
+SQLITE_BUDGET_S = 10.0  # the most the SQLAlchemyJobStore peer may spend adding one case's jobs (projected)
+
+
+def _rows(case: str, ours: Collected, peer: Collected | None, ceiling: Collected | None,
+          with_runs: bool, who: Peer = MEMORY) -> list[dict[str, Any]]:
     rows = []
     metrics = METRICS + ([("runs recorded/s", "runs", "runs/s", "higher")] if with_runs else [])
     for metric, key, unit, better in metrics:
         row: dict[str, Any] = {"bench": "scheduler", "case": case, "metric": metric, "unit": unit,
                                "better": better, "impl": "piko", "samples": ours.samples(key),
                                "peer": None, "peer_samples": []}
-        notes = [ours.lag_note("piko")]
+        notes = [who.note if peer is not None else None, ours.lag_note("piko")]
         if peer is not None:
-            row.update(peer=PEER, peer_samples=peer.samples(key))
-            notes.append(peer.lag_note("APScheduler"))
-            if key == "runs":
-                notes.append("APScheduler: jobs executed (memory job store, nothing recorded)")
-        if key != "runs":
+            row.update(peer=who.label, peer_samples=peer.samples(key))
+            notes += [peer.lag_note(who.who), who.runs_note if key == "runs" else None]
+        if key != "runs" and ceiling is not None:
             row.update(ceiling=CEILING, ceiling_samples=ceiling.samples(key))
         row["note"] = "; ".join(n for n in notes if n) or None
         rows.append(row)
     return rows
+
+
+def _sqlite_peer_skip(jobs: int, kind: str, per_job_s: list[float]) -> str | None:
+    """Why the SQLAlchemyJobStore peer sits out this case, or None.
+
+    Adding a job commits one INSERT and each fire one UPDATE, so set-up and every burst cost
+    about jobs x (time per commit): projected from the cases already run (smaller ones first),
+    a case over SQLITE_BUDGET_S would spend most of the suite's budget showing it fall behind.
+    """
+    if not per_job_s:
+        return None
+    each_s = sum(per_job_s) / len(per_job_s)
+    if each_s * jobs <= SQLITE_BUDGET_S:
+        return None
+    return (f"{PEER_SQLITE}, {jobs:,} {kind} jobs: not run: adding a job took {each_s * 1000:.1f} ms in the smaller "
+            f"cases (one committed INSERT; each fire then commits one UPDATE), so {jobs:,} jobs would take about "
+            f"{each_s * jobs:.0f} s to add and about as long per 1 s burst, over this peer's "
+            f"{SQLITE_BUDGET_S:.0f} s budget")
 
 
 def run(quick: bool = False, repeat: int | None = None) -> list[dict[str, Any]]:
@@ -340,21 +420,43 @@ def run(quick: bool = False, repeat: int | None = None) -> list[dict[str, Any]]:
     processes = repeat or 1
     cases = [(1000, "interval"), (10_000, "interval")] if quick else \
         [(1000, "interval"), (1000, "cron"), (10_000, "interval"), (10_000, "cron")]
-    has_peer = not _apscheduler_missing()
-    if not has_peer:
-        print("peer skipped: apscheduler not installed (pip install '.[bench]')")
+    peers = _installed_peers()
     rows: list[dict[str, Any]] = []
+    per_job_s: list[float] = []  # the SQLAlchemyJobStore peer's set-up time per job, case by case
     for jobs, kind in cases:
+        skip = _sqlite_peer_skip(jobs, kind, per_job_s) if "apscheduler_sqlite" in peers else None
+        wanted = {"call_at", "kernel", "piko", *peers} - ({"apscheduler_sqlite"} if skip else set())
+        impls = [i for i in IMPLS if i in wanted]
         got: dict[str, Collected] = defaultdict(Collected)
         for _ in range(processes):
-            for impl in ("call_at", "apscheduler", "kernel", "piko"):
-                if impl == "apscheduler" and not has_peer:
-                    continue
-                got[impl].add(analyse(run_child(impl, jobs, kind, seconds, drain_s), jobs))
-        peer = got["apscheduler"] if has_peer else None
+            for impl in impls:
+                result = run_child(impl, jobs, kind, seconds, drain_s)
+                if "setup_s" in result:
+                    per_job_s.append(result["setup_s"] / jobs)
+                got[impl].add(analyse(result, jobs))
+        peer = got["apscheduler"] if "apscheduler" in impls else None
         rows += _rows(f"{jobs:,} {kind} jobs, end to end (SQLite)", got["piko"], peer, got["call_at"], True)
+        if "apscheduler_sqlite" in impls:
+            rows += _rows(f"{jobs:,} {kind} jobs, end to end, both on SQLite", got["piko"],
+                          got["apscheduler_sqlite"], None, True, ON_SQLITE)
+        elif skip:
+            rows.append({"bench": "scheduler", "case": f"{jobs:,} {kind} jobs, end to end, both on SQLite",
+                         "skipped": skip})
         rows += _rows(f"{jobs:,} {kind} jobs, kernel only", got["kernel"], peer, got["call_at"], False)
     return rows + [_store_row(2000 if quick else 10_000, processes)]
+
+
+def _installed_peers() -> list[str]:
+    """The APScheduler children that can run here; says which cannot, and how to install them."""
+    import importlib.util
+
+    if importlib.util.find_spec("apscheduler") is None:
+        print("peer skipped: apscheduler not installed (pip install '.[bench]')")
+        return []
+    if importlib.util.find_spec("sqlalchemy") is None:
+        print("peer skipped: APScheduler on SQLAlchemyJobStore: sqlalchemy not installed (pip install '.[bench]')")
+        return ["apscheduler"]
+    return ["apscheduler", "apscheduler_sqlite"]
 
 
 def _store_row(runs: int, processes: int) -> dict[str, Any]:

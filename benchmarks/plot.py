@@ -166,6 +166,7 @@ IMPLS: list[tuple[str, str, RGB]] = [  # (case suffix or side, label, colour)
     ("end to end", "PIKO + SQLITE", (31, 97, 204)),
     ("kernel only", "PIKO KERNEL", (40, 160, 70)),
     ("peer", "APSCHEDULER", (220, 100, 20)),
+    ("peer on sqlite", "APSCHEDULER + SQLITE", (170, 60, 150)),
     ("ceiling", "LOOP.CALL_AT", (150, 150, 150)),
 ]
 _CASE = re.compile(r"^([\d,]+) (\w+) jobs, (.+?)(?: \(.*\))?$")
@@ -181,7 +182,8 @@ def lateness_series(summary: Iterable[dict[str, Any]], kind: str = "interval") -
         if row.get("metric") not in ("lateness p50", "lateness p99"):
             continue
         jobs, which, pct = float(match.group(1).replace(",", "")), match.group(3), row["metric"][-3:]
-        sides = [(which, row.get("piko")), ("peer", row.get("peer_stats")), ("ceiling", row.get("ceiling_stats"))]
+        peer = "peer on sqlite" if "SQLAlchemyJobStore" in str(row.get("peer")) else "peer"
+        sides = [(which, row.get("piko")), (peer, row.get("peer_stats")), ("ceiling", row.get("ceiling_stats"))]
         for side, stats in sides:
             if stats:
                 points.setdefault((side, pct), {})[jobs] = stats["median"]

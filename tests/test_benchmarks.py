@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import plot, report, run
+from benchmarks import bench_scheduler, plot, report, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,6 +154,16 @@ def test_lateness_chart_is_a_valid_png_with_one_series_per_implementation_and_pe
     assert len(set(raw)) > 10  # something was drawn
 
 
+def test_the_sqlite_job_store_peer_has_its_own_series_and_leaves_the_memory_peers_alone():
+    both = [{**sample("1,000 interval jobs, end to end, both on SQLite", metric, "ms", [100.0], [1800.0]),
+             "peer": "APScheduler 3.11 AsyncIOScheduler + SQLAlchemyJobStore (SQLite)"}
+            for metric in ("lateness p50", "lateness p99")]
+    summary = scheduler_summary() + report.summarise(both)
+    series = {label: points for label, _, _, points in plot.lateness_series(summary)}
+    assert series["APSCHEDULER + SQLITE P50"] == [(1000.0, 1800.0)]
+    assert series["APSCHEDULER P50"] == [(1000.0, 50.0), (10000.0, 400.0)]
+
+
 def test_no_scheduler_rows_means_no_chart(tmp_path):
     assert plot.lateness_chart(report.summarise([sample("x", "m", "ms", [1.0], [2.0])]), tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
@@ -161,6 +171,38 @@ def test_no_scheduler_rows_means_no_chart(tmp_path):
 
 def test_every_glyph_is_five_by_seven():
     assert all(len(rows) == 7 and all(len(r) == 5 for r in rows) for rows in plot.FONT.values())
+
+
+# -- the scheduler bench's peers ---------------------------------------------------------------------
+
+
+def collected(p50_ms: float, unstarted: int = 0) -> bench_scheduler.Collected:
+    got = bench_scheduler.Collected()
+    got.add({"bursts": [{"p50": p50_ms, "p99": p50_ms, "max": p50_ms}], "fires": 1000.0, "runs": 1000.0,
+             "unstarted": unstarted, "expected": 1000})
+    return got
+
+
+def test_each_apscheduler_job_store_is_named_on_its_own_lines():
+    piko, rows = collected(80.0), bench_scheduler._rows
+    memory = rows("1,000 interval jobs, end to end (SQLite)", piko, collected(40.0), piko, True)
+    on_sqlite = rows("1,000 interval jobs, end to end, both on SQLite", piko, collected(1800.0, 5), None, True,
+                     bench_scheduler.ON_SQLITE)
+    assert {r["peer"] for r in memory} == {"APScheduler 3.11 AsyncIOScheduler"}
+    assert [r["note"] for r in memory] == [None] * 4 + ["APScheduler: jobs executed (memory job store, nothing "
+                                                        "recorded)"]
+    assert {r["peer"] for r in on_sqlite} == {"APScheduler 3.11 AsyncIOScheduler + SQLAlchemyJobStore (SQLite)"}
+    assert all(r["note"].startswith("APScheduler SQLAlchemyJobStore on SQLite: job state persisted") and
+               "runs not recorded" in r["note"] and "fell behind" in r["note"] for r in on_sqlite)
+    assert all("ceiling" not in r for r in on_sqlite)
+    assert not report.multi_peer_benches(report.summarise(memory + on_sqlite))  # one line per figure, not pivoted
+
+
+def test_the_sqlite_job_store_peer_sits_out_a_case_projected_over_its_budget():
+    assert bench_scheduler._sqlite_peer_skip(1000, "interval", []) is None  # nothing measured yet: it runs
+    assert bench_scheduler._sqlite_peer_skip(1000, "cron", [0.002]) is None  # 2 s to add 1,000 jobs
+    reason = bench_scheduler._sqlite_peer_skip(10_000, "cron", [0.002, 0.003])
+    assert reason and "10,000 cron jobs: not run" in reason and "25 s" in reason and "10 s budget" in reason
 
 
 # -- the runner --------------------------------------------------------------------------------------
