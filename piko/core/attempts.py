@@ -15,7 +15,6 @@ import contextvars
 import functools
 import logging
 import random
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -25,7 +24,7 @@ from typing import Any
 from piko.core import pieces
 from piko.core.backpressure import DispatchRoom
 from piko.core.fanout import Fanout, RunContext
-from piko.core.invoke import Invoker, outcome_of
+from piko.core.invoke import CancelEvent, Invoker, outcome_of
 from piko.core.policy import busy_reason, retry_delay
 from piko.core.recorder import RunRecorder
 from piko.core.registry import JobSpec
@@ -226,7 +225,7 @@ class Attempts:
             config, no_config = None, exc
         ctx = RunContext({"run_id": run_id, "job_id": job_id, "attempt": claim.attempt,
                           "scheduled_time": scheduled_at, "config": config, "logger": run_logger(job_id, run_id),
-                          "cancel_event": threading.Event(), "instance_id": self.instance_id}, self.fanout)
+                          "cancel_event": CancelEvent(), "instance_id": self.instance_id}, self.fanout)
         if spec.stateful or (found is not None and data_interval is not None):
             ctx["data_interval"] = data_interval
         if found is not None:

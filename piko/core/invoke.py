@@ -104,6 +104,32 @@ def failed(run_id: int, spec: JobSpec, scheduled_at: datetime, exc: BaseExceptio
     return outcome_of(run_id, spec, scheduled_at, RunStatus.FAILED, exc)
 
 
+_CREATING = threading.Lock()
+
+
+class CancelEvent(threading.Event):
+    """ctx["cancel_event"]: a threading.Event whose lock is made the first time it is needed.
+
+    Nearly every run ends without being cancelled and nobody waits on its event; a plain Event
+    builds a Condition and a Lock per run (about 4 us of the loop's time at 10,000 runs a
+    second). is_set() reads the flag alone; set(), wait() and clear() make the Condition once,
+    under a lock, so two threads never make two."""
+
+    def __init__(self) -> None:  # noqa: D107 - not Event.__init__: no Condition yet
+        self._flag = False
+        self._lazy: threading.Condition | None = None
+
+    @property
+    def _cond(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._lazy
+        if cond is None:
+            with _CREATING:
+                cond = self._lazy
+                if cond is None:
+                    cond = self._lazy = threading.Condition(threading.Lock())
+        return cond
+
+
 class Invoker:
     """Awaits handlers; the runner keeps the task sets it cancels on shutdown or a lost term."""
 
@@ -136,7 +162,7 @@ class Invoker:
     def _track(self, run_id: int, task: asyncio.Task[Any], ctx: dict[str, Any]) -> None:
         event = ctx.get("cancel_event")
         if event is None:  # not setdefault: its default would build a second Event per run
-            event = ctx["cancel_event"] = threading.Event()
+            event = ctx["cancel_event"] = CancelEvent()
         self._by_run[run_id] = (task, event)
 
     def _untrack(self, run_id: int) -> None:

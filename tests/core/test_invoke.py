@@ -163,3 +163,47 @@ def test_a_long_traceback_keeps_its_innermost_lines_and_says_how_much_was_cut() 
     assert bounded_traceback(OSError("mysql://app:hunter2@db/x: refused")) == "OSError: mysql://app:***@db/x: refused\n"
     one_line = bounded_traceback(ValueError("x" * 20000))  # no line start to cut at: cut inside it
     assert len(one_line) <= TRACEBACK_MAX_CHARS and one_line.startswith("... (") and one_line.endswith("xx\n")
+
+
+def test_the_cancel_event_is_a_threading_event_that_wakes_a_waiting_thread() -> None:
+    """Pass: a thread blocked in wait() wakes when the loop side sets the event, however many
+    threads wait; clear() and a timed wait() behave as threading.Event's."""
+    import threading
+
+    from piko.core.invoke import CancelEvent
+
+    event = CancelEvent()
+    assert isinstance(event, threading.Event) and not event.is_set()
+    woke: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woke.append(event.wait(10))) for _ in range(8)]
+    for t in waiters:
+        t.start()
+    event.set()
+    for t in waiters:
+        t.join(10)
+    assert woke == [True] * 8 and event.is_set()
+    event.clear()
+    assert not event.is_set() and event.wait(0.01) is False
+
+
+def test_a_cancel_request_sets_the_runs_cancel_event() -> None:
+    """Pass: Invoker.cancel() sets the event the handler's ctx holds and the run ends CANCELLED."""
+    inv = invoker([None])
+    seen: list[bool] = []
+
+    async def scenario():
+        started = asyncio.Event()
+
+        async def handler(ctx, scheduled_time):
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            finally:
+                seen.append(ctx["cancel_event"].is_set())
+
+        task = asyncio.create_task(inv.in_task(JobSpec("j", handler), ctx(), None, fence=None))
+        await started.wait()
+        assert inv.cancel(1, "ops")
+        return await task
+
+    assert asyncio.run(scenario()).status is RunStatus.CANCELLED and seen == [True]
