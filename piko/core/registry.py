@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,8 @@ class Registry:
         self._jobs: dict[str, JobSpec] = {}
 
     def add(self, spec: JobSpec) -> JobSpec:
+        if type(spec.job_id) is str:  # one string per job id: stored rows read back share it (store/sql.py)
+            sys.intern(spec.job_id)
         existing = self._jobs.get(spec.job_id)
         if existing is not None and existing.func is not spec.func:
             where = getattr(existing.func, "__module__", "?") + "." + getattr(existing.func, "__qualname__", "?")
