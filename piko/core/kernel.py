@@ -25,6 +25,7 @@ from piko.protocols import Clock, Trigger
 
 _TICK = timedelta(microseconds=1)
 _NEVER = datetime.max.replace(tzinfo=timezone.utc)
+_MEMO = 1024  # recent distinct fire times kept to share equal ones
 log = logging.getLogger("piko.kernel")
 
 FireCallback = Callable[[str, list[datetime], bool], None]  # job_id, due times (oldest first), overflow
@@ -67,6 +68,7 @@ class Kernel:
         self._rng = rng or random.Random()
         self._slots: dict[str, _Slot] = {}
         self._jitter_s: dict[str, float] = {}  # only the jobs with jitter
+        self._instants: dict[datetime, datetime] = {}  # recent fire times, to share equal ones
         self._heap: list[_Slot] = []
         self._seq = itertools.count()
         self._standby: deque[tuple[str, datetime]] = deque()
@@ -117,7 +119,7 @@ class Kernel:
         if scheduled_at is None:
             self._slots[job_id] = _Slot(_NEVER, 0, job_id, trigger, None)
             return
-        due = scheduled_at
+        due = scheduled_at = self._one_of(scheduled_at)
         jitter_s = self._jitter_s.get(job_id) if self._jitter_s else None
         if jitter_s:
             due = scheduled_at + timedelta(seconds=self._rng.uniform(0.0, jitter_s))
@@ -126,6 +128,18 @@ class Kernel:
         heapq.heappush(self._heap, slot)
         if was_first:
             self._wake.set()
+
+    def _one_of(self, at: datetime) -> datetime:
+        """Equal fire times as one object: a cron table fires many jobs at the same minute, and each
+        slot keeps its next fire time. Shared only when every field matches (the zone and fold too:
+        the job sees it as its scheduled_time); the memo is dropped when it grows past _MEMO."""
+        seen = self._instants.get(at)
+        if seen is not None and seen.tzinfo is at.tzinfo and seen.fold == at.fold:
+            return seen
+        if len(self._instants) >= _MEMO:
+            self._instants.clear()
+        self._instants[at] = at
+        return at
 
     # -- leadership --------------------------------------------------------------------
     def leadership_changed(self, is_leader: bool) -> None:
