@@ -45,6 +45,9 @@ class _Slot(NamedTuple):
     scheduled_at: datetime | None  # the trigger's fire time; None once it has no more
 
 
+_new = tuple.__new__  # builds a _Slot without the Python-level __new__ NamedTuple adds (a hot path)
+
+
 class Kernel:
     def __init__(self, clock: Clock, on_fire: FireCallback, *, max_sleep_s: float = 1.0,
                  max_backlog: int = 1000, jump_threshold_s: float = 1.0, standby_window_s: float = 120.0,
@@ -123,7 +126,7 @@ class Kernel:
         jitter_s = self._jitter_s.get(job_id) if self._jitter_s else None
         if jitter_s:
             due = scheduled_at + timedelta(seconds=self._rng.uniform(0.0, jitter_s))
-        slot = self._slots[job_id] = _Slot(due, next(self._seq), job_id, trigger, scheduled_at)
+        slot = self._slots[job_id] = _new(_Slot, (due, next(self._seq), job_id, trigger, scheduled_at))
         was_first = not self._heap or due < self._heap[0].due
         heapq.heappush(self._heap, slot)
         if was_first:
