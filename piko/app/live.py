@@ -142,9 +142,8 @@ class LiveState:
 
     def trigger_for(self, job_id: str) -> Trigger | None:
         """The applied schedule's trigger, else the code's default one (manual runs before any start)."""
-        found = self.book.triggers.get(job_id)
-        if found is not None or job_id in self.book.applied:
-            return found
+        if job_id in self.book.applied:
+            return self.book.trigger_of(job_id, self.settings.timezone)
         spec = self.registry.get(job_id)
         row = spec.default_schedule_row() if spec is not None else None
         if row is None:

@@ -17,25 +17,35 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from piko.core.backfill import previous_fire
 from piko.protocols import Clock, Trigger
 
 _TICK = timedelta(microseconds=1)
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
+_MEMO = 1024  # recent distinct fire times kept to share equal ones
 log = logging.getLogger("piko.kernel")
 
 FireCallback = Callable[[str, list[datetime], bool], None]  # job_id, due times (oldest first), overflow
 
 
-@dataclass
-class _Entry:
+class _Slot(NamedTuple):
+    """One job in the kernel: its row in the schedule table and, while it has a next fire, its
+    heap item. One tuple per schedule, ordered by (due, seq), so the heap compares them in C and
+    never reaches job_id; a heap item is live while the table holds that very tuple, any other
+    is stale and skipped when popped (rescheduling replaces the tuple). Jitter is rare, so it
+    is kept aside (Kernel._jitter_s) for the jobs that have it."""
+
+    due: datetime  # scheduled_at plus this fire's jitter; _NEVER (off the heap) without a next fire
+    seq: int  # push order: equal due times fire first in, first out
     job_id: str
     trigger: Trigger
-    jitter_s: float
-    generation: int
-    scheduled_at: datetime | None = None
+    scheduled_at: datetime | None  # the trigger's fire time; None once it has no more
+
+
+_new = tuple.__new__  # builds a _Slot without the Python-level __new__ NamedTuple adds (a hot path)
 
 
 class Kernel:
@@ -59,10 +69,11 @@ class Kernel:
         self.is_leader = is_leader
         self._on_clock_jump = on_clock_jump
         self._rng = rng or random.Random()
-        self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[datetime, int, str, int]] = []
+        self._slots: dict[str, _Slot] = {}
+        self._jitter_s: dict[str, float] = {}  # only the jobs with jitter
+        self._instants: dict[datetime, datetime] = {}  # recent fire times, to share equal ones
+        self._heap: list[_Slot] = []
         self._seq = itertools.count()
-        self._gen = itertools.count(1)
         self._standby: deque[tuple[str, datetime]] = deque()
         self._requeued: dict[str, set[datetime]] = {}  # fires whose run could not be recorded, per job
         self._requeue_window = timedelta(seconds=max(standby_window_s, 3600.0))
@@ -76,43 +87,62 @@ class Kernel:
     def schedule(self, job_id: str, trigger: Trigger, *, jitter_s: float = 0.0,
                  after: datetime | None = None) -> datetime | None:
         """(Re)place job_id's schedule; the first fire is strictly after `after` (default now)."""
-        entry = _Entry(job_id, trigger, max(0.0, jitter_s or 0.0), next(self._gen))
-        self._entries[job_id] = entry
-        self._push(entry, self._next_of(entry, after or self._clock.now()))
-        return entry.scheduled_at
+        if jitter_s and jitter_s > 0:
+            self._jitter_s[job_id] = jitter_s
+        else:
+            self._jitter_s.pop(job_id, None)
+        scheduled_at = self._next_of(job_id, trigger, after or self._clock.now())
+        self._place(job_id, trigger, scheduled_at)
+        return scheduled_at
 
-    def _next_of(self, entry: _Entry, after: datetime) -> datetime | None:
+    def _next_of(self, job_id: str, trigger: Trigger, after: datetime) -> datetime | None:
         """The trigger's next fire; a trigger that raises stops only its own job, loudly."""
         try:
-            return entry.trigger.next_fire_time(after)
+            return trigger.next_fire_time(after)
         except Exception as exc:
             log.error("job %s: its schedule %r failed to compute the next fire after %s, so it stops firing: "
-                      "%s: %s", entry.job_id, entry.trigger, after.isoformat(), type(exc).__name__, exc)
+                      "%s: %s", job_id, trigger, after.isoformat(), type(exc).__name__, exc)
             if self._on_trigger_error is not None:
-                self._on_trigger_error(entry.job_id, exc)
+                self._on_trigger_error(job_id, exc)
             return None
 
     def unschedule(self, job_id: str) -> bool:
-        return self._entries.pop(job_id, None) is not None  # its heap items die as stale
+        self._jitter_s.pop(job_id, None)
+        return self._slots.pop(job_id, None) is not None  # its heap item dies as stale
 
     def next_fire_at(self, job_id: str) -> datetime | None:
-        entry = self._entries.get(job_id)
-        return entry.scheduled_at if entry else None
+        slot = self._slots.get(job_id)
+        return slot.scheduled_at if slot else None
 
     def scheduled_jobs(self) -> list[str]:
-        return list(self._entries)
+        return list(self._slots)
 
-    def _push(self, entry: _Entry, scheduled_at: datetime | None) -> None:
-        entry.scheduled_at = scheduled_at
+    def _place(self, job_id: str, trigger: Trigger, scheduled_at: datetime | None) -> None:
+        """Put the job's new slot in the table and, when it has a next fire, on the heap."""
         if scheduled_at is None:
+            self._slots[job_id] = _Slot(_NEVER, 0, job_id, trigger, None)
             return
-        due = scheduled_at
-        if entry.jitter_s:
-            due = scheduled_at + timedelta(seconds=self._rng.uniform(0.0, entry.jitter_s))
-        was_first = not self._heap or due < self._heap[0][0]
-        heapq.heappush(self._heap, (due, next(self._seq), entry.job_id, entry.generation))
+        due = scheduled_at = self._one_of(scheduled_at)
+        jitter_s = self._jitter_s.get(job_id) if self._jitter_s else None
+        if jitter_s:
+            due = scheduled_at + timedelta(seconds=self._rng.uniform(0.0, jitter_s))
+        slot = self._slots[job_id] = _new(_Slot, (due, next(self._seq), job_id, trigger, scheduled_at))
+        was_first = not self._heap or due < self._heap[0].due
+        heapq.heappush(self._heap, slot)
         if was_first:
             self._wake.set()
+
+    def _one_of(self, at: datetime) -> datetime:
+        """Equal fire times as one object: a cron table fires many jobs at the same minute, and each
+        slot keeps its next fire time. Shared only when every field matches (the zone and fold too:
+        the job sees it as its scheduled_time); the memo is dropped when it grows past _MEMO."""
+        seen = self._instants.get(at)
+        if seen is not None and seen.tzinfo is at.tzinfo and seen.fold == at.fold:
+            return seen
+        if len(self._instants) >= _MEMO:
+            self._instants.clear()
+        self._instants[at] = at
+        return at
 
     # -- leadership --------------------------------------------------------------------
     def leadership_changed(self, is_leader: bool) -> None:
@@ -146,7 +176,7 @@ class Kernel:
         self._drop_requeued_before(self._clock.now() - self._requeue_window, quietly=False)
         pending, self._requeued = self._requeued, {}
         for job_id, times in pending.items():
-            if job_id in self._entries:
+            if job_id in self._slots:
                 self._dispatch(job_id, sorted(times), False)
 
     def _drop_requeued_before(self, cutoff: datetime, *, quietly: bool) -> None:
@@ -191,27 +221,27 @@ class Kernel:
                 self._replay_requeued()
             delay = self._max_sleep_s
             if self._heap:
-                delay = min(delay, max(0.0, (self._heap[0][0] - now).total_seconds()))
+                delay = min(delay, max(0.0, (self._heap[0].due - now).total_seconds()))
             self._wake.clear()
             await self._clock.wait(self._wake, delay)
 
     def fire_due(self, now: datetime, limit: int | None = None) -> int:
         """Dispatch the entries due at `now` (at most `limit` jobs); return how many jobs fired."""
         fired = 0
-        while self._heap and self._heap[0][0] <= now and (limit is None or fired < limit):
-            _, _, job_id, gen = heapq.heappop(self._heap)
-            entry = self._entries.get(job_id)
-            if entry is None or entry.generation != gen or entry.scheduled_at is None:
+        while self._heap and self._heap[0].due <= now and (limit is None or fired < limit):
+            slot = heapq.heappop(self._heap)
+            job_id, trigger, scheduled_at = slot.job_id, slot.trigger, slot.scheduled_at
+            if self._slots.get(job_id) is not slot or scheduled_at is None:
                 continue
-            due = [entry.scheduled_at]
-            nxt = self._next_of(entry, entry.scheduled_at)
+            due = [scheduled_at]
+            nxt = self._next_of(job_id, trigger, scheduled_at)
             while nxt is not None and nxt <= now and len(due) < self._max_backlog:
                 due.append(nxt)
-                nxt = self._next_of(entry, nxt)
+                nxt = self._next_of(job_id, trigger, nxt)
             overflow = nxt is not None and nxt <= now
             if overflow:  # an oversized backlog: the oldest ones and the newest, which may still be on time
                 try:
-                    newest = previous_fire(entry.trigger, now + _TICK)
+                    newest = previous_fire(trigger, now + _TICK)
                 except Exception:  # _next_of below reports a broken trigger
                     newest = None
                 if newest is not None and newest > due[-1]:
@@ -219,8 +249,8 @@ class Kernel:
                 log.warning("job %s: more than %d fire times were due at once; the oldest %d and the newest (%s) "
                             "are recorded, the ones after %s and before it are not", job_id, len(due),
                             len(due) - 1, due[-1].isoformat(), due[-2].isoformat() if len(due) > 1 else "-")
-                nxt = self._next_of(entry, now)
-            self._push(entry, nxt)
+                nxt = self._next_of(job_id, trigger, now)
+            self._place(job_id, trigger, nxt)
             self._dispatch(job_id, due, overflow)
             fired += 1
         return fired
@@ -257,6 +287,5 @@ class Kernel:
 
     def _reschedule_all(self, now: datetime) -> None:
         """After a backward step, fire times are recomputed from the new now."""
-        for entry in list(self._entries.values()):
-            entry.generation = next(self._gen)
-            self._push(entry, self._next_of(entry, now))
+        for slot in list(self._slots.values()):  # new tuples: the old heap items go stale
+            self._place(slot.job_id, slot.trigger, self._next_of(slot.job_id, slot.trigger, now))

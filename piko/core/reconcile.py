@@ -139,12 +139,12 @@ def options_for(spec: JobSpec | None, row: ScheduleRow | None, defaults: JobOpti
 class ScheduleBook:
     """What the kernel was last told, per job, and which problems were already reported.
 
-    `applied` holds the rows in force (the job's options are read from them); a row refused
-    since is kept in `refused`, so the next tick sees it unchanged and does not report it
-    again, while the job runs on with its last good row's schedule and options."""
+    `applied` holds the rows in force (the job's options and trigger are derived from them, not
+    kept twice); a row refused since is kept in `refused`, so the next tick sees it unchanged
+    and does not report it again, while the job runs on with its last good row's schedule and
+    options."""
 
     applied: dict[str, ScheduleRow] = field(default_factory=dict)
-    triggers: dict[str, Trigger] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # job_id -> current problem text
     reported: set[tuple[str, str]] = field(default_factory=set)
     refused: dict[str, ScheduleRow] = field(default_factory=dict)
@@ -152,6 +152,11 @@ class ScheduleBook:
     def last_seen(self) -> Mapping[str, ScheduleRow]:
         """Every job's row as last read (refused or in force): what the next diff compares with."""
         return ChainMap(self.refused, self.applied)
+
+    def trigger_of(self, job_id: str, default_tz: str) -> Trigger | None:
+        """The trigger in force: built again from the applied row (a cached value, see build_trigger)."""
+        row = self.applied.get(job_id)
+        return build_trigger(row, default_tz) if row is not None else None
 
     def report_once(self, job_id: str, problem: str) -> bool:
         self.problems[job_id] = problem
@@ -208,7 +213,6 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
         unschedule(job_id)
         book.applied.pop(job_id, None)
         book.refused.pop(job_id, None)
-        book.triggers.pop(job_id, None)
         book.problems.pop(job_id, None)
         result.stopped.append(job_id)
     for row in plan.upsert:
@@ -217,17 +221,16 @@ def apply_plan(plan: Plan, book: ScheduleBook, registry: Registry, default_tz: s
             trigger = make(row, default_tz)
         except ConfigError as exc:  # TriggerSpecError is one
             if book.report_once(row.job_id, str(exc)):
-                keeps = "keeps its last good schedule" if row.job_id in book.triggers else "is not scheduled"
+                keeps = "keeps its last good schedule" if row.job_id in book.applied else "is not scheduled"
                 log.error("scheduled_job row %r (version %s) is invalid and %s: %s", row.job_id, row.version,
                           keeps, exc)
             book.refused[row.job_id] = row  # do not retry the same broken row every tick
             result.invalid.append(row.job_id)
             continue
-        if book.triggers.get(row.job_id) != trigger or book.applied.get(row.job_id) != row:
+        if book.applied.get(row.job_id) != row:  # the same row builds the same trigger
             schedule(row.job_id, trigger, row)
         book.applied[row.job_id] = row
         book.refused.pop(row.job_id, None)
-        book.triggers[row.job_id] = trigger
         book.problems.pop(row.job_id, None)
         result.started.append(row.job_id)
     return result

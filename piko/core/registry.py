@@ -11,8 +11,10 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from piko.core.pieces import is_piece, spec_name
@@ -24,16 +26,19 @@ if TYPE_CHECKING:
 
 Handler = Callable[..., Awaitable[Any]]
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NO_RESOURCES: Mapping[str, Any] = MappingProxyType({})  # shared by every job that injects none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
+    """One registered job (slotted: an app keeps one per job for its lifetime)."""
+
     job_id: str
     func: Handler
     schema: Any = None
     stateful: bool = False
     backfill_policy: BackfillPolicy = BackfillPolicy.SKIP
-    resources: Mapping[str, Any] = field(default_factory=dict)
+    resources: Mapping[str, Any] = field(default_factory=lambda: NO_RESOURCES)
     schedule_type: str | None = None  # the default schedule declared in code, if any
     schedule_spec: Any = None
     timezone: str | None = None
@@ -135,7 +140,7 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     resources = options.get("resources") or {}
     if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
         raise RegistrationError(f"job {job_id!r}: resources= must be a dict of name -> resource")
-    options["resources"] = dict(resources)
+    options["resources"] = dict(resources) if resources else NO_RESOURCES
     kind, spec = next(iter(schedules.items()), (None, None))  # type: tuple[str | None, Any]
     spec_obj = JobSpec(job_id=job_id, func=func, schedule_type=kind, schedule_spec=spec, **options)
     if kind is not None:
@@ -160,7 +165,7 @@ def build_task(task_id: str, func: Any, **options: Any) -> JobSpec:
         raise RegistrationError(f"task {task_id!r}: handler {name} must be an 'async def' function "
                                 f"(called as handler(ctx, item, **resources))")
     spec = build_spec(task_id, func, **options)
-    return JobSpec(**{**spec.__dict__, "is_task": True})
+    return replace(spec, is_task=True)
 
 
 class Registry:
@@ -170,6 +175,8 @@ class Registry:
         self._jobs: dict[str, JobSpec] = {}
 
     def add(self, spec: JobSpec) -> JobSpec:
+        if type(spec.job_id) is str:  # one string per job id: stored rows read back share it (store/sql.py)
+            sys.intern(spec.job_id)
         existing = self._jobs.get(spec.job_id)
         if existing is not None and existing.func is not spec.func:
             where = getattr(existing.func, "__module__", "?") + "." + getattr(existing.func, "__qualname__", "?")

@@ -47,13 +47,14 @@ class DataInterval:
             raise ValueError(f"DataInterval end {self.end} is before start {self.start}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScheduleRow:
     """One row of `scheduled_job`: the desired schedule of a job, as operators wrote it.
 
     Read from a store, a column holding what its type never should (enabled 2 or 'yes', a
     timezone '', a misfire_grace_s 'soon') keeps that value; reconcile.check_row_options
-    refuses the row, so nothing downstream guesses what it meant."""
+    refuses the row, so nothing downstream guesses what it meant. Slotted: the reconcile book
+    keeps one per schedule for as long as the app runs."""
 
     job_id: str
     schedule_type: str

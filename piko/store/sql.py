@@ -8,6 +8,7 @@ core/lifecycle.py) live here too, so both stores read, write and guard runs the 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -249,9 +250,16 @@ def schedule_row(r: Sequence[Any], ts: Callable[[Any], datetime | None] = from_d
     """A stored row as operators wrote it: a value the column should never hold (enabled 2 or
     'yes', timezone '') is kept, not read as something valid, so reconcile can refuse the row."""
     return ScheduleRow(
-        job_id=r[0], schedule_type=str(r[1] or ""), schedule_expr=str(r[2] or ""), timezone=r[3],
-        enabled=_stored_flag(r[4]), misfire_grace_s=r[5], coalesce=_stored_flag(r[6]),
+        job_id=_shared(r[0]), schedule_type=_shared(str(r[1] or "")), schedule_expr=_shared(str(r[2] or "")),
+        timezone=_shared(r[3]), enabled=_stored_flag(r[4]), misfire_grace_s=r[5], coalesce=_stored_flag(r[6]),
         max_instances=r[7], jitter_s=r[8], version=int(r[9] or 0), shards=r[10], created_at=ts(r[11]))
+
+
+def _shared(value: Any) -> Any:
+    """Text as one object per distinct value: rows repeat their type, expression and zone, and a
+    job id is the registry's own string (registry.py interns it), so the rows the reconcile book
+    keeps for the app's lifetime add no copies. Interned strings go when nothing refers to them."""
+    return sys.intern(value) if type(value) is str else value
 
 
 def _stored_flag(value: Any) -> Any:

@@ -14,6 +14,7 @@ fire times on every machine ({"minutes": 10} then fires at :00, :10, ... UTC).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,7 +104,14 @@ def _interval(spec: Mapping[str, object]) -> timedelta:
             spec, f"{shown(amounts)} adds up to {interval}; the interval must be at least 1 microsecond",
             "interval",
         )
-    return interval
+    return _one_of(interval)
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_of(length: timedelta) -> timedelta:
+    """Equal lengths as one object: a table of interval schedules repeats a few lengths, and
+    each trigger keeps its own for as long as its schedule runs."""
+    return length
 
 
 def _when(spec: Mapping[str, object], key: str, zone: Zone) -> datetime | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from piko import PikoApp
 from piko.clock import FakeClock
 from piko.core.fanout import ItemFailed, MapFailed
-from piko.core.types import BackfillPolicy, RunRecord, RunStatus, ScheduleRow
+from piko.core.types import BackfillPolicy, RunRecord, RunStatus
 from piko.errors import RegistrationError
 from piko.settings import Settings
 from piko.store.memory import MemoryStore
@@ -244,7 +245,7 @@ def test_the_shards_column_changes_the_split_while_it_runs() -> None:
         async with app:
             await advance(clock, 60)
             row = (await app.store.load_schedules(["scan"]))[0]
-            await app.store.upsert_schedule(ScheduleRow(**{**row.__dict__, "shards": 3}))
+            await app.store.upsert_schedule(replace(row, shards=3))
             await app.live.reconcile_once()
             await advance(clock, 60)
         assert sorted(c for t, c in calls if t == at(60)) == [(0, 2), (1, 2)]

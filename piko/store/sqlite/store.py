@@ -116,9 +116,11 @@ class SqliteStore:
 
     # -- control plane -------------------------------------------------------------------
     async def load_schedules(self, job_ids: Collection[str] | None = None) -> list[ScheduleRow]:
-        rows = await self._worker.call(lambda c: _select(c, sql.SELECT_SCHEDULES, job_ids), is_write=False)
         created = runs.memo(from_db)  # rows written together share their created_at text
-        return [sql.schedule_row(r, created) for r in rows]
+
+        def read(c: sqlite3.Connection) -> list[ScheduleRow]:  # each row converted as the cursor yields it
+            return _select(c, sql.SELECT_SCHEDULES, job_ids, convert=lambda r: sql.schedule_row(r, created))
+        return await self._worker.call(read, is_write=False)  # type: ignore[no-any-return]
 
     async def insert_schedule_if_absent(self, row: ScheduleRow) -> bool:
         params = sql.schedule_params(row)
@@ -127,11 +129,10 @@ class SqliteStore:
             is_write=True))
 
     async def insert_schedules_if_absent(self, rows: Sequence[ScheduleRow]) -> int:
-        params = [sql.schedule_params(row) for row in rows]
-
         def insert(c: sqlite3.Connection) -> int:  # rowcount sums the rows inserted, without trigger rows
+            params = (sql.schedule_params(row) for row in rows)  # made as sqlite binds them: no list of 10,000
             return int(c.executemany(sql.INSERT_SCHEDULE.format(ignore="OR IGNORE"), params).rowcount)
-        return int(await self._worker.call(insert, is_write=True)) if params else 0
+        return int(await self._worker.call(insert, is_write=True)) if rows else 0
 
     async def upsert_schedule(self, row: ScheduleRow) -> None:
         params = sql.schedule_params(row)
@@ -355,10 +356,13 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 
 
 def _select(conn: sqlite3.Connection, base: str, job_ids: Collection[str] | None, *,
-            condition: str = "", tail: str = "", extra: tuple[Any, ...] = ()) -> list[Any]:
-    """Rows of `base` for these jobs (every job when None), in chunks of sql.CHUNK ids."""
+            condition: str = "", tail: str = "", extra: tuple[Any, ...] = (),
+            convert: Callable[[Any], Any] | None = None) -> list[Any]:
+    """Rows of `base` for these jobs (every job when None), in chunks of sql.CHUNK ids; with
+    `convert`, each row as it comes off the cursor, so the raw tuples are never all held at once."""
     rows: list[Any] = []
     for ids in sql.chunked(job_ids):
         statement = sql.select_for(base, None if ids is None else len(ids), condition, tail)
-        rows += conn.execute(statement, (*(ids or ()), *extra)).fetchall()
+        cursor = conn.execute(statement, (*(ids or ()), *extra))
+        rows += cursor.fetchall() if convert is None else map(convert, cursor)
     return rows
