@@ -144,13 +144,37 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     kind, spec = next(iter(schedules.items()), (None, None))  # type: tuple[str | None, Any]
     spec_obj = JobSpec(job_id=job_id, func=func, schedule_type=kind, schedule_spec=spec, **options)
     if kind is not None:
-        from piko.triggers import make_trigger
-
-        try:
-            make_trigger(kind, spec, tz=spec_obj.timezone or "UTC")
-        except TriggerSpecError as exc:
-            raise TriggerSpecError(exc.spec, f"job {job_id!r}: {exc.reason}", exc.field) from None
+        _check_schedule(job_id, kind, spec, spec_obj.timezone or "UTC")
     return spec_obj
+
+
+_VALID_SCHEDULES: dict[Any, None] = {}  # (kind, spec, tz) already checked: apps register thousands alike
+_VALID_MAX = 4096
+
+
+def _check_schedule(job_id: str, kind: str, spec: Any, tz: str) -> None:
+    """The schedule builds a trigger (TriggerSpecError naming the job if not); a spec seen valid
+    before is not built again."""
+    from piko.triggers import make_trigger
+
+    try:
+        # types too: 1, 1.0 and True are equal keys, but a check may accept one and refuse another
+        value = (type(spec), spec) if not isinstance(spec, dict) else tuple(
+            sorted((k, type(v), v) for k, v in spec.items()))
+        key = (kind, value, tz)
+        hash(key)
+    except TypeError:  # a value that cannot be a key (a list): checked every time
+        key = None
+    if key is not None and key in _VALID_SCHEDULES:
+        return
+    try:
+        make_trigger(kind, spec, tz=tz)
+    except TriggerSpecError as exc:
+        raise TriggerSpecError(exc.spec, f"job {job_id!r}: {exc.reason}", exc.field) from None
+    if key is not None:
+        if len(_VALID_SCHEDULES) >= _VALID_MAX:
+            _VALID_SCHEDULES.clear()
+        _VALID_SCHEDULES[key] = None
 
 
 def build_task(task_id: str, func: Any, **options: Any) -> JobSpec:

@@ -44,3 +44,20 @@ def test_default_schedule_becomes_a_row_with_json_fields():
     reg.job("every10", interval={"seconds": 10}, timezone="Europe/Berlin")(ok)
     row = reg.get("every10").default_schedule_row()
     assert (row.schedule_type, row.schedule_expr, row.timezone) == ("interval", '{"seconds": 10}', "Europe/Berlin")
+
+
+def test_a_schedule_equal_to_a_valid_one_but_of_another_type_is_still_refused() -> None:
+    """Pass: registration remembers schedules already checked, but {"seconds": True} (equal to
+    {"seconds": 1} as a key) is refused after 1 was accepted, and a bad one named by its job."""
+    from piko.core.registry import build_spec
+    from piko.errors import TriggerSpecError
+
+    async def handler(ctx, scheduled_time):
+        pass
+
+    for i in range(3):
+        build_spec(f"ok{i}", handler, interval={"seconds": 1})
+    with pytest.raises(TriggerSpecError):
+        build_spec("flag", handler, interval={"seconds": True})
+    with pytest.raises(TriggerSpecError, match="job 'late'"):
+        build_spec("late", handler, interval={"seconds": -1})
