@@ -28,7 +28,7 @@ from types import UnionType
 from typing import Any
 
 TAG = "$t"
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class CodecError(ValueError):
@@ -51,15 +51,26 @@ def encode(value: Any) -> Any:
     if t in _PLAIN:
         return value
     if t is dict:
-        if TAG not in value and all(type(k) is str for k in value):
-            return {k: encode(v) for k, v in value.items()}
-        return {TAG: "map", "v": [[encode(k), encode(v)] for k, v in value.items()]}
-    if t is list:
-        return [encode(v) for v in value]
+        return _encode_dict(value)
+    if t is list:  # plain items are kept without a call: payloads are mostly leaves
+        return [v if type(v) in _PLAIN else encode(v) for v in value]
     encoder = _ENCODERS.get(t)
     if encoder is not None:
         return encoder(value)
     return _encode_other(value)
+
+
+def _encode_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    """A dict of str keys without TAG stays a dict; any other is stored as its item pairs."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if type(k) is not str:
+            break
+        out[k] = v if type(v) in _PLAIN else encode(v)
+    else:
+        if TAG not in out:
+            return out
+    return {TAG: "map", "v": [[encode(k), encode(v)] for k, v in value.items()]}
 
 
 def _encode_other(value: Any) -> Any:
@@ -264,10 +275,13 @@ def _hashable(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: json.dumps makes one a call
+
+
 def dumps(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON bytes; CodecError for anything that cannot be stored."""
     try:
-        return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _JSON.encode(encode(value)).encode("utf-8")
     except CodecError:
         raise
     except RecursionError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from piko.persistence.records import FILE_MAGIC, body_sink, frame, fsync_dir, read_records
+from piko.persistence.records import FILE_MAGIC, body_sink, frame, frame_head, fsync_dir, read_records
 from piko.persistence.spill import SpillDir
 from piko.protocols import Clock
 
@@ -36,6 +36,7 @@ SEGMENT_SUFFIX = ".journal"
 VERSION = 2
 _INTENT, _ACK = b"I", b"A"
 _SEQ = struct.Struct(">Q")
+_INTENT_SEQ = struct.Struct(">cQ")  # an intent record's prefix: kind, seq
 _sync = getattr(os, "fdatasync", os.fsync)  # appended data and its length are all we need
 log = logging.getLogger("piko.persistence")
 
@@ -179,8 +180,9 @@ class Journal:
         if self._wakeup is None:
             raise RuntimeError("the journal is not open")
         seq = next(self._intent_seq)
+        prefix = _INTENT_SEQ.pack(_INTENT, seq)
         fut: asyncio.Future[Segment] = asyncio.get_running_loop().create_future()
-        self._frames.append(frame(_INTENT + _SEQ.pack(seq) + body))
+        self._frames += (frame_head(prefix, body), body)  # joined once per commit, never per intent
         self._waiters.append(fut)
         self._wakeup.set()
         return await fut, seq
@@ -235,8 +237,8 @@ class Journal:
                 self._active = await self._run_io(self._new_segment)
             segment = self._active
             acks = [(seg, seq) for seg, seq in acks if not seg.is_deleted]
-            await self._run_io(self._write, segment, b"".join(frames) + _ack_frame(seq for _, seq in acks),
-                               bool(frames))
+            frames.append(_ack_frame(seq for _, seq in acks))
+            await self._run_io(self._write, segment, b"".join(frames), len(frames) > 1)
             segment.carried += [(seg, seq) for seg, seq in acks if seg is not segment]
         except Exception as exc:
             for fut in waiters:

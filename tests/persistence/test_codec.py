@@ -47,6 +47,7 @@ TYPES = {codec.type_name(Point): Point, codec.type_name(User): User}
     Decimal("12345678901234567890.000000001"),
     b"\x00\xffbytes", uuid.UUID(int=5), (1, "a"), {1, 2},
     {1: "int key", "x": 2}, {"$t": "a user dict that looks tagged"},
+    {"x": 2, 1: "int key after a str key"}, {"a": [1, (2,)], "$t": "tagged-looking key after others"},
     {"nested": {"when": datetime(2026, 1, 1, tzinfo=timezone.utc), "amount": Decimal("9.90")}},
 ])
 def test_values_round_trip(value: Any) -> None:
