@@ -275,13 +275,32 @@ def _hashable(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: json.dumps makes one a call
+def _json_writer() -> Callable[[Any], str]:
+    """Compact JSON text of what `encode` returned, from an encoder made once (json.dumps makes one
+    per call): the json module's C encoder without its cycle check, which `encode` makes needless
+    (it builds every container afresh, and fails on a cycle first); else json.JSONEncoder."""
+    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return fallback
+    try:
+        chunks = make(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    except TypeError:  # a C encoder that takes other arguments
+        return fallback
+
+    def write(data: Any) -> str:
+        return "".join(chunks(data, 0))
+
+    return write
+
+
+_to_json = _json_writer()
 
 
 def dumps(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON bytes; CodecError for anything that cannot be stored."""
     try:
-        return _JSON.encode(encode(value)).encode("utf-8")
+        return _to_json(encode(value)).encode("utf-8")
     except CodecError:
         raise
     except RecursionError:
