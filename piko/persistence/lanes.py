@@ -279,7 +279,7 @@ class LaneDriver:
             if is_live:
                 lane.write_started = None
         lane.ok_writes += 1
-        written = [e for e in batch if id(e.intent) not in rejected]
+        written = [e for e in batch if id(e.intent) not in rejected] if rejected else batch
         self._finish(lane, written)
         if self._metrics is not None:
             self._metrics.persistence_written_total.labels(sink=lane.name).inc(len(written))
