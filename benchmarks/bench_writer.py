@@ -11,6 +11,7 @@ accounting, no disk). Cases:
   with 64 producers so group commit has company; `vs_memory` is its cost against memory mode.
 
     python benchmarks/bench_writer.py [--quick]
+    python benchmarks/bench_writer.py --case journal64 [-n 50000]   # one case, no peer: for profiling
 """
 
 from __future__ import annotations
@@ -148,10 +149,27 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return asyncio.run(run_async(quick))
 
 
+CASES = {  # --case NAME: (producers, durability)
+    "noop": (1, "memory"), "memory64": (64, "memory"), "journal64": (64, "journal"),
+}
+
+
+def run_case(case: str, n: int) -> float:
+    """One writer case alone (no peer, no repeats): what a profiler should look at."""
+    producers, durability = CASES[case]
+    return asyncio.run(through_writer(make_intents(n, "noop"), producers, CountingSink(), durability))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    rows = run(quick=parser.parse_args().quick)
+    parser.add_argument("--case", choices=sorted(CASES), help="run one case only and print its rate")
+    parser.add_argument("-n", type=int, default=50_000, help="intents for --case")
+    args = parser.parse_args()
+    if args.case:
+        print(f"{args.case}: {run_case(args.case, args.n):,.0f} intents/s")
+        return
+    rows = run(quick=args.quick)
     print(f"{'case':36} {'piko':>12} {'asyncio.Queue':>14} {'ratio':>7}  note")
     for r in rows:
         note = f"journal/memory = {r['vs_memory']}" if "vs_memory" in r else ""

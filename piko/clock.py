@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 UTC = timezone.utc
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 class SystemClock:
@@ -34,7 +35,11 @@ class SystemClock:
         if event.is_set():
             return True
         try:
-            await asyncio.wait_for(event.wait(), max(0.0, timeout))
+            if _timeout is not None:  # 3.11+: no task per wait (wait_for makes one), which hot loops feel
+                async with _timeout(max(0.0, timeout)):
+                    await event.wait()
+            else:
+                await asyncio.wait_for(event.wait(), max(0.0, timeout))
         except asyncio.TimeoutError:
             return False
         return True

@@ -28,7 +28,7 @@ from types import UnionType
 from typing import Any
 
 TAG = "$t"
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class CodecError(ValueError):
@@ -51,15 +51,26 @@ def encode(value: Any) -> Any:
     if t in _PLAIN:
         return value
     if t is dict:
-        if TAG not in value and all(type(k) is str for k in value):
-            return {k: encode(v) for k, v in value.items()}
-        return {TAG: "map", "v": [[encode(k), encode(v)] for k, v in value.items()]}
-    if t is list:
-        return [encode(v) for v in value]
+        return _encode_dict(value)
+    if t is list:  # plain items are kept without a call: payloads are mostly leaves
+        return [v if type(v) in _PLAIN else encode(v) for v in value]
     encoder = _ENCODERS.get(t)
     if encoder is not None:
         return encoder(value)
     return _encode_other(value)
+
+
+def _encode_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    """A dict of str keys without TAG stays a dict; any other is stored as its item pairs."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if type(k) is not str:
+            break
+        out[k] = v if type(v) in _PLAIN else encode(v)
+    else:
+        if TAG not in out:
+            return out
+    return {TAG: "map", "v": [[encode(k), encode(v)] for k, v in value.items()]}
 
 
 def _encode_other(value: Any) -> Any:
@@ -264,10 +275,32 @@ def _hashable(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
+def _json_writer() -> Callable[[Any], str]:
+    """Compact JSON text of what `encode` returned, from an encoder made once (json.dumps makes one
+    per call): the json module's C encoder without its cycle check, which `encode` makes needless
+    (it builds every container afresh, and fails on a cycle first); else json.JSONEncoder."""
+    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return fallback
+    try:
+        chunks = make(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    except TypeError:  # a C encoder that takes other arguments
+        return fallback
+
+    def write(data: Any) -> str:
+        return "".join(chunks(data, 0))
+
+    return write
+
+
+_to_json = _json_writer()
+
+
 def dumps(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON bytes; CodecError for anything that cannot be stored."""
     try:
-        return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _to_json(encode(value)).encode("utf-8")
     except CodecError:
         raise
     except RecursionError:

@@ -11,6 +11,10 @@ per-sink spill files, which replay then delivers: at-least-once, so after a kill
 intents in flight or acknowledged within the last ack interval arrive twice.
 Segments use records.py's format: a JSON header, then version 2 records (intents `I` + seq
 u64 + body, acks `A` + JSON ranges); version 1 segments (plain intent bodies) still recover.
+A segment is zero-filled ahead of its records (`FILL_AHEAD_BYTES` at a time), so a commit
+overwrites blocks the file already has and its fdatasync flushes data alone, not the file's
+new size as well (on ext4 about half the time). Records never end in a zero byte (their bodies
+end in JSON), so readers drop a segment's zero tail; an older piko counts it as one bad record.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from piko.persistence.records import FILE_MAGIC, body_sink, frame, fsync_dir, read_records
+from piko.persistence.records import FILE_MAGIC, body_sink, frame, frame_head, fsync_dir, read_records
 from piko.persistence.spill import SpillDir
 from piko.protocols import Clock
 
@@ -36,18 +40,21 @@ SEGMENT_SUFFIX = ".journal"
 VERSION = 2
 _INTENT, _ACK = b"I", b"A"
 _SEQ = struct.Struct(">Q")
-_sync = getattr(os, "fdatasync", os.fsync)  # appended data and its length are all we need
+_INTENT_SEQ = struct.Struct(">cQ")  # an intent record's prefix: kind, seq
+_sync = getattr(os, "fdatasync", os.fsync)  # written data and the file's length are all we need
+FILL_AHEAD_BYTES = 1024 * 1024  # zeros written past a segment's records (at most its segment_bytes)
 log = logging.getLogger("piko.persistence")
 
 
 class Segment:
     """One journal file; `refs` counts its intents not yet written, spilled or dead-lettered."""
 
-    __slots__ = ("path", "fd", "size", "refs", "is_active", "is_deleted", "carried")
+    __slots__ = ("path", "fd", "size", "filled", "fill_ahead", "refs", "is_active", "is_deleted", "carried")
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, fill_ahead: int = FILL_AHEAD_BYTES) -> None:
         self.path, self.fd = path, fd
-        self.size, self.refs = 0, 0
+        self.size, self.refs = 0, 0  # size: where the records end
+        self.filled, self.fill_ahead = 0, fill_ahead  # filled: where the zeros written ahead end
         self.is_active, self.is_deleted = True, False
         self.carried: list[tuple[Segment, int]] = []  # acks it holds for other segments' intents
 
@@ -67,7 +74,7 @@ def recover_journal(directory: Path, spill: SpillDir, only: Iterable[Path] | Non
     groups: dict[str, list[tuple[Path, list[bytes]]]] = defaultdict(list)
     for path in paths:
         try:
-            bodies, bad = read_records(path.read_bytes())
+            bodies, bad = read_segment(path)
         except OSError:
             log.exception("persistence: cannot read journal segment %s; it is kept", path)
             result.kept.append(path)
@@ -85,6 +92,11 @@ def recover_journal(directory: Path, spill: SpillDir, only: Iterable[Path] | Non
         for path, bodies in segments:
             _recover_segment(path, bodies, acked, spill, result)
     return result
+
+
+def read_segment(path: Path) -> tuple[list[bytes], int]:
+    """(record bodies, bad records) of a segment file; its zero-filled tail is not a record."""
+    return read_records(path.read_bytes().rstrip(b"\0"))
 
 
 def _split_header(path: Path, bodies: list[bytes]) -> tuple[str, int, list[bytes]]:
@@ -179,8 +191,9 @@ class Journal:
         if self._wakeup is None:
             raise RuntimeError("the journal is not open")
         seq = next(self._intent_seq)
+        prefix = _INTENT_SEQ.pack(_INTENT, seq)
         fut: asyncio.Future[Segment] = asyncio.get_running_loop().create_future()
-        self._frames.append(frame(_INTENT + _SEQ.pack(seq) + body))
+        self._frames += (frame_head(prefix, body), body)  # joined once per commit, never per intent
         self._waiters.append(fut)
         self._wakeup.set()
         return await fut, seq
@@ -235,8 +248,8 @@ class Journal:
                 self._active = await self._run_io(self._new_segment)
             segment = self._active
             acks = [(seg, seq) for seg, seq in acks if not seg.is_deleted]
-            await self._run_io(self._write, segment, b"".join(frames) + _ack_frame(seq for _, seq in acks),
-                               bool(frames))
+            frames.append(_ack_frame(seq for _, seq in acks))
+            await self._run_io(self._write, segment, b"".join(frames), len(frames) > 1)
             segment.carried += [(seg, seq) for seg, seq in acks if seg is not segment]
         except Exception as exc:
             for fut in waiters:
@@ -260,8 +273,8 @@ class Journal:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         stamp = self._clock.now().strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"{stamp}-{os.getpid()}-{next(self._file_seq):06d}{SEGMENT_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        segment = Segment(path, fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        segment = Segment(path, fd, min(FILL_AHEAD_BYTES, self._segment_bytes))
         header = json.dumps({"kind": "journal", "version": VERSION, "instance": self._instance})
         try:
             self._write(segment, FILE_MAGIC + frame(header.encode()), True)
@@ -273,12 +286,16 @@ class Journal:
 
     @staticmethod
     def _write(segment: Segment, data: bytes, is_durable: bool) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(segment.fd, view):]
+        """Write `data` after the segment's records (zero-filling ahead first when it would pass
+        the zeros), then fdatasync if `is_durable`. A failed write is overwritten by the next."""
+        end = segment.size + len(data)
+        if end > segment.filled:  # this one fdatasync also covers the new length; the next ones not
+            _write_at(segment.fd, bytes(segment.fill_ahead), end)
+            segment.filled = end + segment.fill_ahead
+        _write_at(segment.fd, data, segment.size)
         if is_durable:
             _sync(segment.fd)
-        segment.size += len(data)
+        segment.size = end
 
     def _delete(self, segment: Segment) -> None:
         """Remove a segment nothing is owed from; acks it carried for live segments are written again."""
@@ -289,6 +306,13 @@ class Journal:
         except OSError:
             pass
         segment.path.unlink(missing_ok=True)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _ack_frame(seqs: Iterable[int]) -> bytes:

@@ -69,6 +69,7 @@ class Lane:
 
     def activate(self) -> None:
         self.has_work, self.has_room = asyncio.Event(), asyncio.Event()
+        self.room_turn = asyncio.Lock()  # producers waiting for room, one watching at a time
         self.write_lock = asyncio.Lock()
 
 
@@ -109,6 +110,20 @@ class LaneDriver:
         if started is not None:
             return self._clock.monotonic() - started > self._policy.stall_s
         return lane.is_backing_off
+
+    async def wait_for_room(self, lane: Lane, look_up: Callable[[], Lane]) -> Lane:
+        """Wait until `lane` has room, spilling its backlog if it stalled. One producer at a time
+        watches; the rest queue on `room_turn`, so room freed by a batch wakes one, not all."""
+        async with lane.room_turn:
+            lane = look_up()
+            while lane.held >= lane.cap:
+                if lane.pending and self.is_stalled(lane):
+                    await self.spill_backlog(lane)
+                    continue
+                lane.has_room.clear()
+                await self._clock.wait(lane.has_room, self._policy.stall_s / 2)
+                lane = look_up()
+        return lane
 
     # -- the lane worker ---------------------------------------------------------------
     def start_worker(self, lane: Lane, *, should_open: bool = False) -> None:
@@ -264,7 +279,7 @@ class LaneDriver:
             if is_live:
                 lane.write_started = None
         lane.ok_writes += 1
-        written = [e for e in batch if id(e.intent) not in rejected]
+        written = [e for e in batch if id(e.intent) not in rejected] if rejected else batch
         self._finish(lane, written)
         if self._metrics is not None:
             self._metrics.persistence_written_total.labels(sink=lane.name).inc(len(written))

@@ -37,6 +37,15 @@ def frame(body: bytes) -> bytes:
     return REC_MAGIC + _REC_HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
+def frame_head(prefix: bytes, body: bytes) -> bytes:
+    """The record of `prefix + body` up to the end of `prefix`: written before `body`, it frames
+    both without copying `body` (the journal's hot path: a record per intent)."""
+    size = len(prefix) + len(body)
+    if size > MAX_RECORD_BYTES:
+        raise codec.CodecError(f"a record of {size} bytes is over the spill format's {MAX_RECORD_BYTES}")
+    return REC_MAGIC + _REC_HEAD.pack(size, zlib.crc32(body, zlib.crc32(prefix))) + prefix
+
+
 def read_records(data: bytes) -> tuple[list[bytes], int]:
     """(good record bodies, count of bad or torn records) of a file's bytes."""
     bodies: list[bytes] = []

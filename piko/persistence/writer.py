@@ -63,7 +63,7 @@ class PersistenceWriter:
         if write_timeout_s <= 0 or startup_replay_s < 0:
             raise ConfigError("write_timeout_s must be > 0 and startup_replay_s >= 0")
         self._queue_max, self._batch_size, self._durability = queue_max, batch_size, durability
-        self._replay_interval_s, self._stall_s = replay_interval_s, stall_s
+        self._replay_interval_s = replay_interval_s
         self._startup_replay_s = startup_replay_s
         self._metrics = metrics
         self._clock: Clock = clock or SystemClock()
@@ -122,13 +122,8 @@ class PersistenceWriter:
         if not self._is_running and self.autostart is not None:
             await self.autostart()  # the app starts a writer first used after it started (or by a manual run)
         lane = self._lane(intent)
-        while lane.held >= lane.cap:
-            if lane.pending and self._driver.is_stalled(lane):
-                await self._driver.spill_backlog(lane)
-                continue
-            lane.has_room.clear()
-            await self._clock.wait(lane.has_room, self._stall_s / 2)
-            lane = self._lane(intent)  # the writer may have stopped meanwhile
+        if lane.held >= lane.cap:  # the writer may stop while it waits: the lane is looked up again
+            lane = await self._driver.wait_for_room(lane, lambda: self._lane(intent))
         envelope = Envelope(intent)
         if self._journal is None:
             self._ledger.admit(lane, envelope)

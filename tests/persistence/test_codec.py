@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -47,6 +48,7 @@ TYPES = {codec.type_name(Point): Point, codec.type_name(User): User}
     Decimal("12345678901234567890.000000001"),
     b"\x00\xffbytes", uuid.UUID(int=5), (1, "a"), {1, 2},
     {1: "int key", "x": 2}, {"$t": "a user dict that looks tagged"},
+    {"x": 2, 1: "int key after a str key"}, {"a": [1, (2,)], "$t": "tagged-looking key after others"},
     {"nested": {"when": datetime(2026, 1, 1, tzinfo=timezone.utc), "amount": Decimal("9.90")}},
 ])
 def test_values_round_trip(value: Any) -> None:
@@ -221,3 +223,13 @@ def test_nested_dataclasses_and_enum_fields_are_rebuilt_from_their_annotations()
 
 def test_nested_types_are_trusted_only_inside_a_registered_dataclass() -> None:
     assert codec.loads(codec.dumps([Address("x")]), {codec.type_name(Person): Person}) == [{"city": "x"}]
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, float("nan"), float("inf"), -0.0, 10**30], "ü": "naïve \u2028 \\ \"q\"", "e": {}, "l": []},
+    "top-level text", 3, None, [{"$t": "x"}, {1: 2}], {"when": datetime(2026, 1, 1, tzinfo=timezone.utc)},
+])
+def test_dumps_writes_what_json_dumps_writes(value: Any) -> None:
+    expected = json.dumps(codec.encode(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert codec.dumps(value) == expected
+

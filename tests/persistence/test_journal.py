@@ -32,12 +32,37 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch) -> N
     assert len(syncs) < 50  # 1 for the header, then one per group, not one per append
     segment = tickets[0][0]
     assert segment.refs == 200 and sorted(seq for _, seq in tickets) == list(range(1, 201))
-    bodies, bad = read_records(segment.path.read_bytes())
+    bodies, bad = journal_mod.read_segment(segment.path)
     assert (len(bodies), bad) == (201, 0)
     for seg, seq in tickets:
         j.release(seg, seq)
     await j.close()
     assert list((tmp_path / "journal").iterdir()) == []  # nothing owed: the segment is deleted
+
+
+async def test_segments_are_zero_filled_ahead_so_commits_overwrite_blocks_the_file_has(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal", SystemClock(), asyncio.to_thread, segment_bytes=64 * 1024)
+    await j.open()
+    segment, _ = await j.append(body(1))
+    first_size = os.stat(segment.path).st_size
+    assert first_size == segment.filled > segment.size  # zeros after the header and the first commit
+    assert 64 * 1024 < first_size < 65 * 1024  # fill-ahead capped at segment_bytes
+    await asyncio.gather(*(j.append(body(i)) for i in range(2, 40)))
+    assert os.stat(segment.path).st_size == first_size  # later commits stayed inside the zeros
+    await j.close()
+    assert journal_mod.read_segment(segment.path)[1] == 0  # the zero tail is not a bad record
+    assert read_records(segment.path.read_bytes())[1] == 1  # what an older piko reads: one bad record
+
+
+async def test_a_commit_larger_than_the_zeros_ahead_extends_them(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal", SystemClock(), asyncio.to_thread, segment_bytes=1024)
+    await j.open()
+    big = intent_body(intent(1, payload={"blob": "x" * 5000}))
+    segment, _ = await j.append(big)
+    assert segment.size > 5000 and os.stat(segment.path).st_size == segment.filled == segment.size + 1024
+    bodies, bad = journal_mod.read_segment(segment.path)
+    assert bad == 0 and bodies[-1].endswith(big)
+    await j.close()
 
 
 async def test_a_segment_with_unreleased_intents_survives_close(tmp_path: Path) -> None:
@@ -70,7 +95,9 @@ def test_left_over_segments_become_per_sink_spill_files(tmp_path: Path) -> None:
 
     asyncio.run(write())
     [segment] = (tmp_path / "spill" / "journal").iterdir()
-    segment.write_bytes(segment.read_bytes()[:-4])  # the last append was torn
+    data = segment.read_bytes()
+    end = len(data.rstrip(b"\0"))
+    segment.write_bytes(data[:end - 4] + bytes(len(data) - end + 4))  # the last append was torn
     spill_dir = spill.SpillDir(tmp_path / "spill", SystemClock())
     spill_dir.open()
     found = recover_journal(tmp_path / "spill" / "journal", spill_dir)
@@ -104,7 +131,7 @@ def test_released_intents_are_not_recovered_after_a_crash(tmp_path: Path) -> Non
     found = recover_journal(journal_dir, spill_dir)
     [path] = spill_dir.spill_files()
     keys = [json.loads(b)["k"] for b in spill_dir.read(path)[1]]
-    assert keys == ["3", "4", "6", "7", "8"] and (found.records, found.acked) == (5, 5)
+    assert keys == ["3", "4", "6", "7", "8"] and (found.records, found.acked, found.bad) == (5, 5, 0)
     spill_dir.close()
 
 

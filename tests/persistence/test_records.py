@@ -19,6 +19,11 @@ def test_the_bytes_on_disk_are_those_piko_has_always_written() -> None:
     assert records.read_records(WRITTEN_BEFORE) == ([b'{"kind":"spill"}', b"ab"], 0)
 
 
+def test_a_head_written_before_its_body_is_the_same_record_as_frame() -> None:
+    prefix, body = b"I\x00\x01", b'{"s":"rec"}'
+    assert records.frame_head(prefix, body) + body == records.frame(prefix + body)
+
+
 def test_records_round_trip() -> None:
     data = records.FILE_MAGIC + b"".join(records.frame(b) for b in [b"a", b"", b"ccc"])
     assert records.read_records(data) == ([b"a", b"", b"ccc"], 0)
@@ -68,4 +73,6 @@ def test_a_record_too_large_for_the_format_is_refused_when_framed(monkeypatch) -
     monkeypatch.setattr(records, "MAX_RECORD_BYTES", 10)
     with pytest.raises(ValueError, match="a record of 11 bytes is over the spill format's 10"):
         records.frame(b"x" * 11)
+    with pytest.raises(ValueError, match="a record of 11 bytes"):
+        records.frame_head(b"x", b"x" * 10)
     assert records.read_records(records.FILE_MAGIC + records.frame(b"x" * 10)) == ([b"x" * 10], 0)

@@ -95,6 +95,42 @@ async def test_enqueue_nowait_raises_writer_full_when_the_lane_is_full(make_writ
     assert sink.keys == keys(4)
 
 
+class WaitCountingClock(SystemClock):
+    """Counts, per event, how many tasks are in wait() on it at once."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, int] = {}
+        self.most = 0
+
+    async def wait(self, event: asyncio.Event | None, timeout: float) -> bool:
+        key = id(event)
+        self.waiting[key] = self.waiting.get(key, 0) + 1
+        self.most = max(self.most, self.waiting[key])
+        try:
+            return await super().wait(event, timeout)
+        finally:
+            self.waiting[key] -= 1
+
+
+async def test_producers_waiting_for_room_queue_so_freed_room_wakes_one_not_all(make_writer: Make) -> None:
+    sink = RecordingSink()
+    sink.hang_until = asyncio.Event()
+    clock = WaitCountingClock()
+    writer = make_writer(queue_max=4, batch_size=2, stall_s=60, clock=clock)
+    writer.register_sink(sink)
+    async with writer:
+        for i in range(4):
+            writer.enqueue_nowait(intent(i))
+        producers = [asyncio.create_task(writer.enqueue(intent(i))) for i in range(4, 14)]
+        await asyncio.sleep(0.05)
+        assert not any(p.done() for p in producers)
+        assert clock.most == 1  # one producer watches the lane for room; nine queue behind it
+        sink.hang_until.set()
+        await asyncio.gather(*producers)
+        await writer.flush(timeout=5)
+    assert sorted(sink.keys, key=int) == keys(14)
+
+
 async def test_a_sink_down_for_a_while_then_back_gets_every_intent(make_writer: Make, metrics) -> None:
     sink = RecordingSink()
     sink.is_down = True
