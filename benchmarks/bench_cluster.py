@@ -150,8 +150,11 @@ def idle(db: str, workers: int, seconds: float) -> float:
     from piko.core.worker import QueueWorker
     from piko.store.mysql import MysqlStore
 
-    class Idle:
+    class Idle:  # the runner side of an idle worker: nothing running, nothing to start
         def running_count(self) -> int:
+            return 0
+
+        def load(self) -> int:
             return 0
 
     async def go() -> float:
@@ -167,7 +170,11 @@ def idle(db: str, workers: int, seconds: float) -> float:
                 await asyncio.sleep(2.0)  # every worker has backed off to its idle pace
                 before = _questions(db)
                 await asyncio.sleep(seconds)
-                return (_questions(db) - before) / seconds / workers
+                per_worker = (_questions(db) - before) / seconds / workers
+                if per_worker < 0.1:  # an idle worker still polls (about twice a second): none means it broke
+                    raise RuntimeError(f"idle workers issued {per_worker:.2f} statements/s: their claim loop "
+                                       "is failing (see the worker's log), so there is nothing to measure")
+                return per_worker
         finally:
             await store.close()
 
