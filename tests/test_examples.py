@@ -292,15 +292,21 @@ def _pieces(ex: Example, parent_job: str, status: str = "SUCCESS") -> dict[int, 
             for run in ex.runs(parent_job, status)}
 
 
+def _every_fire_had_its_pieces(ex: Example, parent_job: str, count: int, logged: str) -> None:
+    """Two SUCCESS runs of parent_job, then a clean stop: `logged` is in the log and each SUCCESS
+    run has `count` pieces, all SUCCESS."""
+    ex.wait_for_runs(parent_job, 2)
+    ex.stop()
+    assert logged in ex.log()
+    pieces = _pieces(ex, parent_job)
+    assert pieces and all(len(rows) == count and {s for _, s in rows} == {"SUCCESS"} for rows in pieces.values()), \
+        pieces
+
+
 def test_map_runs_one_recorded_piece_per_month_and_reduces_them(examples: dict[str, Example]) -> None:
     """Pass: each SUCCESS run of monthly_report has 12 SUCCESS pieces (one per month) and logs the
     reduced total of 12 x 700 orders."""
-    ex = examples["map"]
-    ex.wait_for_runs("monthly_report", 2)
-    ex.stop()
-    assert "8400 orders over 12 months" in ex.log()
-    pieces = _pieces(ex, "monthly_report")
-    assert pieces and all(len(rows) == 12 and {s for _, s in rows} == {"SUCCESS"} for rows in pieces.values()), pieces
+    _every_fire_had_its_pieces(examples["map"], "monthly_report", 12, "8400 orders over 12 months")
 
 
 def test_shards_split_each_fire_into_four_runs(examples: dict[str, Example]) -> None:
@@ -316,12 +322,7 @@ def test_shards_split_each_fire_into_four_runs(examples: dict[str, Example]) -> 
 
 def test_workflow_runs_its_five_steps_in_order(examples: dict[str, Example]) -> None:
     """Pass: each SUCCESS run of daily_etl has its 5 steps SUCCESS, and load saw the upstream results."""
-    ex = examples["workflow"]
-    ex.wait_for_runs("daily_etl", 2)
-    ex.stop()
-    assert "loaded 5 rows from orders, total 100" in ex.log()
-    pieces = _pieces(ex, "daily_etl")
-    assert pieces and all(len(rows) == 5 and {s for _, s in rows} == {"SUCCESS"} for rows in pieces.values()), pieces
+    _every_fire_had_its_pieces(examples["workflow"], "daily_etl", 5, "loaded 5 rows from orders, total 100")
 
 
 def test_broadcast_runs_each_fire_on_both_instances(examples: dict[str, Example]) -> None:

@@ -196,12 +196,18 @@ class DaskExecutor:
         async with self._slot(job):
             future = client.submit(wire.run_call, payload, key=f"piko-{name}-{uuid.uuid4().hex}", pure=False)
             self._out.add(future)
+            gathering: asyncio.Future[Any] | None = None
             try:
-                reply = await future
+                await _finished(future)  # a cancel here stops only this wait
+                gathering = asyncio.ensure_future(_fetch(future))
+                reply = await asyncio.shield(gathering)  # a cancel here leaves the fetch to finish
             except Exception as exc:  # Dask's own failure: run_call never raises
                 raise _dask_failure(exc, label) from exc
             finally:
-                future.release()  # a queued task is dropped; a running one's result is not kept
+                if gathering is None or gathering.done():
+                    future.release()  # a queued task is dropped; a running one's result is not kept
+                else:  # cancelled while fetching a finished result: released once the fetch is over
+                    gathering.add_done_callback(functools.partial(_release_after, future))
                 self._out.discard(future)
                 if self._settled is not None:
                     self._settled.set()
@@ -290,6 +296,39 @@ def _import_distributed() -> Any:
         return importlib.import_module("distributed")
     except ImportError as exc:
         raise DaskUnavailable(f"cpu_backend = 'dask' needs the distributed package ({exc}): {INSTALL_HINT}") from exc
+
+
+async def _finished(future: Any) -> None:
+    """Wait until the Dask task has ended, fetching nothing.
+
+    Dask's client fetches the results of all the calls waiting at once in one shared gather;
+    cancelling the call that started it cancels it for every other call, and for later ones
+    too (the client keeps the cancelled gather as the pending one, so every later call ends
+    CancelledError). So the wait, which a cancel may stop (a failed map_reduce cancels its
+    other chunks, a timeout its call), only watches the task's state, and the fetch of an
+    ended task's result is shielded from the caller's cancel."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    def on_end(_: Any) -> None:  # Dask calls it from a thread of its own
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle)
+
+    future.add_done_callback(on_end)
+    await ended
+
+
+async def _fetch(future: Any) -> Any:
+    return await future
+
+
+def _release_after(future: Any, gathering: asyncio.Future[Any]) -> None:
+    _retrieve(gathering)  # type: ignore[arg-type]
+    future.release()
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

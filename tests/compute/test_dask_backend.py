@@ -186,6 +186,20 @@ async def test_cancelling_the_caller_releases_its_pending_chunks(scheduler, tmp_
 
 
 @pytest.mark.dask
+async def test_calls_after_a_failed_map_reduce_still_get_their_results(scheduler):
+    """Pass: a map_reduce whose chunk fails cancels its other chunks while their results may be
+    on the way; Dask's client fetches results for all waiting calls in one shared gather, and a
+    cancel that reached it left every later call of the client ending CancelledError (CI saw
+    it). Each round: a failing map_reduce, then calls that must all answer."""
+    async with executor(scheduler) as dask:
+        for _ in range(8):
+            with pytest.raises(ValueError, match="bad item 37"):
+                await dask.map_reduce(workfns.fail_at_37, range(200), chunksize=3)
+            answers = await asyncio.gather(dask.submit(workfns.add, 2, 3), dask.map_reduce(workfns.square, range(20)))
+            assert answers == [5, [x * x for x in range(20)]]
+
+
+@pytest.mark.dask
 async def test_a_worker_killed_mid_chunk_is_rerun_by_dask_and_the_call_succeeds(scheduler, tmp_path):
     async with executor(scheduler) as dask:
         sleepy = functools.partial(workfns.mark_then_sleep, str(tmp_path), 0.5)
