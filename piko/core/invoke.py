@@ -111,8 +111,8 @@ class CancelEvent(threading.Event):
     """ctx["cancel_event"]: a threading.Event whose lock is made the first time it is needed.
 
     Nearly every run ends without being cancelled and nobody waits on its event; a plain Event
-    builds a Condition and a Lock per run (about 4 us of the loop's time at 10,000 runs a
-    second). is_set() reads the flag alone; set(), wait() and clear() make the Condition once,
+    builds a Condition and a Lock per run (1.75 us against 0.11 us here, on the loop, for
+    every run). is_set() reads the flag alone; set(), wait() and clear() make the Condition once,
     under a lock, so two threads never make two."""
 
     def __init__(self) -> None:  # noqa: D107 - not Event.__init__: no Condition yet

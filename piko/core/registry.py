@@ -8,6 +8,7 @@ the older import path `from piko.core.registry import job` working.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -148,33 +149,34 @@ def build_spec(job_id: str, func: Any, **options: Any) -> JobSpec:
     return spec_obj
 
 
-_VALID_SCHEDULES: dict[Any, None] = {}  # (kind, spec, tz) already checked: apps register thousands alike
-_VALID_MAX = 4096
-
-
 def _check_schedule(job_id: str, kind: str, spec: Any, tz: str) -> None:
     """The schedule builds a trigger (TriggerSpecError naming the job if not); a spec seen valid
-    before is not built again."""
+    before is not built again (apps register thousands alike)."""
     from piko.triggers import make_trigger
 
     try:
-        # types too: 1, 1.0 and True are equal keys, but a check may accept one and refuse another
-        value = (type(spec), spec) if not isinstance(spec, dict) else tuple(
-            sorted((k, type(v), v) for k, v in spec.items()))
-        key = (kind, value, tz)
+        # a dict as its items, with their types: 1, 1.0 and True are equal keys, but a check may
+        # accept one and refuse another
+        key = ("dict", tuple(sorted((k, type(v), v) for k, v in spec.items()))) if isinstance(spec, dict) \
+            else ("value", type(spec), spec)
         hash(key)
     except TypeError:  # a value that cannot be a key (a list): checked every time
         key = None
-    if key is not None and key in _VALID_SCHEDULES:
-        return
     try:
-        make_trigger(kind, spec, tz=tz)
+        if key is None:
+            make_trigger(kind, spec, tz=tz)
+        else:
+            _checked(kind, key, tz)
     except TriggerSpecError as exc:
         raise TriggerSpecError(exc.spec, f"job {job_id!r}: {exc.reason}", exc.field) from None
-    if key is not None:
-        if len(_VALID_SCHEDULES) >= _VALID_MAX:
-            _VALID_SCHEDULES.clear()
-        _VALID_SCHEDULES[key] = None
+
+
+@functools.lru_cache(maxsize=4096)  # only valid ones are kept: a refused spec raises, and is checked again
+def _checked(kind: str, key: tuple[Any, ...], tz: str) -> None:
+    from piko.triggers import make_trigger
+
+    spec = {k: v for k, _, v in key[1]} if key[0] == "dict" else key[2]
+    make_trigger(kind, spec, tz=tz)
 
 
 def build_task(task_id: str, func: Any, **options: Any) -> JobSpec:
